@@ -1,0 +1,55 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// Luciole: privacy-first street-pole camera daemon.
+///
+/// Reads a camera (or a recording), and keeps every frame in memory. Only
+/// `capture` writes images, and only where an installer asks.
+#[derive(Debug, Parser)]
+#[command(name = "luciole", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log line format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `luciole=debug` (RUST_LOG overrides it).
+    #[arg(long, default_value = "info", global = true)]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGINT or SIGTERM (or the end of a replay).
+    Run {
+        /// The pole's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file: prints a one-line summary and exits 0,
+    /// or lists every problem (file:line key = value: reason) and exits 1.
+    CheckConfig {
+        /// The configuration file to check.
+        file: PathBuf,
+    },
+    /// Save N frames as PNG images for installers (aiming, focus, zones),
+    /// with a frames.jsonl index; prints a JSON summary on standard output.
+    Capture {
+        /// The pole's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How many frames to save.
+        #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        frames: u64,
+        /// Folder to write into (created if missing).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}

@@ -1,0 +1,260 @@
+//! Replay of real footage (Debian opencv-doc's `vtest.avi`, a street seen
+//! from above, and still photos) through the real `ffmpeg`, and the
+//! conversion checked against ffmpeg's own RGB output.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use luciole::capture::{self, PixelFormat};
+use luciole::config;
+use luciole::convert::{Converter, RgbImage};
+use luciole::shutdown::Shutdown;
+use support::*;
+
+fn replay_config(dir: &Path, path: &Path, extra: &str) -> config::Settings {
+    let camera = format!(
+        "source = \"replay\"\n{extra}\n[camera.replay]\npath = \"{}\"\npace = \"fast\"",
+        path.display()
+    );
+    config::load(&write_config(dir, "replay.toml", &camera)).unwrap()
+}
+
+/// Up to `n` frames of a replay converted to full-size RGB, with their
+/// sequence numbers and timestamps.
+fn frames(settings: &config::Settings, n: usize) -> Vec<(u64, Duration, RgbImage, PixelFormat)> {
+    let mut source = capture::open(&settings.camera, &Shutdown::new()).unwrap();
+    let mut converter = Converter::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let mut got = None;
+        let more = source
+            .next_frame(&mut |f| {
+                let mut rgb = RgbImage::default();
+                converter.to_rgb(&f, &mut rgb).unwrap();
+                got = Some((f.sequence, f.timestamp, rgb, f.layout.format));
+            })
+            .unwrap();
+        if !more {
+            break;
+        }
+        out.push(got.unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_video_replay_yields_every_frame_with_its_presentation_time() {
+    let dir = scratch("replay-all");
+    let settings = replay_config(
+        &dir,
+        &footage().join("vtest.avi"),
+        "pixel_formats = [\"GREY\"]",
+    );
+    let all = frames(&settings, 10_000);
+    // ffprobe -count_frames says 795 frames at 10 fps.
+    assert_eq!(all.len(), 795);
+    for (i, (sequence, timestamp, rgb, format)) in all.iter().enumerate() {
+        assert_eq!(*sequence, i as u64);
+        assert_eq!(*timestamp, Duration::from_millis(100 * i as u64));
+        assert_eq!(
+            (rgb.width, rgb.height, *format),
+            (768, 576, PixelFormat::Grey)
+        );
+    }
+}
+
+#[test]
+fn yuyv_nv12_and_grey_frames_convert_like_ffmpegs_own_rgb() {
+    let dir = scratch("replay-convert");
+    let video = footage().join("vtest.avi");
+    let truth = frames(
+        &replay_config(&dir, &video, "pixel_formats = [\"RGB3\"]"),
+        30,
+    );
+    assert_eq!(truth.len(), 30);
+    for format in ["YUYV", "NV12", "GREY"] {
+        let ours = frames(
+            &replay_config(&dir, &video, &format!("pixel_formats = [\"{format}\"]")),
+            30,
+        );
+        assert_eq!(ours.len(), 30);
+        for ((_, _, expected, _), (_, _, got, got_format)) in truth.iter().zip(&ours) {
+            assert_eq!(got_format.name(), format);
+            let diffs: Vec<u8> = if format == "GREY" {
+                // Compare luma: BT.601 weights of ffmpeg's RGB.
+                expected
+                    .data
+                    .chunks(3)
+                    .zip(got.data.chunks(3))
+                    .map(|(e, g)| {
+                        let y = 0.299 * f32::from(e[0])
+                            + 0.587 * f32::from(e[1])
+                            + 0.114 * f32::from(e[2]);
+                        (y.round() as u8).abs_diff(g[0])
+                    })
+                    .collect()
+            } else {
+                expected
+                    .data
+                    .iter()
+                    .zip(&got.data)
+                    .map(|(a, b)| a.abs_diff(*b))
+                    .collect()
+            };
+            let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+            assert!(mean < 2.5, "{format}: mean difference {mean}");
+        }
+    }
+}
+
+#[test]
+fn a_replay_scales_to_the_configured_size() {
+    let dir = scratch("replay-scale");
+    let settings = replay_config(
+        &dir,
+        &footage().join("vtest.avi"),
+        "width = 640\nheight = 480\npixel_formats = [\"NV12\"]",
+    );
+    let got = frames(&settings, 3);
+    assert!(got
+        .iter()
+        .all(|(_, _, rgb, _)| (rgb.width, rgb.height) == (640, 480)));
+}
+
+#[test]
+fn an_image_folder_plays_in_name_order_and_loops() {
+    let dir = scratch("replay-images");
+    let footage = footage();
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(footage.join("messi5.jpg"), images.join("b.jpg")).unwrap();
+    std::fs::copy(
+        footage.join("licenseplate_motion.jpg"),
+        images.join("a.jpg"),
+    )
+    .unwrap();
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    let camera = format!(
+        "source = \"replay\"\nfps = 5\n[camera.replay]\npath = \"{}\"\npace = \"fast\"\nloop = true",
+        images.display()
+    );
+    let settings = config::load(&write_config(&dir, "pole.toml", &camera)).unwrap();
+    let got = frames(&settings, 5);
+    let a = image::open(images.join("a.jpg")).unwrap();
+    let b = image::open(images.join("b.jpg")).unwrap();
+    let sizes: Vec<(u32, u32)> = got
+        .iter()
+        .map(|(_, _, rgb, _)| (rgb.width, rgb.height))
+        .collect();
+    let (sa, sb) = ((a.width(), a.height()), (b.width(), b.height()));
+    assert_ne!(sa, sb);
+    assert_eq!(sizes, [sa, sb, sa, sb, sa]);
+    let times: Vec<u128> = got.iter().map(|(_, t, _, _)| t.as_millis()).collect();
+    assert_eq!(times, [0, 200, 400, 600, 800]);
+    assert_eq!(
+        got[2].2.data,
+        a.to_rgb8().into_raw(),
+        "frames are the decoded images, unchanged"
+    );
+}
+
+#[test]
+fn capture_writes_pngs_and_an_index_from_real_footage() {
+    let dir = scratch("capture-replay");
+    let camera = format!(
+        "source = \"replay\"\npixel_formats = [\"YUYV\"]\n[camera.replay]\npath = \"{}\"\npace = \"fast\"",
+        footage().join("vtest.avi").display()
+    );
+    let config = write_config(&dir, "pole.toml", &camera);
+    let out = dir.join("frames");
+    let output = run(&[
+        "capture",
+        "--config",
+        config.to_str().unwrap(),
+        "--frames",
+        "12",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(summary["frames"], 12);
+    assert_eq!(summary["format"], "YUYV");
+    assert_eq!(summary["width"], 768);
+    assert_eq!(summary["fps_negotiated"], 10.0);
+    assert_eq!(summary["fps_measured"], 10.0);
+    assert!(
+        stderr(&output).contains("unmasked frame(s)"),
+        "the privacy warning is logged"
+    );
+    let index = std::fs::read_to_string(out.join("frames.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = index
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 12);
+    let mut hashes = std::collections::HashSet::new();
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record["sequence"], i);
+        assert_eq!(record["timestamp_us"], 100_000 * i as u64);
+        let png = image::open(out.join(record["file"].as_str().unwrap())).unwrap();
+        assert_eq!((png.width(), png.height()), (768, 576));
+        hashes.insert(record["hash"].as_str().unwrap().to_string());
+    }
+    assert_eq!(hashes.len(), 12, "people walk: every frame differs");
+}
+
+#[test]
+fn a_file_that_is_not_a_video_is_a_clear_error() {
+    let dir = scratch("replay-garbage");
+    let bogus = dir.join("clip.avi");
+    std::fs::write(&bogus, b"RIFF\0\0\0\0 this is not a video").unwrap();
+    let camera = format!(
+        "source = \"replay\"\n[camera.replay]\npath = \"{}\"",
+        bogus.display()
+    );
+    let config = write_config(&dir, "pole.toml", &camera);
+    let output = run(&[
+        "capture",
+        "-c",
+        config.to_str().unwrap(),
+        "-n",
+        "1",
+        "-o",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("replay {}: not a readable video", bogus.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_empty_image_folder_is_a_clear_error() {
+    let dir = scratch("replay-empty");
+    std::fs::create_dir_all(dir.join("none")).unwrap();
+    let camera = format!(
+        "source = \"replay\"\n[camera.replay]\npath = \"{}\"",
+        dir.join("none").display()
+    );
+    let config = write_config(&dir, "pole.toml", &camera);
+    let output = run(&[
+        "capture",
+        "-c",
+        config.to_str().unwrap(),
+        "-n",
+        "1",
+        "-o",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("holds no .png, .jpg or .jpeg images"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,72 @@
+//! Helpers shared by the integration tests: the real `luciole` binary, the
+//! real footage, scratch folders.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `luciole` binary cargo built for these tests.
+pub fn luciole() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_luciole"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Runs the binary with `args` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    luciole()
+        .args(args)
+        .output()
+        .expect("the luciole binary runs")
+}
+
+/// The folder holding the real footage (Debian opencv-doc samples),
+/// fetched and checked by `tests/assets/fetch-footage`. Fails loudly if it
+/// cannot be had.
+pub fn footage() -> PathBuf {
+    let script = repo().join("tests/assets/fetch-footage");
+    let output = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// A fresh scratch folder named after the test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("luciole-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a configuration file into `dir` and returns its path.
+pub fn write_config(dir: &Path, name: &str, camera: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!("[device]\nsite = \"test-site\"\nid = \"pole-1\"\n\n[camera]\n{camera}\n");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
