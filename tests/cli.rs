@@ -29,6 +29,8 @@ fn shipped_configs(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn every_shipped_pole_config_passes_check_config() {
+    // The demo and replay examples point at the fetched footage.
+    footage();
     let mut configs = Vec::new();
     shipped_configs(&repo(), &mut configs);
     let configs: Vec<_> = configs
@@ -110,20 +112,7 @@ fn version_and_help_describe_the_program() {
 
 #[test]
 fn capture_from_a_missing_device_is_a_clear_error() {
-    let dir = scratch("missing-device");
-    let config = write_config(&dir, "pole.toml", "device = \"/dev/video-not-here\"");
-    let out = dir.join("frames");
-    let output = run(&[
-        "capture",
-        "-c",
-        config.to_str().unwrap(),
-        "-n",
-        "3",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let err = capture_failure("missing-device", "device = \"/dev/video-not-here\"");
     assert!(
         err.contains("camera /dev/video-not-here: cannot open: No such file or directory"),
         "{err}"
@@ -132,20 +121,7 @@ fn capture_from_a_missing_device_is_a_clear_error() {
 
 #[test]
 fn capture_from_a_device_that_is_not_a_camera_is_a_clear_error() {
-    let dir = scratch("not-a-camera");
-    let config = write_config(&dir, "pole.toml", "device = \"/dev/null\"");
-    let out = dir.join("frames");
-    let output = run(&[
-        "capture",
-        "-c",
-        config.to_str().unwrap(),
-        "-n",
-        "3",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let err = capture_failure("not-a-camera", "device = \"/dev/null\"");
     assert!(
         err.contains("camera /dev/null: query capabilities:"),
         "{err}"

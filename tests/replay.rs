@@ -208,25 +208,14 @@ fn capture_writes_pngs_and_an_index_from_real_footage() {
 
 #[test]
 fn a_file_that_is_not_a_video_is_a_clear_error() {
-    let dir = scratch("replay-garbage");
+    let dir = scratch("replay-garbage-input");
     let bogus = dir.join("clip.avi");
     std::fs::write(&bogus, b"RIFF\0\0\0\0 this is not a video").unwrap();
     let camera = format!(
         "source = \"replay\"\n[camera.replay]\npath = \"{}\"",
         bogus.display()
     );
-    let config = write_config(&dir, "pole.toml", &camera);
-    let output = run(&[
-        "capture",
-        "-c",
-        config.to_str().unwrap(),
-        "-n",
-        "1",
-        "-o",
-        dir.join("out").to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let err = capture_failure("replay-garbage", &camera);
     assert!(
         err.contains(&format!("replay {}: not a readable video", bogus.display())),
         "{err}"
@@ -235,26 +224,11 @@ fn a_file_that_is_not_a_video_is_a_clear_error() {
 
 #[test]
 fn an_empty_image_folder_is_a_clear_error() {
-    let dir = scratch("replay-empty");
-    std::fs::create_dir_all(dir.join("none")).unwrap();
+    let dir = scratch("replay-empty-input");
     let camera = format!(
         "source = \"replay\"\n[camera.replay]\npath = \"{}\"",
-        dir.join("none").display()
+        dir.display()
     );
-    let config = write_config(&dir, "pole.toml", &camera);
-    let output = run(&[
-        "capture",
-        "-c",
-        config.to_str().unwrap(),
-        "-n",
-        "1",
-        "-o",
-        dir.join("out").to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("holds no .png, .jpg or .jpeg images"),
-        "{}",
-        stderr(&output)
-    );
+    let err = capture_failure("replay-empty", &camera);
+    assert!(err.contains("holds no .png, .jpg or .jpeg images"), "{err}");
 }

@@ -4,8 +4,13 @@
 //! - `capture`: frames from the configured source to PNG files, for
 //!   installers; conversion runs on the capture thread straight from the
 //!   driver's buffer, PNG encoding on a writer thread behind a bounded queue.
+//! - `detect`: image files through the configured detector, one JSON line
+//!   per detection.
 //! - `run`: the daemon loop: capture with periodic health lines until a
-//!   signal (later stages attach here).
+//!   signal (later stages attach here); with an `[outbox]`, `status`,
+//!   `health` and `error` events go to the outbox and, with `[mqtt]`, to the
+//!   broker.
+//! - `events`: what the outbox holds, for installers.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,6 +26,9 @@ use crate::capture::{self, FrameSource, PixelFormat, SourceInfo};
 use crate::cli::Command;
 use crate::config::{self, ConfigError, Settings, SourceSettings};
 use crate::convert::{Converter, RgbImage};
+use crate::events::{Body, ErrorReport, Origin};
+use crate::outbox::Outbox;
+use crate::publish::reporter::{DaemonHealth, Reporter};
 use crate::shutdown::Shutdown;
 
 /// Runs one CLI command.
@@ -33,6 +41,8 @@ pub fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             out,
         } => capture_frames(&config, frames, &out),
         Command::Run { config } => run(&config),
+        Command::Detect { config, images } => detect_images(&config, &images),
+        Command::Events { config, all } => list_events(&config, all),
     }
 }
 
@@ -47,15 +57,41 @@ pub fn summary(settings: &Settings) -> String {
         .size
         .map(|(w, h)| format!("{w}x{h}"))
         .unwrap_or_else(|| "native size".into());
+    let rate = match &camera.source {
+        SourceSettings::Replay(replay) if replay.kind == config::ReplayKind::Video => {
+            "at the recording's rate".to_string()
+        }
+        _ => format!("@ {} fps", camera.fps),
+    };
     let formats: Vec<&str> = camera.pixel_formats.iter().map(|f| f.name()).collect();
-    format!(
-        "{}: OK: site {}, device {}, camera {source} {size} @ {} fps ({})",
+    let mut line = format!(
+        "{}: OK: site {}, device {}, camera {source} {size} {rate} ({})",
         settings.file.display(),
         settings.device.site,
         settings.device.id,
-        camera.fps,
         formats.join(", ")
-    )
+    );
+    if let Some(detect) = &settings.detect {
+        let model = detect
+            .model
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        line += &format!(
+            ", detect {model} on {} {} x{}",
+            detect.backend.name(),
+            detect.accelerator,
+            detect.threads
+        );
+    }
+    if let Some(outbox) = &settings.outbox {
+        line += &format!(", outbox {}", outbox.path.display());
+    }
+    if let Some(mqtt) = &settings.mqtt {
+        let tls = if mqtt.tls.is_some() { "mqtts" } else { "mqtt" };
+        line += &format!(", {tls}://{}:{}", mqtt.host, mqtt.port);
+    }
+    line
 }
 
 fn check_config(file: &Path) -> ExitCode {
@@ -175,12 +211,16 @@ fn capture_frames(config: &Path, frames: u64, out: &Path) -> anyhow::Result<Exit
     // bounded to about 256 MiB of frames.
     let frame_bytes = (info.layout.width as usize * info.layout.height as usize * 3).max(1);
     let capacity = (256 << 20) / frame_bytes;
-    let (tx, rx) = crossbeam_channel::bounded::<(FrameRecord, RgbImage)>(capacity.clamp(2, 256));
+    let capacity = capacity.clamp(2, 256);
+    let (tx, rx) = crossbeam_channel::bounded::<(FrameRecord, RgbImage)>(capacity);
+    // Written images come back for reuse: a fresh 1 MB buffer per frame
+    // costs page faults that, on a small or emulated board, drop frames.
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<RgbImage>(capacity);
     let writer = {
         let out = out.to_owned();
         std::thread::Builder::new()
             .name("png-writer".into())
-            .spawn(move || write_frames(&out, rx))
+            .spawn(move || write_frames(&out, rx, recycle_tx))
             .context("starting the writer thread")?
     };
 
@@ -190,7 +230,7 @@ fn capture_frames(config: &Path, frames: u64, out: &Path) -> anyhow::Result<Exit
     let mut skipped = 0u64;
     let mut last_layout = info.layout;
     while index < frames {
-        let mut image = RgbImage::default();
+        let mut image = recycle_rx.try_recv().unwrap_or_default();
         let mut converted = None;
         let mut record = None;
         let more = source.next_frame(&mut |frame| {
@@ -260,6 +300,7 @@ fn capture_frames(config: &Path, frames: u64, out: &Path) -> anyhow::Result<Exit
 fn write_frames(
     out: &Path,
     rx: crossbeam_channel::Receiver<(FrameRecord, RgbImage)>,
+    recycle: crossbeam_channel::Sender<RgbImage>,
 ) -> anyhow::Result<u64> {
     let index_path = out.join("frames.jsonl");
     let mut index = BufWriter::new(
@@ -287,11 +328,78 @@ fn write_frames(
         serde_json::to_writer(&mut index, &record)?;
         index.write_all(b"\n")?;
         written += 1;
+        // Full or closed: either way the buffer is simply freed.
+        let _ = recycle.try_send(image);
     }
     index
         .flush()
         .with_context(|| format!("{}: cannot write", index_path.display()))?;
     Ok(written)
+}
+
+/// One line of `detect`'s output.
+#[derive(Debug, Serialize)]
+struct DetectionRecord<'a> {
+    image: &'a Path,
+    label: crate::detect::Class,
+    score: f32,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+}
+
+fn detect_images(config: &Path, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let settings = config::load(config)?;
+    let Some(detect) = &settings.detect else {
+        anyhow::bail!(
+            "{}: no [detect] section: add one naming the model manifest (detect.model)",
+            config.display()
+        );
+    };
+    let mut detector = crate::detect::open(detect)?;
+    let status = detector.status();
+    tracing::info!(
+        model = %status.model,
+        backend = status.backend.name(),
+        accelerator = %status.accelerator,
+        threads = status.threads,
+        fallback = status.fallback.as_deref().unwrap_or("none"),
+        "detector ready"
+    );
+    let mut out = std::io::stdout().lock();
+    let mut detections = Vec::new();
+    for (index, path) in images.iter().enumerate() {
+        let rgb = image::open(path)
+            .with_context(|| format!("{}: cannot read the image", path.display()))?
+            .to_rgb8();
+        let frame = capture::FrameRef {
+            data: rgb.as_raw(),
+            layout: capture::FrameLayout {
+                format: PixelFormat::Rgb24,
+                width: rgb.width(),
+                height: rgb.height(),
+                stride: rgb.width() * 3,
+                yuv: capture::YuvEncoding::default(),
+            },
+            sequence: index as u64,
+            timestamp: Duration::ZERO,
+            stream: 0,
+        };
+        detector
+            .detect(&frame, &mut detections)
+            .with_context(|| format!("{}: detection failed", path.display()))?;
+        for detection in &detections {
+            let record = DetectionRecord {
+                image: path,
+                label: detection.class,
+                score: detection.score,
+                bbox: detection.bbox,
+            };
+            serde_json::to_writer(&mut out, &record)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Seconds between health lines of `run`.
@@ -301,28 +409,144 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
     let settings = config::load(config)?;
     tracing::info!("{}", summary(&settings));
-    let mut source = capture::open(&settings.camera, &shutdown)?;
+    let mut reporter = Reporter::start(&settings)?;
+    let mut source = match capture::open(&settings.camera, &shutdown) {
+        Ok(source) => source,
+        Err(err) => {
+            if let Some(reporter) = reporter {
+                reporter.report(Body::Error(ErrorReport {
+                    code: "camera_unavailable".into(),
+                    message: format!("{err:#}"),
+                }));
+                reporter.finish();
+            }
+            return Err(err.into());
+        }
+    };
     let info = source.info();
     tracing::info!(origin = %info.origin, format = %info.layout.format, width = info.layout.width, height = info.layout.height, fps = info.fps_negotiated, "capturing");
+    if let Some(reporter) = &reporter {
+        reporter.status("started", format!("capturing from {}", info.origin));
+    }
     let mut rate = RateMeter::default();
+    let mut event_rate = RateMeter::default();
     let mut last_health = Instant::now();
-    loop {
-        let more = source.next_frame(&mut |frame| rate.add(frame.stream, frame.timestamp))?;
+    let mut reconnects = source.stats().reconnects;
+    let outcome = loop {
+        let more = match source.next_frame(&mut |frame| {
+            rate.add(frame.stream, frame.timestamp);
+            event_rate.add(frame.stream, frame.timestamp);
+        }) {
+            Ok(more) => more,
+            Err(err) => break Err(err),
+        };
         if !more {
-            break;
+            break Ok(());
         }
         if last_health.elapsed() >= HEALTH_EVERY {
             log_health(source.as_ref(), &rate);
             rate = RateMeter::default();
             last_health = Instant::now();
         }
-    }
+        if let Some(reporter) = &mut reporter {
+            let stats = source.stats();
+            if stats.reconnects > reconnects {
+                reconnects = stats.reconnects;
+                reporter.report(Body::Error(ErrorReport {
+                    code: "camera_lost".into(),
+                    message: format!(
+                        "the camera stopped delivering frames and was reopened ({} reconnection(s), {} ms without frames since start)",
+                        stats.reconnects, stats.outage_ms
+                    ),
+                }));
+                reporter.status("camera_back", "frames are flowing again");
+            }
+            if reporter.health_due() {
+                reporter.health(daemon_health(source.as_ref(), &event_rate));
+                event_rate = RateMeter::default();
+            }
+        }
+    };
     log_health(source.as_ref(), &rate);
+    if let Some(mut reporter) = reporter {
+        reporter.health(daemon_health(source.as_ref(), &event_rate));
+        match &outcome {
+            Ok(()) => reporter.status(
+                "stopping",
+                if shutdown.requested() {
+                    "stopping on signal"
+                } else {
+                    "source ended"
+                },
+            ),
+            Err(err) => reporter.report(Body::Error(ErrorReport {
+                code: "capture_failed".into(),
+                message: format!("{err:#}"),
+            })),
+        }
+        reporter.finish();
+    }
+    outcome?;
     if shutdown.requested() {
         tracing::info!("stopping on signal");
     } else {
         tracing::info!("source ended");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon_health(source: &dyn FrameSource, rate: &RateMeter) -> DaemonHealth {
+    let stats = source.stats();
+    DaemonHealth {
+        fps: rate.fps(),
+        frames: stats.frames,
+        dropped_frames: stats.dropped,
+        reconnects: stats.reconnects,
+        outage_ms: stats.outage_ms,
+    }
+}
+
+/// `luciole events`: what the outbox holds.
+fn list_events(config: &Path, all: bool) -> anyhow::Result<ExitCode> {
+    let settings = config::load(config)?;
+    let Some(outbox) = &settings.outbox else {
+        anyhow::bail!(
+            "{}: no [outbox] section: this pole keeps no events",
+            config.display()
+        );
+    };
+    let origin = Origin {
+        site: settings.device.site.clone(),
+        device: settings.device.id.clone(),
+    };
+    let outbox = Outbox::inspect(outbox, origin)?;
+    let summary = outbox.summary()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {} event(s), {} bytes",
+        outbox.path().display(),
+        summary.count,
+        summary.bytes
+    )?;
+    for (label, event) in [("oldest", &summary.oldest), ("newest", &summary.newest)] {
+        if let Some(event) = event {
+            writeln!(
+                out,
+                "{label}: id {} at {} ({})",
+                event.id,
+                event.time,
+                event.body.kind()
+            )?;
+        }
+    }
+    if all {
+        for event in outbox.all() {
+            out.write_all(&event?.encode())?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -52,4 +52,27 @@ pub enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Detect people and vehicles in PNG or JPEG images with the model of
+    /// the config's `[detect]` section; prints one JSON line per detection:
+    /// image, label, score, box [x0, y0, x1, y1] in pixels.
+    Detect {
+        /// The pole's configuration file (needs a `[detect]` section).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Images to look at.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Show what the outbox holds (events not yet acknowledged by the
+    /// broker): count, size, oldest and newest; with --all, every event as
+    /// one JSON line. Stop the daemon first: the outbox has one user at a
+    /// time.
+    Events {
+        /// The pole's configuration file (needs an `[outbox]` section).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print every held event, oldest first.
+        #[arg(long)]
+        all: bool,
+    },
 }

@@ -16,7 +16,22 @@
 //!   ([`capture::reconnect`]).
 //! - [`convert`]: pixel-format conversion to RGB and scaling, plus a plain
 //!   scalar [`convert::reference`] used to check and benchmark the fast path.
-//! - [`app`]: the commands behind the CLI (`run`, `check-config`, `capture`).
+//! - [`detect`]: the [`detect::Detector`] trait: a TFLite model described by
+//!   a manifest in `models/`, run by LiteRT ([`detect::litert`]) or the
+//!   classic TFLite C API ([`detect::tflite`]) loaded at run time, with
+//!   pure pre- and post-processing ([`detect::postprocess`]).
+//! - [`events`]: the versioned JSON events a pole publishes, their topics
+//!   and timestamps; one JSON Schema per kind in `appliance/schemas/`.
+//! - [`outbox`]: store-and-forward in sled ([`outbox::store`] also offers
+//!   redb): events are committed before they are offered and deleted on the
+//!   broker's acknowledgement, within size and age limits
+//!   ([`outbox::ledger`] keeps the pure bookkeeping).
+//! - [`publish`]: the MQTT 3.1.1/5 publisher (rumqttc): TLS, presence with
+//!   last will, ordered replay, bounded in-flight window, reconnection with
+//!   jittered [`publish::backoff`]; [`publish::reporter`] is the daemon's
+//!   handle on outbox and publisher.
+//! - [`app`]: the commands behind the CLI (`run`, `check-config`, `capture`,
+//!   `detect`, `events`).
 //! - [`cli`]: argument definitions; [`logging`]: tracing set-up;
 //!   [`shutdown`]: SIGINT/SIGTERM handling.
 
@@ -25,5 +40,9 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod detect;
+pub mod events;
 pub mod logging;
+pub mod outbox;
+pub mod publish;
 pub mod shutdown;

@@ -16,7 +16,6 @@ fn main() -> ExitCode {
         Err(err) => {
             // `{:#}` prints the whole chain of causes on one line.
             tracing::error!("{err:#}");
-            eprintln!("luciole: {err:#}");
             ExitCode::FAILURE
         }
     }

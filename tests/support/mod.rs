@@ -70,3 +70,22 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Runs `luciole capture` on a pole whose `[camera]` section is `camera`,
+/// expects it to fail with exit code 1, and returns its standard error.
+pub fn capture_failure(name: &str, camera: &str) -> String {
+    let dir = scratch(name);
+    let config = write_config(&dir, "pole.toml", camera);
+    let out = dir.join("frames");
+    let output = run(&[
+        "capture",
+        "--config",
+        config.to_str().unwrap(),
+        "--frames",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    stderr(&output)
+}

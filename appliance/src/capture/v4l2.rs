@@ -118,9 +118,17 @@ impl V4l2Source {
             },
             yuv: YuvEncoding {
                 bt709: matches!(format.colorspace, Colorspace::Rec709),
-                full_range: matches!(format.quantization, Quantization::FullRange)
-                    || (matches!(format.quantization, Quantization::Default)
-                        && matches!(format.colorspace, Colorspace::JPEG)),
+                // V4L2 maps a default quantization to limited range for Y'CbCr,
+                // but monochrome sensors (and vivid) deliver full-range GREY,
+                // and JPEG is full range by definition.
+                full_range: match format.quantization {
+                    Quantization::FullRange => true,
+                    Quantization::LimitedRange => false,
+                    _ => {
+                        pixel_format == PixelFormat::Grey
+                            || matches!(format.colorspace, Colorspace::JPEG)
+                    }
+                },
             },
         };
         let info = SourceInfo {

@@ -18,7 +18,12 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::capture::PixelFormat;
-pub use raw::{RawCamera, RawConfig, RawDevice, RawReplay};
+use crate::detect::{Accelerator, Backend, Class, DelegateSettings, DetectSettings};
+use crate::outbox::{ledger::Limits, store::Backend as OutboxBackend, OutboxSettings};
+use crate::publish::{session::Protocol as MqttProtocol, MqttSettings, TlsSettings};
+pub use raw::{
+    RawCamera, RawConfig, RawDetect, RawDevice, RawEvents, RawMqtt, RawOutbox, RawReplay,
+};
 
 /// Validated settings of a pole.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +32,21 @@ pub struct Settings {
     pub file: PathBuf,
     pub device: DeviceSettings,
     pub camera: CameraSettings,
+    /// Object detection, when the file has a `[detect]` section.
+    pub detect: Option<DetectSettings>,
+    /// What the daemon reports (defaults when `[events]` is absent).
+    pub events: EventSettings,
+    /// The event store, when the file has an `[outbox]` section.
+    pub outbox: Option<OutboxSettings>,
+    /// The broker, when the file has an `[mqtt]` section.
+    pub mqtt: Option<MqttSettings>,
+}
+
+/// `[events]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSettings {
+    /// Time between two `health` events.
+    pub health_interval: Duration,
 }
 
 /// Who this pole is. Both names appear in MQTT topics and events.
@@ -221,6 +241,10 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
         match name.as_str() {
             "device" => raw.device = section(text, &name, value, problems),
             "camera" => raw.camera = section(text, &name, value, problems),
+            "detect" => raw.detect = section(text, &name, value, problems),
+            "events" => raw.events = section(text, &name, value, problems),
+            "outbox" => raw.outbox = section(text, &name, value, problems),
+            "mqtt" => raw.mqtt = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -340,10 +364,230 @@ fn validate(
             None
         }
     };
+    let detect = raw
+        .detect
+        .map(|detect| validate_detect(base, detect, &mut check));
+    let events = validate_events(raw.events, &mut check);
+    let has_outbox = raw.outbox.is_some();
+    let outbox = raw
+        .outbox
+        .map(|outbox| validate_outbox(base, outbox, &mut check));
+    if raw.mqtt.is_some() && !has_outbox && !parse_failed {
+        check.fail(
+            "mqtt",
+            None,
+            "publishing needs an [outbox] section: events wait there until the broker has them",
+        );
+    }
+    let mqtt = raw.mqtt.map(|mqtt| {
+        let (site, id) = device
+            .as_ref()
+            .map(|d| (d.site.as_str(), d.id.as_str()))
+            .unwrap_or(("", ""));
+        validate_mqtt(base, mqtt, site, id, &mut check)
+    });
     Some(Settings {
         file: file.to_owned(),
         device: device?,
         camera: camera?,
+        detect: match detect {
+            Some(detect) => Some(detect?),
+            None => None,
+        },
+        events: events?,
+        outbox: match outbox {
+            Some(outbox) => Some(outbox?),
+            None => None,
+        },
+        mqtt: match mqtt {
+            Some(mqtt) => Some(mqtt?),
+            None => None,
+        },
+    })
+}
+
+fn validate_events(raw: Option<RawEvents>, check: &mut Check<'_, '_>) -> Option<EventSettings> {
+    let health_interval_ms = raw.map_or(60_000, |raw| raw.health_interval_ms);
+    check
+        .range(
+            "events.health_interval_ms",
+            health_interval_ms,
+            100,
+            86_400_000,
+        )
+        .then(|| EventSettings {
+            health_interval: Duration::from_millis(health_interval_ms),
+        })
+}
+
+fn validate_outbox(
+    base: &Path,
+    raw: RawOutbox,
+    check: &mut Check<'_, '_>,
+) -> Option<OutboxSettings> {
+    let before = check.problems.len();
+    let path = config_path(base, "outbox.path", &raw.path, check);
+    let backend = match raw.store.as_str() {
+        "sled" => Some(OutboxBackend::Sled),
+        "redb" => Some(OutboxBackend::Redb),
+        other => {
+            check.fail(
+                "outbox.store",
+                Some(format!("{other:?}")),
+                "must be \"sled\" or \"redb\"",
+            );
+            None
+        }
+    };
+    check.range("outbox.max_bytes", raw.max_bytes, 65_536, 16 << 30);
+    check.range("outbox.retention_s", raw.retention_s, 60, 30 * 86_400);
+    check.range("outbox.flush_ms", raw.flush_ms, 1, 1000);
+    if check.problems.len() > before {
+        return None;
+    }
+    Some(OutboxSettings {
+        path: path?,
+        backend: backend?,
+        limits: Limits {
+            max_bytes: raw.max_bytes,
+            retention_ms: raw.retention_s * 1000,
+        },
+        flush_every: Duration::from_millis(raw.flush_ms),
+    })
+}
+
+fn validate_mqtt(
+    base: &Path,
+    raw: RawMqtt,
+    site: &str,
+    device: &str,
+    check: &mut Check<'_, '_>,
+) -> Option<MqttSettings> {
+    let before = check.problems.len();
+    if raw.host.is_empty() || raw.host.contains(['/', ' ']) {
+        check.fail(
+            "mqtt.host",
+            Some(format!("{:?}", raw.host)),
+            "must be a host name or IP address (no scheme, port or path)",
+        );
+    }
+    let protocol = match raw.protocol.as_str() {
+        "3.1.1" => Some(MqttProtocol::V311),
+        "5" => Some(MqttProtocol::V5),
+        other => {
+            check.fail(
+                "mqtt.protocol",
+                Some(format!("{other:?}")),
+                "must be \"3.1.1\" or \"5\"",
+            );
+            None
+        }
+    };
+    if raw.port == Some(0) {
+        check.fail("mqtt.port", Some("0".into()), "must be between 1 and 65535");
+    }
+    let file = |key: &str, value: &Option<String>, check: &mut Check<'_, '_>| {
+        let path = config_path(base, key, value.as_deref()?, check)?;
+        if !path.is_file() {
+            check.fail(
+                key,
+                value.as_ref().map(|v| format!("{v:?}")),
+                format!("{}: no such file", path.display()),
+            );
+        }
+        Some(path)
+    };
+    let ca_file = file("mqtt.ca_file", &raw.ca_file, check);
+    let cert = file("mqtt.client_cert_file", &raw.client_cert_file, check);
+    let key = file("mqtt.client_key_file", &raw.client_key_file, check);
+    let password_file = file("mqtt.password_file", &raw.password_file, check);
+    let tls = if raw.tls {
+        if raw.ca_file.is_none() {
+            check.fail(
+                "mqtt.ca_file",
+                None,
+                "TLS needs the CA that signed the broker's certificate; set mqtt.ca_file (or mqtt.tls = false for a plaintext broker)",
+            );
+        }
+        if raw.client_cert_file.is_some() != raw.client_key_file.is_some() {
+            check.fail(
+                "mqtt.client_key_file",
+                None,
+                "mqtt.client_cert_file and mqtt.client_key_file go together: set both or neither",
+            );
+        }
+        Some(TlsSettings {
+            ca_file: ca_file.clone().unwrap_or_default(),
+            client_cert: cert.clone().zip(key.clone()),
+        })
+    } else {
+        for (name, value) in [
+            ("mqtt.ca_file", &raw.ca_file),
+            ("mqtt.client_cert_file", &raw.client_cert_file),
+            ("mqtt.client_key_file", &raw.client_key_file),
+        ] {
+            if value.is_some() {
+                check.fail(name, None, "only used with mqtt.tls = true");
+            }
+        }
+        None
+    };
+    if raw.password_file.is_some() && raw.username.is_none() {
+        check.fail("mqtt.password_file", None, "only used with mqtt.username");
+    }
+    let client_id = raw
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("luciole-{site}-{device}"));
+    if client_id.is_empty() || client_id.len() > 128 {
+        check.fail(
+            "mqtt.client_id",
+            Some(format!("{client_id:?}")),
+            "must be 1 to 128 characters",
+        );
+    }
+    if raw.topic_prefix.is_empty()
+        || raw.topic_prefix.starts_with('/')
+        || raw.topic_prefix.ends_with('/')
+        || raw.topic_prefix.contains(['+', '#'])
+    {
+        check.fail(
+            "mqtt.topic_prefix",
+            Some(format!("{:?}", raw.topic_prefix)),
+            "must be a non-empty topic without wildcards (+, #) or leading/trailing '/'",
+        );
+    }
+    check.range("mqtt.keep_alive_s", raw.keep_alive_s, 5, 3600);
+    check.range("mqtt.reconnect_min_ms", raw.reconnect_min_ms, 10, 600_000);
+    if check.range("mqtt.reconnect_max_ms", raw.reconnect_max_ms, 10, 3_600_000)
+        && raw.reconnect_max_ms < raw.reconnect_min_ms
+    {
+        check.fail(
+            "mqtt.reconnect_max_ms",
+            Some(raw.reconnect_max_ms.to_string()),
+            format!(
+                "must not be below mqtt.reconnect_min_ms ({})",
+                raw.reconnect_min_ms
+            ),
+        );
+    }
+    check.range("mqtt.inflight", raw.inflight.into(), 1, 1000);
+    if check.problems.len() > before {
+        return None;
+    }
+    Some(MqttSettings {
+        protocol: protocol?,
+        port: raw.port.unwrap_or(if raw.tls { 8883 } else { 1883 }),
+        host: raw.host,
+        tls,
+        username: raw.username,
+        password_file,
+        client_id,
+        topic_prefix: raw.topic_prefix,
+        keep_alive: Duration::from_secs(raw.keep_alive_s),
+        reconnect_min: Duration::from_millis(raw.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(raw.reconnect_max_ms),
+        inflight: raw.inflight,
     })
 }
 
@@ -494,7 +738,18 @@ fn validate_replay(
     pixel_formats: &[PixelFormat],
     check: &mut Check<'_, '_>,
 ) -> Option<SourceSettings> {
-    let path = base.join(&raw.path);
+    let expanded = match expand_vars(&raw.path, |name| std::env::var(name).ok()) {
+        Ok(expanded) => expanded,
+        Err(reason) => {
+            check.fail(
+                "camera.replay.path",
+                Some(format!("{:?}", raw.path)),
+                reason,
+            );
+            return None;
+        }
+    };
+    let path = base.join(expanded);
     let kind = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => Some(ReplayKind::Images),
         Ok(_) => Some(ReplayKind::Video),
@@ -532,6 +787,219 @@ fn validate_replay(
         pace: pace?,
         looping: raw.r#loop,
     }))
+}
+
+/// Replaces `${NAME}` with the value `lookup` gives for NAME; an unknown
+/// or malformed reference is an error naming it.
+pub fn expand_vars(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "has an unclosed ${...}".to_string())?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("${{{name}}} is not a valid variable reference"));
+        }
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Expands `${NAME}` in a path and resolves it against the config folder.
+fn config_path(base: &Path, key: &str, raw: &str, check: &mut Check<'_, '_>) -> Option<PathBuf> {
+    match expand_vars(raw, |name| std::env::var(name).ok()) {
+        Ok(expanded) => Some(base.join(expanded)),
+        Err(reason) => {
+            check.fail(key, Some(format!("{raw:?}")), reason);
+            None
+        }
+    }
+}
+
+/// A library: a bare file name is left for the system loader to find.
+fn library_path(base: &Path, key: &str, raw: &str, check: &mut Check<'_, '_>) -> Option<PathBuf> {
+    if raw.contains('/') || raw.contains("${") {
+        config_path(base, key, raw, check)
+    } else if raw.is_empty() {
+        check.fail(key, Some("\"\"".into()), "must name a library");
+        None
+    } else {
+        Some(PathBuf::from(raw))
+    }
+}
+
+fn validate_detect(
+    base: &Path,
+    raw: RawDetect,
+    check: &mut Check<'_, '_>,
+) -> Option<DetectSettings> {
+    let before = check.problems.len();
+    let model = config_path(base, "detect.model", &raw.model, check);
+    if let Some(model) = &model {
+        if !model.is_file() {
+            check.fail(
+                "detect.model",
+                Some(format!("{:?}", raw.model)),
+                format!("{}: no such manifest file", model.display()),
+            );
+        }
+    }
+    let model_dir = match &raw.model_dir {
+        Some(dir) => config_path(base, "detect.model_dir", dir, check),
+        None => model
+            .as_ref()
+            .map(|m| m.parent().unwrap_or(Path::new(".")).to_owned()),
+    };
+    let backend = match raw.backend.as_str() {
+        "litert" => Some(Backend::Litert),
+        "tflite" => Some(Backend::Tflite),
+        other => {
+            check.fail(
+                "detect.backend",
+                Some(format!("{other:?}")),
+                "must be \"litert\" or \"tflite\"",
+            );
+            None
+        }
+    };
+    let runtime = match (&raw.runtime, backend) {
+        (Some(runtime), _) => library_path(base, "detect.runtime", runtime, check),
+        (None, Some(backend)) => Some(PathBuf::from(backend.default_library())),
+        (None, None) => None,
+    };
+    let mut accelerator = match raw.accelerator.as_str() {
+        "cpu" => Some(Accelerator::Cpu),
+        "gpu" => Some(Accelerator::Gpu),
+        "npu" => Some(Accelerator::Npu),
+        other => {
+            check.fail(
+                "detect.accelerator",
+                Some(format!("{other:?}")),
+                "must be \"cpu\", \"gpu\" or \"npu\"",
+            );
+            None
+        }
+    };
+    if backend == Some(Backend::Tflite)
+        && matches!(accelerator, Some(Accelerator::Gpu | Accelerator::Npu))
+    {
+        check.fail(
+            "detect.accelerator",
+            Some(format!("{:?}", raw.accelerator)),
+            "the tflite backend reaches accelerators through detect.delegate; use \"cpu\" with a delegate, or backend = \"litert\"",
+        );
+    }
+    if raw.npu_dispatch_dir.is_some() && accelerator != Some(Accelerator::Npu) {
+        check.fail(
+            "detect.npu_dispatch_dir",
+            None,
+            "only used with detect.accelerator = \"npu\"",
+        );
+    }
+    let npu_dispatch_dir = raw
+        .npu_dispatch_dir
+        .as_deref()
+        .and_then(|dir| config_path(base, "detect.npu_dispatch_dir", dir, check));
+    check.range("detect.threads", raw.threads.into(), 1, 16);
+    let delegate = match (&raw.delegate, backend) {
+        (Some(_), Some(Backend::Litert)) => {
+            check.fail(
+                "detect.delegate",
+                None,
+                "external delegates need backend = \"tflite\"",
+            );
+            None
+        }
+        (Some(library), _) => {
+            library_path(base, "detect.delegate", library, check).map(|library| {
+                accelerator = Some(Accelerator::Delegate);
+                DelegateSettings {
+                    library,
+                    options: raw.delegate_options.clone().into_iter().collect(),
+                }
+            })
+        }
+        (None, _) => {
+            if !raw.delegate_options.is_empty() {
+                check.fail(
+                    "detect.delegate_options",
+                    None,
+                    "only used with detect.delegate",
+                );
+            }
+            None
+        }
+    };
+    let score_ok = |v: f32| (0.0..=1.0).contains(&v);
+    if !score_ok(raw.min_score) {
+        check.fail(
+            "detect.min_score",
+            Some(raw.min_score.to_string()),
+            "must be between 0 and 1",
+        );
+    }
+    let mut min_scores = std::collections::BTreeMap::new();
+    if raw.classes.is_empty() {
+        check.fail(
+            "detect.classes",
+            Some("[]".into()),
+            "must name at least one class",
+        );
+    }
+    for name in &raw.classes {
+        match name.parse::<Class>() {
+            Ok(class) if min_scores.contains_key(&class) => check.fail(
+                "detect.classes",
+                Some(format!("{name:?}")),
+                "is listed twice",
+            ),
+            Ok(class) => {
+                min_scores.insert(class, raw.min_score);
+            }
+            Err(reason) => check.fail("detect.classes", Some(format!("{name:?}")), reason),
+        }
+    }
+    for (name, &score) in &raw.min_scores {
+        let key = format!("detect.min_scores.{name}");
+        match name.parse::<Class>() {
+            Ok(class) if min_scores.contains_key(&class) => {
+                if score_ok(score) {
+                    min_scores.insert(class, score);
+                } else {
+                    check.fail(&key, Some(score.to_string()), "must be between 0 and 1");
+                }
+            }
+            Ok(_) => check.fail(
+                &key,
+                Some(score.to_string()),
+                "this class is not in detect.classes",
+            ),
+            Err(reason) => check.fail(&key, Some(score.to_string()), reason),
+        }
+    }
+    if check.problems.len() > before {
+        return None;
+    }
+    Some(DetectSettings {
+        model: model?,
+        model_dir: model_dir?,
+        backend: backend?,
+        runtime: runtime?,
+        accelerator: accelerator?,
+        npu_dispatch_dir,
+        threads: raw.threads,
+        delegate,
+        min_scores,
+        letterbox: raw.letterbox,
+    })
 }
 
 #[cfg(test)]

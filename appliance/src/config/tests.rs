@@ -153,3 +153,217 @@ fn reconnect_bounds_must_be_ordered() {
     let lines = messages(parse_text(text).unwrap_err());
     assert_eq!(lines, ["pole.toml:6 camera.reconnect_max_ms = 1000: must not be below camera.reconnect_min_ms (5000)"]);
 }
+
+#[test]
+fn environment_references_expand_and_unknown_ones_are_named() {
+    let lookup = |name: &str| (name == "HOME").then(|| "/home/pole".to_string());
+    assert_eq!(
+        expand_vars("${HOME}/clips/a.avi", lookup).unwrap(),
+        "/home/pole/clips/a.avi"
+    );
+    assert_eq!(expand_vars("plain/path", lookup).unwrap(), "plain/path");
+    assert_eq!(
+        expand_vars("${NOPE}/x", lookup).unwrap_err(),
+        "environment variable NOPE is not set"
+    );
+    assert_eq!(
+        expand_vars("${HOME", lookup).unwrap_err(),
+        "has an unclosed ${...}"
+    );
+    assert_eq!(
+        expand_vars("${A-B}", lookup).unwrap_err(),
+        "${A-B} is not a valid variable reference"
+    );
+}
+
+#[test]
+fn a_detect_section_is_validated_with_every_problem_named() {
+    let dir = std::env::temp_dir().join(format!("luciole-config-detect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.toml"), "").unwrap();
+    let base = "[device]\nsite = \"a\"\nid = \"b\"\n[camera]\n[detect]\nmodel = \"model.toml\"\n";
+    let settings = parse(&dir.join("pole.toml"), base).unwrap();
+    let detect = settings.detect.unwrap();
+    assert_eq!(detect.model, dir.join("model.toml"));
+    assert_eq!(detect.model_dir, dir);
+    assert_eq!(detect.backend, Backend::Litert);
+    assert_eq!(detect.runtime, PathBuf::from("libLiteRt.so"));
+    assert_eq!(detect.accelerator, Accelerator::Cpu);
+    assert_eq!(detect.threads, 2);
+    assert_eq!(detect.min_scores.len(), 6);
+    assert!(detect.min_scores.values().all(|&s| s == 0.5));
+
+    let text = format!(
+        "{base}backend = \"onnx\"\naccelerator = \"tpu\"\nthreads = 0\nclasses = [\"person\", \"face\", \"person\"]\nmin_score = 1.5\nmin_scores = {{ car = 0.4 }}\ndelegate_options = {{ x = \"1\" }}\nnpu_dispatch_dir = \"/opt/npu\"\n"
+    );
+    let lines = relative(&dir, parse(&dir.join("pole.toml"), &text).unwrap_err());
+    let expected = [
+        "pole.toml:7 detect.backend = \"onnx\": must be \"litert\" or \"tflite\"",
+        "pole.toml:8 detect.accelerator = \"tpu\": must be \"cpu\", \"gpu\" or \"npu\"",
+        "pole.toml:9 detect.threads = 0: must be between 1 and 16",
+        "pole.toml:10 detect.classes = \"person\": is listed twice",
+        "pole.toml:11 detect.min_score = 1.5: must be between 0 and 1",
+        "pole.toml:12 detect.min_scores.car = 0.4: this class is not in detect.classes",
+        "pole.toml:13 detect.delegate_options: only used with detect.delegate",
+        "pole.toml:14 detect.npu_dispatch_dir: only used with detect.accelerator = \"npu\"",
+    ];
+    for line in expected {
+        assert!(
+            lines.contains(&line.to_string()),
+            "missing {line}\n{lines:#?}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pole.toml:10 detect.classes = \"face\": unknown class")),
+        "{lines:#?}"
+    );
+    assert_eq!(lines.len(), expected.len() + 1, "{lines:#?}");
+
+    let text = "[device]\nsite = \"a\"\nid = \"b\"\n[camera]\n[detect]\nmodel = \"missing.toml\"\nbackend = \"litert\"\ndelegate = \"/usr/lib/libedgetpu.so.1\"\n";
+    let lines = relative(&dir, parse(&dir.join("pole.toml"), text).unwrap_err());
+    assert!(
+        lines[0].starts_with("pole.toml:6 detect.model = \"missing.toml\": "),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[0].ends_with("missing.toml: no such manifest file"),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines[1],
+        "pole.toml:8 detect.delegate: external delegates need backend = \"tflite\""
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Problem lines with the config folder taken off the file name.
+fn relative(dir: &Path, err: ConfigError) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    messages(err)
+        .into_iter()
+        .map(|l| l.replace(&prefix, ""))
+        .collect()
+}
+
+#[test]
+fn outbox_and_mqtt_sections_get_documented_defaults() {
+    let dir = std::env::temp_dir().join(format!("luciole-config-mqtt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), "").unwrap();
+    let text = format!("{MINIMAL}\n[outbox]\npath = \"spool\"\n\n[mqtt]\nhost = \"broker.city.example\"\nca_file = \"ca.pem\"\n");
+    let settings = parse(&dir.join("pole.toml"), &text).unwrap();
+    assert_eq!(settings.events.health_interval, Duration::from_secs(60));
+    let outbox = settings.outbox.unwrap();
+    assert_eq!(outbox.path, dir.join("spool"));
+    assert_eq!(outbox.limits.max_bytes, 256 << 20);
+    assert_eq!(outbox.limits.retention_ms, 24 * 3600 * 1000);
+    assert_eq!(outbox.flush_every, Duration::from_millis(50));
+    let mqtt = settings.mqtt.unwrap();
+    assert_eq!(mqtt.port, 8883, "TLS by default, on the TLS port");
+    assert_eq!(mqtt.tls.unwrap().ca_file, dir.join("ca.pem"));
+    assert_eq!(mqtt.client_id, "luciole-lyon-pole-7");
+    assert_eq!(mqtt.topic_prefix, "luciole");
+    assert_eq!(mqtt.keep_alive, Duration::from_secs(30));
+    assert_eq!(mqtt.inflight, 32);
+    assert_eq!(mqtt.protocol, crate::publish::session::Protocol::V311);
+    assert!(parse_text(MINIMAL).unwrap().outbox.is_none());
+
+    let plain = format!(
+        "{MINIMAL}\n[outbox]\n[mqtt]\nhost = \"127.0.0.1\"\ntls = false\nprotocol = \"5\"\n"
+    );
+    let mqtt = parse_text(&plain).unwrap().mqtt.unwrap();
+    assert_eq!((mqtt.port, mqtt.tls), (1883, None));
+    assert_eq!(mqtt.protocol, crate::publish::session::Protocol::V5);
+    let lines = messages(
+        parse_text(&format!(
+            "{MINIMAL}\n[outbox]\n[mqtt]\nhost = \"h\"\ntls = false\nprotocol = \"3\"\n"
+        ))
+        .unwrap_err(),
+    );
+    assert_eq!(
+        lines,
+        vec!["pole.toml:13 mqtt.protocol = \"3\": must be \"3.1.1\" or \"5\"".to_string()]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn events_outbox_and_mqtt_problems_are_each_named_with_line_and_key() {
+    let text = format!(
+        "{MINIMAL}\n[events]\nhealth_interval_ms = 5\n\n[outbox]\nmax_bytes = 10\nflush_ms = 0\n\n[mqtt]\nhost = \"mqtt://broker\"\nusername = \"pole\"\npassword = \"secret\"\n"
+    );
+    let lines = messages(parse_text(&text).unwrap_err());
+    // An inline password is refused as an unknown key: passwords live in a
+    // file named by mqtt.password_file.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pole.toml:19 mqtt: unknown field `password`")),
+        "{lines:#?}"
+    );
+    let text = format!(
+        "{MINIMAL}\n[events]\nhealth_interval_ms = 5\n\n[outbox]\nmax_bytes = 10\nflush_ms = 0\n\n[mqtt]\nhost = \"mqtt://broker\"\npassword_file = \"missing\"\nreconnect_min_ms = 5000\nreconnect_max_ms = 1000\n"
+    );
+    let lines = messages(parse_text(&text).unwrap_err());
+    let expected = [
+        "pole.toml:10 events.health_interval_ms = 5: must be between 100 and 86400000",
+        "pole.toml:13 outbox.max_bytes = 10: must be between 65536 and 17179869184",
+        "pole.toml:14 outbox.flush_ms = 0: must be between 1 and 1000",
+        "pole.toml:17 mqtt.host = \"mqtt://broker\": must be a host name or IP address (no scheme, port or path)",
+        "pole.toml:18 mqtt.password_file: only used with mqtt.username",
+        "pole.toml:20 mqtt.reconnect_max_ms = 1000: must not be below mqtt.reconnect_min_ms (5000)",
+    ];
+    for line in expected {
+        assert!(
+            lines.contains(&line.to_string()),
+            "missing {line}\n{lines:#?}"
+        );
+    }
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("pole.toml:18 mqtt.password_file = \"missing\": ")
+                && l.ends_with("missing: no such file")
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("pole.toml mqtt.ca_file: TLS needs the CA")
+                || l.contains("mqtt.ca_file: TLS needs the CA")
+        ),
+        "{lines:#?}"
+    );
+    assert_eq!(lines.len(), expected.len() + 2, "{lines:#?}");
+}
+
+#[test]
+fn publishing_without_an_outbox_is_refused() {
+    let text = format!("{MINIMAL}\n[mqtt]\nhost = \"127.0.0.1\"\ntls = false\n");
+    let lines = messages(parse_text(&text).unwrap_err());
+    assert_eq!(
+        lines,
+        vec!["pole.toml:9 mqtt: publishing needs an [outbox] section: events wait there until the broker has them".to_string()]
+    );
+}
+
+#[test]
+fn the_outbox_store_is_sled_unless_redb_is_asked_for() {
+    let sled = parse_text(&format!("{MINIMAL}\n[outbox]\n")).unwrap();
+    assert_eq!(
+        sled.outbox.unwrap().backend,
+        crate::outbox::store::Backend::Sled
+    );
+    let redb = parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"redb\"\n")).unwrap();
+    assert_eq!(
+        redb.outbox.unwrap().backend,
+        crate::outbox::store::Backend::Redb
+    );
+    let lines =
+        messages(parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"rocksdb\"\n")).unwrap_err());
+    assert_eq!(
+        lines,
+        vec!["pole.toml:10 outbox.store = \"rocksdb\": must be \"sled\" or \"redb\"".to_string()]
+    );
+}

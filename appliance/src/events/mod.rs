@@ -1,0 +1,295 @@
+//! What a pole tells the city: versioned JSON events.
+//!
+//! Every event is an envelope (`schema`, `id`, `time`, `site`, `device`,
+//! `kind`) around a body whose shape depends on `kind`. The id is given by
+//! the [`crate::outbox`] when the event is committed: it increases by one per
+//! event for the life of the outbox, across restarts, so a consumer can sort
+//! and de-duplicate on it. A JSON Schema per kind lives in
+//! `appliance/schemas/<kind>.json`.
+//!
+//! Topics: `<prefix>/<site>/<device>/events/<kind>` for events (QoS 1, not
+//! retained), and `<prefix>/<site>/<device>/status` for the retained
+//! presence message (`online` on connect, `offline` as the broker's last
+//! will).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the envelope and bodies below; bumped on any change a
+/// consumer could notice.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Problems turning bytes back into an event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Stored bytes are not an event of this schema.
+    #[error("event {id}: cannot decode: {source}")]
+    Decode {
+        id: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One event as published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// [`SCHEMA_VERSION`] at the time the event was made.
+    pub schema: u32,
+    /// Device-unique, increasing id given by the outbox.
+    pub id: u64,
+    /// UTC time the event was made, RFC 3339 with milliseconds.
+    pub time: String,
+    /// `device.site` of the configuration.
+    pub site: String,
+    /// `device.id` of the configuration.
+    pub device: String,
+    /// What happened; serialised as `kind` plus `data`.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// The kinds of event, each with its own body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Body {
+    /// The daemon's state changed (started, stopping, camera back).
+    Status(Status),
+    /// Periodic health figures.
+    Health(Health),
+    /// Something failed and the daemon is working around it.
+    Error(ErrorReport),
+    /// Events were deleted unpublished (outbox full or too old).
+    Dropped(Dropped),
+    /// Needs a person's attention (e.g. storage was corrupted).
+    Alert(Alert),
+}
+
+impl Body {
+    /// The `kind` string, also the last topic level.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Status(_) => "status",
+            Body::Health(_) => "health",
+            Body::Error(_) => "error",
+            Body::Dropped(_) => "dropped",
+            Body::Alert(_) => "alert",
+        }
+    }
+}
+
+/// `status` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// `started`, `stopping`, `camera_lost` or `camera_back`.
+    pub state: String,
+    /// The daemon's version.
+    pub version: String,
+    /// Free text for people.
+    pub detail: String,
+}
+
+/// `health` body: figures since the previous health event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Frames per second measured over the interval.
+    pub fps: f64,
+    /// Frames received since start.
+    pub frames: u64,
+    /// Frames the driver or the pipeline dropped since start.
+    pub dropped_frames: u64,
+    /// Camera reconnections since start.
+    pub reconnects: u64,
+    /// Milliseconds without a camera since start.
+    pub outage_ms: u64,
+    /// Events waiting in the outbox (not yet acknowledged by the broker).
+    pub outbox_depth: u64,
+    /// Broker reconnections since start.
+    pub broker_reconnects: u64,
+}
+
+/// `error` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// Stable machine-readable code, e.g. `camera_lost`.
+    pub code: String,
+    /// Free text for people.
+    pub message: String,
+}
+
+/// `dropped` body: the gap a consumer will see in ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// `overflow` (outbox full) or `expired` (older than the retention).
+    pub reason: String,
+    /// How many events were deleted.
+    pub count: u64,
+    /// Smallest deleted id.
+    pub first_id: u64,
+    /// Largest deleted id.
+    pub last_id: u64,
+    /// Time of the oldest deleted event.
+    pub from: String,
+    /// Time of the newest deleted event.
+    pub to: String,
+}
+
+/// `alert` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable machine-readable code, e.g. `outbox_corrupted`.
+    pub code: String,
+    /// Free text for people.
+    pub message: String,
+}
+
+/// Who is speaking: put in every envelope and topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub site: String,
+    pub device: String,
+}
+
+impl Origin {
+    /// The full event with the outbox's id and time.
+    pub fn event(&self, id: u64, time_ms: u64, body: Body) -> Event {
+        Event {
+            schema: SCHEMA_VERSION,
+            id,
+            time: rfc3339_ms(time_ms),
+            site: self.site.clone(),
+            device: self.device.clone(),
+            body,
+        }
+    }
+
+    /// `<prefix>/<site>/<device>/events/<kind>`.
+    pub fn event_topic(&self, prefix: &str, kind: &str) -> String {
+        format!("{prefix}/{}/{}/events/{kind}", self.site, self.device)
+    }
+
+    /// `<prefix>/<site>/<device>/status` (retained presence).
+    pub fn presence_topic(&self, prefix: &str) -> String {
+        format!("{prefix}/{}/{}/status", self.site, self.device)
+    }
+
+    /// The retained presence payload: `online` or `offline`.
+    pub fn presence(&self, state: &str) -> Vec<u8> {
+        serde_json::json!({
+            "schema": SCHEMA_VERSION,
+            "site": self.site,
+            "device": self.device,
+            "state": state,
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+impl Event {
+    /// Decodes stored or received JSON.
+    pub fn decode(id: u64, bytes: &[u8]) -> Result<Event, EventError> {
+        serde_json::from_slice(bytes).map_err(|source| EventError::Decode { id, source })
+    }
+
+    /// The JSON bytes published.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events always serialise")
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Milliseconds since the Unix epoch of a time written by [`rfc3339_ms`].
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days since 1970-01-01 from a civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let total = ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms;
+    u64::try_from(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_rfc3339_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_007), "2000-02-29T00:00:00.007Z");
+        assert_eq!(rfc3339_ms(1_795_948_194_123), "2026-11-29T10:29:54.123Z");
+        for ms in [0, 951_782_400_007, 1_795_948_194_123, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339_ms("2026-11-29 10:29:54"), None);
+    }
+
+    #[test]
+    fn an_event_round_trips_with_kind_and_data_beside_the_envelope() {
+        let origin = Origin {
+            site: "lyon".into(),
+            device: "pole-7".into(),
+        };
+        let event = origin.event(
+            42,
+            0,
+            Body::Error(ErrorReport {
+                code: "camera_lost".into(),
+                message: "no frame for 2 s".into(),
+            }),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&event.encode()).unwrap();
+        assert_eq!(json["kind"], "error");
+        assert_eq!(json["data"]["code"], "camera_lost");
+        assert_eq!(json["id"], 42);
+        assert_eq!(json["schema"], SCHEMA_VERSION);
+        assert_eq!(Event::decode(42, &event.encode()).unwrap(), event);
+        assert_eq!(
+            origin.event_topic("luciole", event.body.kind()),
+            "luciole/lyon/pole-7/events/error"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! One broker connection in either protocol version rumqttc speaks (MQTT
+//! 3.1.1 or 5), seen by the publisher through the same few steps:
+//! connected, a publish got its packet id, a PUBACK arrived, a failure
+//! (already explained for people), closed.
+
+use rumqttc::{QoS, TlsConfiguration, Transport};
+
+use crate::events::Origin;
+
+use super::{explain, pem, read, MqttSettings, PublishError};
+
+/// The MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (default: every broker speaks it).
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+/// What happened on the connection.
+#[derive(Debug)]
+pub enum Step {
+    /// The broker accepted the connection.
+    Connected,
+    /// A QoS 1 publish went out with this packet id.
+    Sent(u16),
+    /// The broker acknowledged this packet id.
+    Acked(u16),
+    /// The connection failed; the text says why in configuration terms.
+    Failed(String),
+    /// We disconnected on purpose.
+    Closed,
+    /// Anything else (pings, presence acknowledgements of other kinds...).
+    Other,
+}
+
+/// A handle to publish through; cheap to clone, shared by threads.
+#[derive(Clone)]
+pub enum Session {
+    V311(rumqttc::Client),
+    V5(rumqttc::v5::Client),
+}
+
+/// The connection's event loop, driven by one thread.
+pub enum Connection {
+    V311(Box<rumqttc::Connection>),
+    V5(Box<rumqttc::v5::Connection>),
+}
+
+impl Session {
+    /// Queues a QoS 1 publish; false when the queue is full.
+    pub fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> bool {
+        match self {
+            Session::V311(client) => client
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .is_ok(),
+            Session::V5(client) => client
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                )
+                .is_ok(),
+        }
+    }
+
+    /// Asks for a clean disconnect (no last will).
+    pub fn disconnect(&self) {
+        let _ = match self {
+            Session::V311(client) => client.try_disconnect().is_ok(),
+            Session::V5(client) => client.try_disconnect().is_ok(),
+        };
+    }
+}
+
+impl Connection {
+    /// Waits for the next step; `None` once every session handle is gone.
+    pub fn next(&mut self, settings: &MqttSettings) -> Option<Step> {
+        use rumqttc::{Event, Incoming, Outgoing};
+        match self {
+            Connection::V311(connection) => Some(match connection.recv().ok()? {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => Step::Connected,
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
+                Ok(Event::Incoming(Incoming::PubAck(ack))) => Step::Acked(ack.pkid),
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
+                Ok(_) => Step::Other,
+                Err(err) => Step::Failed(explain(&err, settings)),
+            }),
+            Connection::V5(connection) => {
+                use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+                use rumqttc::v5::Event;
+                Some(match connection.recv().ok()? {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => Step::Connected,
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => match ack.reason {
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                            Step::Acked(ack.pkid)
+                        }
+                        reason => {
+                            tracing::error!(
+                                ?reason,
+                                "the broker refused an event; it stays in the outbox and is sent again after reconnecting"
+                            );
+                            Step::Other
+                        }
+                    },
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
+                    Ok(_) => Step::Other,
+                    Err(err) => Step::Failed(explain_v5(&err, settings)),
+                })
+            }
+        }
+    }
+
+    /// Forgets what was queued or in flight: the publisher offers it again,
+    /// in order, after reconnecting.
+    pub fn forget_in_flight(&mut self) {
+        match self {
+            Connection::V311(connection) => {
+                connection.eventloop.clean();
+                connection.eventloop.pending.clear();
+            }
+            Connection::V5(connection) => {
+                connection.eventloop.clean();
+                connection.eventloop.pending.clear();
+            }
+        }
+    }
+}
+
+/// Files and secrets the settings point to, read once at start.
+struct Material {
+    password: Option<String>,
+    transport: Transport,
+}
+
+fn material(settings: &MqttSettings) -> Result<Material, PublishError> {
+    let password = match (&settings.username, &settings.password_file) {
+        (Some(_), Some(path)) => {
+            let text = read("mqtt.password_file", path)?;
+            Some(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        }
+        (Some(_), None) => Some(String::new()),
+        _ => None,
+    };
+    let transport = match &settings.tls {
+        Some(tls) => {
+            let ca = pem("mqtt.ca_file", &tls.ca_file, "BEGIN CERTIFICATE")?;
+            let client_auth = match &tls.client_cert {
+                Some((cert, key)) => Some((
+                    pem("mqtt.client_cert_file", cert, "BEGIN CERTIFICATE")?,
+                    pem("mqtt.client_key_file", key, "PRIVATE KEY")?,
+                )),
+                None => None,
+            };
+            Transport::Tls(TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            })
+        }
+        None => Transport::Tcp,
+    };
+    Ok(Material {
+        password,
+        transport,
+    })
+}
+
+/// Connects nothing yet: builds the session and the event loop that will
+/// connect when first driven. The last will marks the pole `offline`.
+pub fn open(
+    settings: &MqttSettings,
+    origin: &Origin,
+) -> Result<(Session, Connection), PublishError> {
+    let material = material(settings)?;
+    let will_topic = origin.presence_topic(&settings.topic_prefix);
+    let will = origin.presence("offline");
+    let queue = usize::from(settings.inflight) + 4;
+    match settings.protocol {
+        Protocol::V311 => {
+            let mut options =
+                rumqttc::MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+            options
+                .set_keep_alive(settings.keep_alive)
+                .set_clean_session(true)
+                .set_inflight(settings.inflight)
+                .set_transport(material.transport)
+                .set_last_will(rumqttc::LastWill::new(
+                    will_topic,
+                    will,
+                    QoS::AtLeastOnce,
+                    true,
+                ));
+            if let (Some(user), Some(password)) = (&settings.username, material.password) {
+                options.set_credentials(user, password);
+            }
+            let (client, mut connection) = rumqttc::Client::new(options, queue);
+            connection
+                .eventloop
+                .network_options
+                .set_connection_timeout(CONNECT_TIMEOUT_S);
+            Ok((
+                Session::V311(client),
+                Connection::V311(Box::new(connection)),
+            ))
+        }
+        Protocol::V5 => {
+            use rumqttc::v5::mqttbytes::{v5::LastWill, QoS as QoS5};
+            let mut options =
+                rumqttc::v5::MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+            options
+                .set_keep_alive(settings.keep_alive)
+                .set_clean_start(true)
+                .set_outgoing_inflight_upper_limit(settings.inflight)
+                .set_connection_timeout(CONNECT_TIMEOUT_S)
+                .set_transport(material.transport)
+                .set_last_will(LastWill::new(
+                    will_topic,
+                    will,
+                    QoS5::AtLeastOnce,
+                    true,
+                    None,
+                ));
+            if let (Some(user), Some(password)) = (&settings.username, material.password) {
+                options.set_credentials(user, password);
+            }
+            let (client, connection) = rumqttc::v5::Client::new(options, queue);
+            Ok((Session::V5(client), Connection::V5(Box::new(connection))))
+        }
+    }
+}
+
+/// Seconds allowed for TCP, TLS and CONNACK together.
+const CONNECT_TIMEOUT_S: u64 = 5;
+
+/// [`explain`] for MQTT 5 connection errors.
+pub fn explain_v5(err: &rumqttc::v5::ConnectionError, settings: &MqttSettings) -> String {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    use rumqttc::v5::ConnectionError;
+    let broker = format!("{}:{}", settings.host, settings.port);
+    match err {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => format!(
+            "broker {broker} refused the credentials ({code:?}): check mqtt.username and mqtt.password_file"
+        ),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker {broker} refused the connection: {code:?}")
+        }
+        ConnectionError::Tls(e) => format!(
+            "TLS with broker {broker} failed: {e} (mqtt.ca_file must hold the CA that signed the broker's certificate)"
+        ),
+        ConnectionError::Io(e) => format!("broker {broker} unreachable: {e}"),
+        other => format!("broker {broker}: connection lost: {other}"),
+    }
+}

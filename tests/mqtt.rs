@@ -1,0 +1,443 @@
+//! The publisher against a real Mosquitto (Debian package) started by each
+//! test on free loopback ports: broker outages, credentials, TLS trust and
+//! a full outbox. Events go through the real outbox (sled) and the real
+//! publisher (rumqttc); a separate consumer checks what the city would see.
+
+#[path = "support/broker.rs"]
+mod broker;
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::{check_delivery, make_pki, Broker, BrokerOptions, Consumer};
+use luciole::events::{Body, ErrorReport, Origin};
+use luciole::outbox::ledger::Limits;
+use luciole::outbox::{Outbox, OutboxSettings};
+use luciole::publish::session::Protocol;
+use luciole::publish::{MqttSettings, Publisher, TlsSettings};
+use luciole::shutdown::Shutdown;
+use support::scratch;
+
+const FILTER: &str = "luciole/test-site/pole-1/events/#";
+
+fn origin() -> Origin {
+    Origin {
+        site: "test-site".into(),
+        device: "pole-1".into(),
+    }
+}
+
+fn outbox(dir: &Path, max_bytes: u64) -> Arc<Outbox> {
+    let settings = OutboxSettings {
+        path: dir.join("outbox"),
+        backend: Default::default(),
+        limits: Limits {
+            max_bytes,
+            retention_ms: 24 * 3600 * 1000,
+        },
+        flush_every: Duration::from_millis(20),
+    };
+    Arc::new(Outbox::open(&settings, origin()).unwrap())
+}
+
+fn mqtt(port: u16) -> MqttSettings {
+    MqttSettings {
+        protocol: Protocol::V311,
+        host: "127.0.0.1".into(),
+        port,
+        tls: None,
+        username: None,
+        password_file: None,
+        client_id: format!("luciole-test-{}-{port}", std::process::id()),
+        topic_prefix: "luciole".into(),
+        keep_alive: Duration::from_secs(5),
+        reconnect_min: Duration::from_millis(100),
+        reconnect_max: Duration::from_secs(2),
+        inflight: 16,
+    }
+}
+
+fn event(n: u64) -> Body {
+    Body::Error(ErrorReport {
+        code: "test".into(),
+        message: format!("event {n}"),
+    })
+}
+
+/// A running outbox + flusher + publisher, stopped on drop.
+struct Pole {
+    outbox: Arc<Outbox>,
+    publisher: Option<Publisher>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+    stop: Shutdown,
+}
+
+impl Pole {
+    fn start(outbox: Arc<Outbox>, settings: &MqttSettings) -> Pole {
+        let stop = Shutdown::new();
+        let flusher = outbox
+            .spawn_flusher(Duration::from_millis(20), stop.clone())
+            .unwrap();
+        let publisher =
+            Publisher::start(settings, origin(), Arc::clone(&outbox), stop.clone()).unwrap();
+        Pole {
+            outbox,
+            publisher: Some(publisher),
+            flusher: Some(flusher),
+            stop,
+        }
+    }
+
+    fn stats(&self) -> &luciole::publish::PublishStats {
+        &self.publisher.as_ref().unwrap().stats
+    }
+
+    fn wait_until_drained(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.outbox.depth() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "outbox still holds {} event(s)",
+                self.outbox.depth()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Pole {
+    fn drop(&mut self) {
+        self.stop.request();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        if let Some(publisher) = self.publisher.take() {
+            publisher.join();
+        }
+    }
+}
+
+#[test]
+fn every_event_arrives_in_order_after_the_broker_was_away_for_30_seconds() {
+    let dir = scratch("mqtt-outage");
+    let mut broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let pole = Pole::start(outbox(&dir, 64 << 20), &mqtt(broker.port));
+
+    // Events keep coming every 20 ms before, during and after the outage.
+    let producer = {
+        let outbox = Arc::clone(&pole.outbox);
+        std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            let started = Instant::now();
+            let mut n = 0;
+            while started.elapsed() < Duration::from_secs(36) {
+                ids.push(outbox.push(event(n)).unwrap());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ids
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    broker.stop();
+    let stopped = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(
+        pole.outbox.depth() > 500,
+        "events pile up while the broker is away"
+    );
+    assert!(!pole.stats().connected.load(Ordering::SeqCst));
+    broker.resume();
+    let ids = producer.join().unwrap();
+    assert!(stopped.elapsed() >= Duration::from_secs(30));
+    pole.outbox.commit().unwrap();
+    pole.wait_until_drained(Duration::from_secs(60));
+    consumer.wait_for(Duration::from_secs(30), "every event", |r| {
+        r.iter().any(|e| e.id == *ids.last().unwrap())
+    });
+    check_delivery(&consumer.events(), ids.iter().copied());
+    assert!(pole.stats().reconnects.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn a_broker_refusing_the_credentials_is_retried_and_nothing_is_lost() {
+    let dir = scratch("mqtt-credentials");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "wrong-password\n").unwrap();
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            users: vec![("pole-1".into(), "right-password".into())],
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(broker.port);
+    settings.username = Some("pole-1".into());
+    settings.password_file = Some(password_file.clone());
+    let store = outbox(&dir, 64 << 20);
+    let ids: Vec<u64> = (0..50).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    {
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pole.stats().reconnects.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "no retries seen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!pole.stats().connected.load(Ordering::SeqCst));
+        assert_eq!(pole.outbox.depth(), 50, "nothing is dropped while refused");
+    }
+    assert!(consumer.events().is_empty());
+    // The installer fixes the password: everything held is delivered.
+    std::fs::write(&password_file, "right-password\n").unwrap();
+    let pole = Pole::start(store, &settings);
+    pole.wait_until_drained(Duration::from_secs(20));
+    consumer.wait_for(Duration::from_secs(10), "50 events", |r| r.len() >= 50);
+    check_delivery(&consumer.events(), ids);
+}
+
+#[test]
+fn the_refusal_is_explained_in_terms_of_the_configuration() {
+    let settings = mqtt(1883);
+    let refused = rumqttc::ConnectionError::ConnectionRefused(
+        rumqttc::ConnectReturnCode::BadUserNamePassword,
+    );
+    let text = luciole::publish::explain(&refused, &settings);
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(
+        text.contains("mqtt.username and mqtt.password_file"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:1883"), "{text}");
+}
+
+fn tls_settings(port: u16, ca: &Path, client: Option<(&Path, &Path)>) -> MqttSettings {
+    let mut settings = mqtt(port);
+    settings.tls = Some(TlsSettings {
+        ca_file: ca.to_owned(),
+        client_cert: client.map(|(c, k)| (c.to_owned(), k.to_owned())),
+    });
+    settings
+}
+
+#[test]
+fn a_server_certificate_from_an_unknown_ca_is_refused() {
+    let dir = scratch("mqtt-unknown-ca");
+    let city = make_pki(&dir, "city");
+    let stranger = make_pki(&dir, "stranger");
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                city.ca.clone(),
+                city.server_cert.clone(),
+                city.server_key.clone(),
+                false,
+            )),
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let store = outbox(&dir, 64 << 20);
+    let ids: Vec<u64> = (0..10).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    {
+        let pole = Pole::start(
+            Arc::clone(&store),
+            &tls_settings(broker.port, &stranger.ca, None),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pole.stats().reconnects.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "no refusal seen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!pole.stats().connected.load(Ordering::SeqCst));
+        assert_eq!(pole.outbox.depth(), 10);
+    }
+    assert!(consumer.events().is_empty(), "nothing reached the broker");
+    // With the city's CA the same events go through.
+    let pole = Pole::start(store, &tls_settings(broker.port, &city.ca, None));
+    pole.wait_until_drained(Duration::from_secs(20));
+    consumer.wait_for(Duration::from_secs(10), "10 events", |r| r.len() >= 10);
+    check_delivery(&consumer.events(), ids);
+}
+
+#[test]
+fn a_broker_requiring_client_certificates_accepts_the_poles_certificate() {
+    let dir = scratch("mqtt-client-cert");
+    let city = make_pki(&dir, "city");
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                city.ca.clone(),
+                city.server_cert.clone(),
+                city.server_key.clone(),
+                true,
+            )),
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let store = outbox(&dir, 64 << 20);
+    // Without a client certificate the broker hangs up.
+    {
+        let pole = Pole::start(
+            Arc::clone(&store),
+            &tls_settings(broker.port, &city.ca, None),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pole.stats().reconnects.load(Ordering::SeqCst) < 1 {
+            assert!(Instant::now() < deadline, "no refusal seen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let ids: Vec<u64> = (0..10).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    let pole = Pole::start(
+        store,
+        &tls_settings(
+            broker.port,
+            &city.ca,
+            Some((&city.client_cert, &city.client_key)),
+        ),
+    );
+    pole.wait_until_drained(Duration::from_secs(20));
+    consumer.wait_for(Duration::from_secs(10), "10 events", |r| r.len() >= 10);
+    check_delivery(&consumer.events(), ids);
+}
+
+#[test]
+fn a_full_outbox_drops_the_oldest_and_the_consumer_sees_the_gap_accounted_for() {
+    let dir = scratch("mqtt-full");
+    let store = outbox(&dir, 64 * 1024);
+    // No broker yet: the outbox fills up and overflows.
+    let mut last = 0;
+    for n in 0..2000 {
+        last = store.push(event(n)).unwrap();
+    }
+    store.commit().unwrap();
+    assert!(store.depth() < 2000);
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let pole = Pole::start(Arc::clone(&store), &mqtt(broker.port));
+    pole.wait_until_drained(Duration::from_secs(30));
+    consumer.wait_for(Duration::from_secs(10), "the newest event", |r| {
+        r.iter().any(|e| e.id == last)
+    });
+    let received = consumer.events();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lost = 0;
+    for r in &received {
+        if seen.insert(r.id) && r.payload["kind"] == "dropped" {
+            assert_eq!(r.payload["data"]["reason"], "overflow");
+            lost += r.payload["data"]["count"].as_u64().unwrap();
+        }
+    }
+    assert!(lost > 0);
+    // Every id given was either received or counted by a `dropped` event.
+    assert_eq!(seen.len() as u64 + lost, last, "received {}", seen.len());
+    let held: Vec<u64> = seen.iter().copied().collect();
+    check_delivery(&received, held);
+}
+
+#[test]
+fn the_retained_status_says_online_and_the_last_will_says_offline() {
+    let dir = scratch("mqtt-presence");
+    let broker = Broker::start(&dir.join("broker"));
+    let status = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/status");
+    let mut settings = mqtt(broker.port);
+    settings.keep_alive = Duration::from_secs(5);
+    let pole = Pole::start(outbox(&dir, 64 << 20), &settings);
+    let states = |c: &Consumer| -> Vec<String> {
+        c.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.payload["state"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !states(&status).contains(&"online".to_string()) {
+        assert!(Instant::now() < deadline, "{:?}", states(&status));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A clean stop publishes `offline` itself.
+    drop(pole);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while states(&status).last().map(String::as_str) != Some("offline") {
+        assert!(Instant::now() < deadline, "{:?}", states(&status));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A late subscriber gets the retained state.
+    let late = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/status");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while states(&late).is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(states(&late), vec!["offline".to_string()]);
+}
+
+#[test]
+fn mqtt_5_retries_refused_credentials_then_delivers_everything_in_order() {
+    let dir = scratch("mqtt-5");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "wrong-password\n").unwrap();
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            users: vec![("pole-1".into(), "right-password".into())],
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(broker.port);
+    settings.protocol = Protocol::V5;
+    settings.username = Some("pole-1".into());
+    settings.password_file = Some(password_file.clone());
+    let store = outbox(&dir, 64 << 20);
+    let ids: Vec<u64> = (0..300).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    {
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pole.stats().reconnects.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "no retries seen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(pole.outbox.depth(), 300, "nothing is dropped while refused");
+    }
+    std::fs::write(&password_file, "right-password\n").unwrap();
+    let pole = Pole::start(store, &settings);
+    // New events keep coming while the backlog drains.
+    let more: Vec<u64> = (300..400)
+        .map(|n| {
+            std::thread::sleep(Duration::from_millis(2));
+            pole.outbox.push(event(n)).unwrap()
+        })
+        .collect();
+    pole.outbox.commit().unwrap();
+    pole.wait_until_drained(Duration::from_secs(20));
+    consumer.wait_for(Duration::from_secs(10), "400 events", |r| r.len() >= 400);
+    check_delivery(&consumer.events(), ids.into_iter().chain(more));
+}
+
+#[test]
+fn mqtt_5_refusals_are_explained_in_terms_of_the_configuration() {
+    let settings = mqtt(1883);
+    let refused = rumqttc::v5::ConnectionError::ConnectionRefused(
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::NotAuthorized,
+    );
+    let text = luciole::publish::session::explain_v5(&refused, &settings);
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(
+        text.contains("mqtt.username and mqtt.password_file"),
+        "{text}"
+    );
+}

@@ -1,0 +1,345 @@
+//! A real Mosquitto for the tests: its own config file, a free loopback
+//! port, optional TLS and passwords; stopped and restarted on demand. Plus
+//! a consumer that records what arrives, and TLS material made with rcgen.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+
+/// A free TCP port on 127.0.0.1 (free when asked; the broker takes it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One mosquitto process and its files.
+pub struct Broker {
+    pub port: u16,
+    /// A second, plaintext listener for test consumers when `port` is TLS.
+    pub plain_port: u16,
+    pub dir: PathBuf,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+/// What the broker asks of clients.
+#[derive(Default)]
+pub struct BrokerOptions {
+    /// (user, password) accounts; anonymous clients are refused when set.
+    pub users: Vec<(String, String)>,
+    /// Serve TLS on `port` with these PEM files (CA, cert, key); client
+    /// certificates signed by the CA are required when the flag is set.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf, bool)>,
+}
+
+impl Broker {
+    /// Starts a plaintext broker allowing anonymous clients.
+    pub fn start(dir: &Path) -> Broker {
+        Self::start_with(dir, BrokerOptions::default())
+    }
+
+    pub fn start_with(dir: &Path, options: BrokerOptions) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let plain_port = free_port();
+        // Run as whoever runs the tests (as root, mosquitto would otherwise
+        // switch to its own user and lose access to the test's files).
+        let user = Command::new("id").arg("-un").output().unwrap();
+        let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+        let mut conf = format!(
+            "user {user}\nper_listener_settings true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+            dir.display()
+        );
+        conf += &format!("\nlistener {port} 127.0.0.1\n");
+        if let Some((ca, cert, key, require)) = &options.tls {
+            conf += &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require}\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            );
+        }
+        if options.users.is_empty() {
+            conf += "allow_anonymous true\n";
+        } else {
+            let passwords = dir.join("passwords");
+            let _ = std::fs::remove_file(&passwords);
+            for (user, password) in &options.users {
+                let mut args = vec!["-b"];
+                if !passwords.exists() {
+                    args.push("-c");
+                }
+                let status = Command::new("mosquitto_passwd")
+                    .args(&args)
+                    .arg(&passwords)
+                    .args([user, password])
+                    .status()
+                    .expect("mosquitto_passwd runs (tests/setup installs mosquitto)");
+                assert!(status.success());
+            }
+            conf += &format!(
+                "allow_anonymous false\npassword_file {}\n",
+                passwords.display()
+            );
+        }
+        conf += &format!("\nlistener {plain_port} 127.0.0.1\nallow_anonymous true\n");
+        let path = dir.join("mosquitto.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut broker = Broker {
+            port,
+            plain_port,
+            dir: dir.to_owned(),
+            conf: path,
+            child: None,
+        };
+        broker.resume();
+        broker
+    }
+
+    /// Starts (again) on the same ports, and waits until it listens.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mosquitto.log"))
+            .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto runs (tests/setup installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.plain_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mosquitto exited ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker the way a service manager does (SIGTERM), so it
+    /// saves queued messages of persistent sessions.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One message as a consumer saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub id: u64,
+    pub payload: serde_json::Value,
+}
+
+/// A consumer with a persistent session (QoS 1, clean session off) on the
+/// broker's plaintext listener, recording every event in arrival order.
+pub struct Consumer {
+    pub received: Arc<Mutex<Vec<Received>>>,
+    client: Client,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Consumer {
+    pub fn start(port: u16, filter: &str) -> Consumer {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("test-consumer-{}-{port}-{n}", std::process::id());
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = Client::new(options, 100);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (sub, sink, filter) = (client.clone(), Arc::clone(&received), filter.to_string());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        sub.subscribe(&filter, QoS::AtLeastOnce).unwrap();
+                    }
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let payload: serde_json::Value =
+                            serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
+                        let id = payload["id"].as_u64().unwrap_or(0);
+                        sink.lock().unwrap().push(Received {
+                            topic: p.topic.clone(),
+                            id,
+                            payload,
+                        });
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the consumer subscribed");
+        Consumer {
+            received,
+            client,
+            thread: Some(thread),
+        }
+    }
+
+    /// Events (messages with an id) received so far.
+    pub fn events(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.id > 0)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `done` holds for what was received, or panics.
+    pub fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&[Received]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.events()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; received {} event(s)",
+                self.events().len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Checks the delivery promises over what a consumer received: every id in
+/// `expected` arrived, first arrivals are in increasing id order on each
+/// topic, and a duplicate is byte-for-byte the same event.
+pub fn check_delivery(received: &[Received], expected: impl IntoIterator<Item = u64>) {
+    let mut first: BTreeMap<u64, &Received> = BTreeMap::new();
+    let mut last_per_topic: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in received {
+        if let Some(earlier) = first.get(&r.id) {
+            assert_eq!(earlier.payload, r.payload, "duplicate id {} differs", r.id);
+            assert_eq!(earlier.topic, r.topic);
+            continue;
+        }
+        let last = last_per_topic.entry(&r.topic).or_insert(0);
+        assert!(
+            r.id > *last,
+            "out of order on {}: {} after {}",
+            r.topic,
+            r.id,
+            last
+        );
+        *last = r.id;
+        first.insert(r.id, r);
+    }
+    let missing: Vec<u64> = expected
+        .into_iter()
+        .filter(|id| !first.contains_key(id))
+        .collect();
+    assert!(missing.is_empty(), "missing ids: {missing:?}");
+}
+
+/// PEM files for TLS: a CA, a server certificate for 127.0.0.1 signed by
+/// it, and a client certificate signed by it.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+pub fn make_pki(dir: &Path, name: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server_params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pole-1");
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    let write = |file: &str, text: String| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        server_cert: write("server.pem", server.pem()),
+        server_key: write("server.key", server_key.serialize_pem()),
+        client_cert: write("client.pem", client.pem()),
+        client_key: write("client.key", client_key.serialize_pem()),
+    }
+}
