@@ -110,7 +110,7 @@ impl Converter {
     pub fn to_rgb(&mut self, frame: &FrameRef<'_>, out: &mut RgbImage) -> Result<(), ConvertError> {
         let layout = frame.layout;
         if layout.format == PixelFormat::Mjpeg {
-            *out = decode_jpeg(frame.data, None)?;
+            *out = decode_jpeg(frame.data, (layout.width, layout.height), None)?;
             return Ok(());
         }
         check_len(frame)?;
@@ -140,7 +140,11 @@ impl Converter {
         // when the frame is RGB already.
         let (src_w, src_h, src): (u32, u32, &[u8]) = match layout.format {
             PixelFormat::Mjpeg => {
-                self.full = decode_jpeg(frame.data, Some((width, height)))?;
+                self.full = decode_jpeg(
+                    frame.data,
+                    (layout.width, layout.height),
+                    Some((width, height)),
+                )?;
                 (self.full.width, self.full.height, &self.full.data)
             }
             PixelFormat::Rgb24 => {
@@ -316,12 +320,29 @@ fn convert_raw(
     }
 }
 
-/// Decodes a JPEG frame to RGB. With `at_least`, the decoder may use a
+/// Decodes a JPEG frame to RGB. The frame must be the size the camera
+/// negotiated (`expected`): a corrupt header cannot make the decoder
+/// allocate for a giant image. With `at_least`, the decoder may use a
 /// reduced-size IDCT (1/2, 1/4, 1/8) as long as the result stays at least
 /// that large, which is most of the speed-up for scaled output.
-fn decode_jpeg(data: &[u8], at_least: Option<(u32, u32)>) -> Result<RgbImage, ConvertError> {
+fn decode_jpeg(
+    data: &[u8],
+    expected: (u32, u32),
+    at_least: Option<(u32, u32)>,
+) -> Result<RgbImage, ConvertError> {
     let mut decoder = jpeg_decoder::Decoder::new(data);
     let jpeg = |e: jpeg_decoder::Error| ConvertError::Jpeg(e.to_string());
+    decoder.read_info().map_err(jpeg)?;
+    let header = decoder
+        .info()
+        .map(|i| (u32::from(i.width), u32::from(i.height)))
+        .ok_or_else(|| ConvertError::Jpeg("no image header".into()))?;
+    if header != expected {
+        return Err(ConvertError::Jpeg(format!(
+            "frame is {}x{}, the camera negotiated {}x{}",
+            header.0, header.1, expected.0, expected.1
+        )));
+    }
     if let Some((w, h)) = at_least {
         let clamp = |v: u32| v.min(u32::from(u16::MAX)) as u16;
         decoder.scale(clamp(w), clamp(h)).map_err(jpeg)?;

@@ -225,3 +225,22 @@ fn a_wrong_output_size_is_refused() {
         "cannot scale to 10x10: output holds 7 bytes"
     );
 }
+
+#[test]
+fn an_mjpeg_frame_of_another_size_than_negotiated_is_refused() {
+    let img = card(64, 48);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode(&img.data, 64, 48, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let err = Converter::new()
+        .to_rgb(
+            &frame(&jpeg, PixelFormat::Mjpeg, 640, 480, 0),
+            &mut RgbImage::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "MJPEG frame cannot be decoded: frame is 64x48, the camera negotiated 640x480"
+    );
+}

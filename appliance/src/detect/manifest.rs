@@ -396,6 +396,13 @@ fn output_kind(p: &Path, spec: &OutputSpec) -> Result<OutputKind, DetectError> {
                     "must list one stride per layer (num_layers)",
                 ));
             }
+            if anchors.strides.contains(&0) {
+                return Err(bad(
+                    p,
+                    "output.anchors.strides",
+                    "every stride must be at least 1",
+                ));
+            }
             Ok(OutputKind::SsdRaw(SsdParams {
                 encodings: role("box_encodings")?,
                 scores: role("class_scores")?,

@@ -453,6 +453,8 @@ impl Outbox {
         let mut state = self.state.lock().unwrap();
         if state.ledger.remove(id) {
             self.db.remove(id).map_err(|e| self.store_err(e))?;
+            // The next commit makes the deletion durable too.
+            self.deletions.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
