@@ -30,22 +30,7 @@ const OID: &str = "ssd_mobilenetv2_oidv4_fp16";
 
 /// Runs a setup script once per test binary; returns its stdout's last line.
 fn setup_script(cell: &'static OnceLock<String>, script: &str) -> &'static str {
-    cell.get_or_init(|| {
-        let path = repo().join(script);
-        let output = Command::new(&path).output().expect("the script runs");
-        assert!(
-            output.status.success(),
-            "{} failed:\n{}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string()
-    })
+    cell.get_or_init(|| support::repo_script(script))
 }
 
 /// The cache folder, with models and runtimes fetched.

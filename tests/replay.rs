@@ -169,15 +169,7 @@ fn capture_writes_pngs_and_an_index_from_real_footage() {
     );
     let config = write_config(&dir, "pole.toml", &camera);
     let out = dir.join("frames");
-    let output = run(&[
-        "capture",
-        "--config",
-        config.to_str().unwrap(),
-        "--frames",
-        "12",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = capture(&config, 12, &out);
     assert!(output.status.success(), "{}", stderr(&output));
     let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
     assert_eq!(summary["frames"], 12);

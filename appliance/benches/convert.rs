@@ -6,8 +6,11 @@
 //! to have fetched the footage, and ffmpeg). Prints median milliseconds per
 //! frame for the shipped path and for references timed in the same run.
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::path::PathBuf;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,23 +19,9 @@ use luciole::convert::{reference, Converter, RgbImage};
 
 const OUT: (u32, u32) = (300, 300);
 
-fn footage() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/assets/fetch-footage");
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "fetch-footage failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// Frame 200 of vtest.avi, scaled and encoded by ffmpeg.
 fn ffmpeg_frame(width: u32, height: u32, args: &[&str]) -> Vec<u8> {
-    let video = footage().join("vtest.avi");
+    let video = support::footage().join("vtest.avi");
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-i"])
         .arg(video)

@@ -9,6 +9,9 @@
 //! pre- and post-processing, the Python median and the Rust/Python ratio.
 //! `LUCIOLE_BENCH_RUNS` sets the timed runs per row (default 50).
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -23,31 +26,9 @@ const WARM_UP: usize = 5;
 /// Turns Rust and Python take, each timing runs / ROUNDS inferences.
 const ROUNDS: usize = 5;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs a setup script of the repository; its last output line.
-fn script(path: &str) -> String {
-    let out = Command::new(repo().join(path))
-        .output()
-        .expect("the script runs");
-    assert!(
-        out.status.success(),
-        "{path} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Frame 200 of vtest.avi at 640x480 in YUYV, as a camera delivers it.
 fn camera_frame() -> Vec<u8> {
-    let footage = PathBuf::from(script("tests/assets/fetch-footage"));
+    let footage = support::footage();
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-i"])
         .arg(footage.join("vtest.avi"))
@@ -131,7 +112,7 @@ fn time_python(
     runs: usize,
 ) -> Vec<Duration> {
     let out = Command::new(python)
-        .arg(repo().join("tests/reference/detect_reference.py"))
+        .arg(support::repo().join("tests/reference/detect_reference.py"))
         .arg("--manifest")
         .arg(manifest)
         .arg("--model-dir")
@@ -165,8 +146,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50)
         .max(ROUNDS);
-    let cache = PathBuf::from(script("models/fetch"));
-    let python = PathBuf::from(script("tests/reference/setup"));
+    let cache = PathBuf::from(support::repo_script("models/fetch"));
+    let python = PathBuf::from(support::repo_script("tests/reference/setup"));
     let models = cache.join("models");
     let data = camera_frame();
     let scratch = std::env::temp_dir().join(format!("luciole-bench-{}", std::process::id()));
@@ -183,7 +164,7 @@ fn main() {
         ),
         ("ssd_mobilenetv2_oidv4_fp16", &[Backend::Litert][..]),
     ] {
-        let manifest = repo().join("models").join(format!("{name}.toml"));
+        let manifest = support::repo().join("models").join(format!("{name}.toml"));
         let spec: toml::Table =
             toml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
         let input = spec["input"].as_table().unwrap();

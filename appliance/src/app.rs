@@ -171,12 +171,6 @@ struct FrameRecord {
     stream: u32,
 }
 
-impl Serialize for PixelFormat {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
 /// What `capture` prints when it is done.
 #[derive(Debug, Serialize)]
 struct CaptureSummary {

@@ -29,22 +29,30 @@ pub fn run(args: &[&str]) -> Output {
         .expect("the luciole binary runs")
 }
 
-/// The folder holding the real footage (Debian opencv-doc samples),
-/// fetched and checked by `tests/assets/fetch-footage`. Fails loudly if it
-/// cannot be had.
-pub fn footage() -> PathBuf {
-    let script = repo().join("tests/assets/fetch-footage");
-    let output = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("bash runs");
+/// Runs one of the repository's set-up scripts (`tests/assets/fetch-footage`,
+/// `models/fetch`, `tests/reference/setup`) and returns the last line it
+/// printed: the folder or program it provides. Fails loudly if it fails.
+pub fn repo_script(path: &str) -> String {
+    let path = repo().join(path);
+    let output = Command::new(&path).output().expect("the script runs");
     assert!(
         output.status.success(),
-        "{} failed: {}",
-        script.display(),
+        "{} failed:\n{}",
+        path.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The folder holding the real footage (Debian opencv-doc samples),
+/// fetched and checked by `tests/assets/fetch-footage`.
+pub fn footage() -> PathBuf {
+    PathBuf::from(repo_script("tests/assets/fetch-footage"))
 }
 
 /// A fresh scratch folder named after the test.
@@ -71,21 +79,25 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs `luciole capture --config CONFIG --frames N --out OUT`.
+pub fn capture(config: &Path, frames: u64, out: &Path) -> Output {
+    run(&[
+        "capture",
+        "--config",
+        config.to_str().unwrap(),
+        "--frames",
+        &frames.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// Runs `luciole capture` on a pole whose `[camera]` section is `camera`,
 /// expects it to fail with exit code 1, and returns its standard error.
 pub fn capture_failure(name: &str, camera: &str) -> String {
     let dir = scratch(name);
     let config = write_config(&dir, "pole.toml", camera);
-    let out = dir.join("frames");
-    let output = run(&[
-        "capture",
-        "--config",
-        config.to_str().unwrap(),
-        "--frames",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = capture(&config, 3, &dir.join("frames"));
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     stderr(&output)
 }

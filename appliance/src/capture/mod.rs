@@ -99,6 +99,13 @@ impl fmt::Display for PixelFormat {
     }
 }
 
+/// Serialised as its four-character code, as in `frames.jsonl`.
+impl serde::Serialize for PixelFormat {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 impl FromStr for PixelFormat {
     type Err = String;
 

@@ -82,50 +82,8 @@ const _: () = assert!(std::mem::size_of::<Layout>() == 68);
 const _: () = assert!(std::mem::size_of::<RankedTensorType>() == 72);
 const _: () = assert!(std::mem::size_of::<EnvOption>() == 24);
 
-/// Resolves the symbols we use, in one struct, once.
-macro_rules! api {
-    ($($name:ident: fn($($arg:ty),*) $(-> $ret:ty)?;)*) => {
-        #[allow(non_snake_case)]
-        struct Api {
-            $($name: unsafe extern "C" fn($($arg),*) $(-> $ret)?,)*
-            /// Never unloaded: the runtime keeps process-wide state (op and
-            /// accelerator registries, thread pools) whose destructors run
-            /// at exit, after an unload they would crash the process.
-            _library: ManuallyDrop<Library>,
-        }
-
-        #[allow(non_snake_case)]
-        impl Api {
-            fn load(path: &Path) -> Result<Api, DetectError> {
-                check_elf_arch(path)?;
-                // SAFETY: loading runs the library's initialisers; LiteRT's
-                // only set up its own state.
-                let library = unsafe { Library::new(path) }.map_err(|err| DetectError::Runtime {
-                    path: path.to_owned(),
-                    reason: format!("cannot load: {err}"),
-                })?;
-                $(
-                    // SAFETY: the signature is the one of LiteRT 2.1's header.
-                    let $name = *unsafe {
-                        library.get::<unsafe extern "C" fn($($arg),*) $(-> $ret)?>(
-                            concat!(stringify!($name), "\0").as_bytes(),
-                        )
-                    }
-                    .map_err(|_| DetectError::Runtime {
-                        path: path.to_owned(),
-                        reason: format!(
-                            "does not export {}: not a LiteRT 2.1 library",
-                            stringify!($name)
-                        ),
-                    })?;
-                )*
-                Ok(Api { $($name,)* _library: ManuallyDrop::new(library) })
-            }
-        }
-    };
-}
-
-api! {
+runtime_api! {
+    "a LiteRT 2.1 library";
     LiteRtCreateEnvironment: fn(c_int, *const EnvOption, *mut Handle) -> Status;
     LiteRtDestroyEnvironment: fn(Handle);
     LiteRtCreateModelFromBuffer: fn(*const c_void, usize, *mut Handle) -> Status;

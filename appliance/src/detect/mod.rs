@@ -22,6 +22,48 @@
 //! Privacy: only [`Class`]es can come out (people and vehicles), and only
 //! boxes and scores: no crops, no appearance features.
 
+/// Declares a runtime library's C functions as one `Api` struct, resolved
+/// once by `Api::load(path)` (which first checks the file's architecture).
+/// `$what` names the expected library in the error for a missing symbol.
+macro_rules! runtime_api {
+    ($what:literal; $($name:ident: fn($($arg:ty),*) $(-> $ret:ty)?;)*) => {
+        #[allow(non_snake_case)]
+        struct Api {
+            $($name: unsafe extern "C" fn($($arg),*) $(-> $ret)?,)*
+            /// Never unloaded: the runtime keeps process-wide state (op and
+            /// accelerator registries, thread pools) whose destructors run
+            /// at exit, after an unload they would crash the process.
+            _library: ManuallyDrop<Library>,
+        }
+
+        #[allow(non_snake_case)]
+        impl Api {
+            fn load(path: &Path) -> Result<Api, DetectError> {
+                check_elf_arch(path)?;
+                // SAFETY: loading runs the library's initialisers, which only
+                // set up the runtime's own state.
+                let library = unsafe { Library::new(path) }.map_err(|err| DetectError::Runtime {
+                    path: path.to_owned(),
+                    reason: format!("cannot load: {err}"),
+                })?;
+                $(
+                    // SAFETY: the signature is the one of the runtime's C header.
+                    let $name = *unsafe {
+                        library.get::<unsafe extern "C" fn($($arg),*) $(-> $ret)?>(
+                            concat!(stringify!($name), "\0").as_bytes(),
+                        )
+                    }
+                    .map_err(|_| DetectError::Runtime {
+                        path: path.to_owned(),
+                        reason: format!("does not export {}: not {}", stringify!($name), $what),
+                    })?;
+                )*
+                Ok(Api { $($name,)* _library: ManuallyDrop::new(library) })
+            }
+        }
+    };
+}
+
 pub mod litert;
 pub mod manifest;
 pub mod postprocess;

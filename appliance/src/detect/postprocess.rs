@@ -29,6 +29,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// A candidate from a box in the models' order: ymin, xmin, ymax, xmax.
+    fn new(class: Class, score: f32, [ymin, xmin, ymax, xmax]: [f32; 4]) -> Self {
+        Self {
+            class,
+            score,
+            ymin,
+            xmin,
+            ymax,
+            xmax,
+        }
+    }
+
     fn area(&self) -> f32 {
         (self.ymax - self.ymin).max(0.0) * (self.xmax - self.xmin).max(0.0)
     }
@@ -112,14 +124,7 @@ pub fn decode_postprocess(
             continue;
         }
         let b = &boxes[i * 4..i * 4 + 4];
-        out.push(Candidate {
-            class,
-            score,
-            ymin: b[0],
-            xmin: b[1],
-            ymax: b[2],
-            xmax: b[3],
-        });
+        out.push(Candidate::new(class, score, [b[0], b[1], b[2], b[3]]));
     }
 }
 
@@ -222,7 +227,7 @@ pub fn decode_ssd(
             if score < min {
                 continue;
             }
-            let [ymin, xmin, ymax, xmax] = *decoded.get_or_insert_with(|| {
+            let yxyx = *decoded.get_or_insert_with(|| {
                 let e = &encodings[i * 4..i * 4 + 4];
                 let y = e[0] / sy * anchor.h + anchor.y;
                 let x = e[1] / sx * anchor.w + anchor.x;
@@ -230,14 +235,7 @@ pub fn decode_ssd(
                 let w = (e[3] / sw).exp() * anchor.w;
                 [y - h / 2.0, x - w / 2.0, y + h / 2.0, x + w / 2.0]
             });
-            out.push(Candidate {
-                class,
-                score,
-                ymin,
-                xmin,
-                ymax,
-                xmax,
-            });
+            out.push(Candidate::new(class, score, yxyx));
         }
     }
 }
@@ -338,14 +336,7 @@ mod tests {
     use super::*;
 
     fn candidate(class: Class, score: f32, b: [f32; 4]) -> Candidate {
-        Candidate {
-            class,
-            score,
-            ymin: b[0],
-            xmin: b[1],
-            ymax: b[2],
-            xmax: b[3],
-        }
+        Candidate::new(class, score, b)
     }
 
     fn coco_map(min: f32) -> ClassMap {

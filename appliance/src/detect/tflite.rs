@@ -24,49 +24,8 @@ use super::{
 
 type Handle = *mut c_void;
 
-macro_rules! api {
-    ($($name:ident: fn($($arg:ty),*) $(-> $ret:ty)?;)*) => {
-        #[allow(non_snake_case)]
-        struct Api {
-            $($name: unsafe extern "C" fn($($arg),*) $(-> $ret)?,)*
-            /// Never unloaded: the runtime keeps process-wide state (op and
-            /// accelerator registries, thread pools) whose destructors run
-            /// at exit, after an unload they would crash the process.
-            _library: ManuallyDrop<Library>,
-        }
-
-        #[allow(non_snake_case)]
-        impl Api {
-            fn load(path: &Path) -> Result<Api, DetectError> {
-                check_elf_arch(path)?;
-                // SAFETY: loading runs the library's initialisers, which
-                // only set up TFLite's own state.
-                let library = unsafe { Library::new(path) }.map_err(|err| DetectError::Runtime {
-                    path: path.to_owned(),
-                    reason: format!("cannot load: {err}"),
-                })?;
-                $(
-                    // SAFETY: the signature is the one of TFLite's c_api.h.
-                    let $name = *unsafe {
-                        library.get::<unsafe extern "C" fn($($arg),*) $(-> $ret)?>(
-                            concat!(stringify!($name), "\0").as_bytes(),
-                        )
-                    }
-                    .map_err(|_| DetectError::Runtime {
-                        path: path.to_owned(),
-                        reason: format!(
-                            "does not export {}: not a TensorFlow Lite C library",
-                            stringify!($name)
-                        ),
-                    })?;
-                )*
-                Ok(Api { $($name,)* _library: ManuallyDrop::new(library) })
-            }
-        }
-    };
-}
-
-api! {
+runtime_api! {
+    "a TensorFlow Lite C library";
     TfLiteVersion: fn() -> *const c_char;
     TfLiteModelCreateFromFile: fn(*const c_char) -> Handle;
     TfLiteModelDelete: fn(Handle);

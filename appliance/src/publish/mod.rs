@@ -153,25 +153,48 @@ fn pem(key: &'static str, path: &PathBuf, marker: &str) -> Result<Vec<u8>, Publi
     Ok(bytes)
 }
 
+/// A connection failure, whatever the MQTT version that reported it.
+pub(crate) enum Failure<'a> {
+    /// Refused for its credentials; the broker's return code.
+    Credentials(&'a dyn std::fmt::Debug),
+    /// Refused for another reason.
+    Refused(&'a dyn std::fmt::Debug),
+    Tls(&'a dyn std::fmt::Display),
+    Io(&'a dyn std::fmt::Display),
+    Timeout,
+    Other(&'a dyn std::fmt::Display),
+}
+
 /// Says what a connection failure means for the person reading the log.
-pub fn explain(err: &ConnectionError, settings: &MqttSettings) -> String {
+pub(crate) fn describe(failure: Failure<'_>, settings: &MqttSettings) -> String {
     let broker = format!("{}:{}", settings.host, settings.port);
-    match err {
-        ConnectionError::ConnectionRefused(
-            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
-        ) => format!(
+    match failure {
+        Failure::Credentials(code) => format!(
             "broker {broker} refused the credentials ({code:?}): check mqtt.username and mqtt.password_file"
         ),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker {broker} refused the connection: {code:?}")
-        }
-        ConnectionError::Tls(e) => format!(
+        Failure::Refused(code) => format!("broker {broker} refused the connection: {code:?}"),
+        Failure::Tls(e) => format!(
             "TLS with broker {broker} failed: {e} (mqtt.ca_file must hold the CA that signed the broker's certificate)"
         ),
-        ConnectionError::Io(e) => format!("broker {broker} unreachable: {e}"),
-        ConnectionError::NetworkTimeout => format!("broker {broker}: connection timed out"),
-        other => format!("broker {broker}: connection lost: {other}"),
+        Failure::Io(e) => format!("broker {broker} unreachable: {e}"),
+        Failure::Timeout => format!("broker {broker}: connection timed out"),
+        Failure::Other(e) => format!("broker {broker}: connection lost: {e}"),
     }
+}
+
+/// [`describe`] for MQTT 3.1.1 connection errors.
+pub fn explain(err: &ConnectionError, settings: &MqttSettings) -> String {
+    let failure = match err {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => Failure::Credentials(code),
+        ConnectionError::ConnectionRefused(code) => Failure::Refused(code),
+        ConnectionError::Tls(e) => Failure::Tls(e),
+        ConnectionError::Io(e) => Failure::Io(e),
+        ConnectionError::NetworkTimeout => Failure::Timeout,
+        other => Failure::Other(other),
+    };
+    describe(failure, settings)
 }
 
 impl Publisher {

@@ -7,7 +7,7 @@ use rumqttc::{QoS, TlsConfiguration, Transport};
 
 use crate::events::Origin;
 
-use super::{explain, pem, read, MqttSettings, PublishError};
+use super::{describe, explain, pem, read, Failure, MqttSettings, PublishError};
 
 /// The MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,24 +243,18 @@ pub fn open(
 /// Seconds allowed for TCP, TLS and CONNACK together.
 const CONNECT_TIMEOUT_S: u64 = 5;
 
-/// [`explain`] for MQTT 5 connection errors.
+/// [`super::explain`] for MQTT 5 connection errors.
 pub fn explain_v5(err: &rumqttc::v5::ConnectionError, settings: &MqttSettings) -> String {
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
     use rumqttc::v5::ConnectionError;
-    let broker = format!("{}:{}", settings.host, settings.port);
-    match err {
+    let failure = match err {
         ConnectionError::ConnectionRefused(
             code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
-        ) => format!(
-            "broker {broker} refused the credentials ({code:?}): check mqtt.username and mqtt.password_file"
-        ),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker {broker} refused the connection: {code:?}")
-        }
-        ConnectionError::Tls(e) => format!(
-            "TLS with broker {broker} failed: {e} (mqtt.ca_file must hold the CA that signed the broker's certificate)"
-        ),
-        ConnectionError::Io(e) => format!("broker {broker} unreachable: {e}"),
-        other => format!("broker {broker}: connection lost: {other}"),
-    }
+        ) => Failure::Credentials(code),
+        ConnectionError::ConnectionRefused(code) => Failure::Refused(code),
+        ConnectionError::Tls(e) => Failure::Tls(e),
+        ConnectionError::Io(e) => Failure::Io(e),
+        other => Failure::Other(other),
+    };
+    describe(failure, settings)
 }
