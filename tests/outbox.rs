@@ -240,6 +240,11 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
             outage_ms: 0,
             outbox_depth: 3,
             broker_reconnects: 1,
+            inferences: 0,
+            skipped_by_motion: 0,
+            queue_dropped: 0,
+            inference_ms: 0.0,
+            tracks: 0,
         }),
         Body::Error(ErrorReport {
             code: "camera_lost".into(),

@@ -50,6 +50,11 @@ fn health(n: u64) -> Body {
         outage_ms: 0,
         outbox_depth: n,
         broker_reconnects: 0,
+        inferences: 0,
+        skipped_by_motion: 0,
+        queue_dropped: 0,
+        inference_ms: 0.0,
+        tracks: 0,
     })
 }
 

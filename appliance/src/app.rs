@@ -6,10 +6,11 @@
 //!   driver's buffer, PNG encoding on a writer thread behind a bounded queue.
 //! - `detect`: image files through the configured detector, one JSON line
 //!   per detection.
-//! - `run`: the daemon loop: capture with periodic health lines until a
-//!   signal (later stages attach here); with an `[outbox]`, `status`,
-//!   `health` and `error` events go to the outbox and, with `[mqtt]`, to the
+//! - `run`: the daemon: the [`crate::pipeline`] until a signal; with an
+//!   `[outbox]`, its events go to the outbox and, with `[mqtt]`, to the
 //!   broker.
+//! - `demo`: the pipeline on real footage, printing events and a table of
+//!   counts.
 //! - `events`: what the outbox holds, for installers.
 
 use std::collections::BTreeMap;
@@ -17,18 +18,19 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::capture::{self, FrameSource, PixelFormat, SourceInfo};
+use crate::capture::{self, PixelFormat, SourceInfo};
 use crate::cli::Command;
 use crate::config::{self, ConfigError, Settings, SourceSettings};
 use crate::convert::{Converter, RgbImage};
 use crate::events::{Body, ErrorReport, Origin};
 use crate::outbox::Outbox;
-use crate::publish::reporter::{DaemonHealth, Reporter};
+use crate::pipeline;
+use crate::publish::reporter::Reporter;
 use crate::shutdown::Shutdown;
 
 /// Runs one CLI command.
@@ -41,6 +43,13 @@ pub fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             out,
         } => capture_frames(&config, frames, &out),
         Command::Run { config } => run(&config),
+        Command::Demo {
+            config,
+            frames,
+            broker,
+            no_motion,
+            json,
+        } => demo(&config, frames, broker.as_deref(), no_motion, json),
         Command::Detect { config, images } => detect_images(&config, &images),
         Command::Events { config, all } => list_events(&config, all),
     }
@@ -396,91 +405,21 @@ fn detect_images(config: &Path, images: &[PathBuf]) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Seconds between health lines of `run`.
-const HEALTH_EVERY: Duration = Duration::from_secs(10);
-
 fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
     let settings = config::load(config)?;
     tracing::info!("{}", summary(&settings));
     let mut reporter = Reporter::start(&settings)?;
-    let mut source = match capture::open(&settings.camera, &shutdown) {
-        Ok(source) => source,
-        Err(err) => {
-            if let Some(reporter) = reporter {
-                reporter.report(Body::Error(ErrorReport {
-                    code: "camera_unavailable".into(),
-                    message: format!("{err:#}"),
-                }));
-                reporter.finish();
-            }
-            return Err(err.into());
-        }
-    };
-    let info = source.info();
-    tracing::info!(origin = %info.origin, format = %info.layout.format, width = info.layout.width, height = info.layout.height, fps = info.fps_negotiated, "capturing");
-    if let Some(reporter) = &reporter {
-        reporter.status("started", format!("capturing from {}", info.origin));
-    }
-    let mut rate = RateMeter::default();
-    let mut event_rate = RateMeter::default();
-    let mut last_health = Instant::now();
-    let mut reconnects = source.stats().reconnects;
-    let outcome = loop {
-        let more = match source.next_frame(&mut |frame| {
-            rate.add(frame.stream, frame.timestamp);
-            event_rate.add(frame.stream, frame.timestamp);
-        }) {
-            Ok(more) => more,
-            Err(err) => break Err(err),
-        };
-        if !more {
-            break Ok(());
-        }
-        if last_health.elapsed() >= HEALTH_EVERY {
-            log_health(source.as_ref(), &rate);
-            rate = RateMeter::default();
-            last_health = Instant::now();
-        }
-        if let Some(reporter) = &mut reporter {
-            let stats = source.stats();
-            if stats.reconnects > reconnects {
-                reconnects = stats.reconnects;
-                reporter.report(Body::Error(ErrorReport {
-                    code: "camera_lost".into(),
-                    message: format!(
-                        "the camera stopped delivering frames and was reopened ({} reconnection(s), {} ms without frames since start)",
-                        stats.reconnects, stats.outage_ms
-                    ),
-                }));
-                reporter.status("camera_back", "frames are flowing again");
-            }
-            if reporter.health_due() {
-                reporter.health(daemon_health(source.as_ref(), &event_rate));
-                event_rate = RateMeter::default();
-            }
-        }
-    };
-    log_health(source.as_ref(), &rate);
-    if let Some(mut reporter) = reporter {
-        reporter.health(daemon_health(source.as_ref(), &event_rate));
-        match &outcome {
-            Ok(()) => reporter.status(
-                "stopping",
-                if shutdown.requested() {
-                    "stopping on signal"
-                } else {
-                    "source ended"
-                },
-            ),
-            Err(err) => reporter.report(Body::Error(ErrorReport {
-                code: "capture_failed".into(),
-                message: format!("{err:#}"),
-            })),
-        }
-        reporter.finish();
-    }
-    outcome?;
+    let outcome = pipeline::run(
+        &settings,
+        &pipeline::Options::default(),
+        &shutdown,
+        reporter.as_mut(),
+        &mut pipeline::Quiet,
+    );
+    close_reporter(reporter, &outcome, &shutdown);
+    let done = outcome?;
+    log_summary(&done);
     if shutdown.requested() {
         tracing::info!("stopping on signal");
     } else {
@@ -489,14 +428,268 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn daemon_health(source: &dyn FrameSource, rate: &RateMeter) -> DaemonHealth {
-    let stats = source.stats();
-    DaemonHealth {
-        fps: rate.fps(),
-        frames: stats.frames,
-        dropped_frames: stats.dropped,
-        reconnects: stats.reconnects,
-        outage_ms: stats.outage_ms,
+/// The last events of a run: how it ended.
+fn close_reporter(
+    reporter: Option<Reporter>,
+    outcome: &anyhow::Result<pipeline::Summary>,
+    shutdown: &Shutdown,
+) {
+    let Some(reporter) = reporter else {
+        return;
+    };
+    match outcome {
+        Ok(_) => reporter.status(
+            "stopping",
+            if shutdown.requested() {
+                "stopping on signal"
+            } else {
+                "source ended"
+            },
+        ),
+        Err(err) => reporter.report(Body::Error(ErrorReport {
+            code: "pipeline_failed".into(),
+            message: format!("{err:#}"),
+        })),
+    }
+    reporter.finish();
+}
+
+fn log_summary(done: &pipeline::Summary) {
+    let secs = done.elapsed.as_secs_f64();
+    tracing::info!(
+        frames = done.frames,
+        inferences = done.inferences,
+        skipped_by_motion = done.skipped_by_motion,
+        queue_dropped = done.queue_dropped,
+        dropped = done.source.dropped,
+        reconnects = done.source.reconnects,
+        outage_ms = done.source.outage_ms,
+        fps = (done.frames as f64 / secs.max(1e-9) * 10.0).round() / 10.0,
+        "pipeline finished"
+    );
+}
+
+/// `luciole demo`: the whole pipeline on real footage, for people.
+fn demo(
+    config: &Path,
+    frames: Option<u64>,
+    broker: Option<&str>,
+    no_motion: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("{}: cannot read the demo configuration", config.display()))?;
+    let text = match broker {
+        Some(url) => {
+            let (host, port) = parse_broker(url)?;
+            format!("{text}\n[mqtt]\nhost = \"{host}\"\nport = {port}\ntls = false\n")
+        }
+        None => text,
+    };
+    let mut settings = config::parse(config, &text)?;
+    if let SourceSettings::Replay(replay) = &settings.camera.source {
+        if !replay.path.exists() {
+            fetch_footage(&replay.path)?;
+        }
+    }
+    if no_motion {
+        settings.motion.enabled = false;
+    }
+    if settings.detect.is_none() {
+        anyhow::bail!(
+            "{}: the demo needs a [detect] section (the model to run)",
+            config.display()
+        );
+    }
+    tracing::info!("{}", summary(&settings));
+    let mut reporter = Reporter::start(&settings)?;
+    let mut printer = DemoPrinter {
+        json,
+        out: std::io::stdout(),
+    };
+    let outcome = pipeline::run(
+        &settings,
+        &pipeline::Options { max_frames: frames },
+        &shutdown,
+        reporter.as_mut(),
+        &mut printer,
+    );
+    close_reporter(reporter, &outcome, &shutdown);
+    let done = outcome?;
+    log_summary(&done);
+    let mut out = std::io::stdout().lock();
+    let secs = done.elapsed.as_secs_f64();
+    if json {
+        let counts: Vec<serde_json::Value> = done
+            .totals
+            .iter()
+            .map(|((line, direction, class), count)| {
+                serde_json::json!({"line": line, "direction": direction, "class": class, "count": count})
+            })
+            .collect();
+        let line = serde_json::json!({"summary": {
+            "frames": done.frames,
+            "inferences": done.inferences,
+            "skipped_by_motion": done.skipped_by_motion,
+            "queue_dropped": done.queue_dropped,
+            "elapsed_s": (secs * 100.0).round() / 100.0,
+            "counts": counts,
+        }});
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(
+            out,
+            "\n{} frames in {:.1} s ({:.1} fps): the model ran on {}, motion gating spared {}; {} dropped in the queue",
+            done.frames,
+            secs,
+            done.frames as f64 / secs.max(1e-9),
+            done.inferences,
+            done.skipped_by_motion,
+            done.queue_dropped
+        )?;
+        writeln!(
+            out,
+            "\n{:<16} {:<24} {:<11} {:>5}",
+            "line", "direction", "class", "count"
+        )?;
+        for ((line, direction, class), count) in &done.totals {
+            writeln!(
+                out,
+                "{line:<16} {direction:<24} {:<11} {count:>5}",
+                class.name()
+            )?;
+        }
+        if done.totals.is_empty() {
+            writeln!(out, "(no crossings)")?;
+        }
+        if let Some(outbox) = &settings.outbox {
+            writeln!(
+                out,
+                "\nEvents are in the outbox {}: luciole events --config {} --all",
+                outbox.path.display(),
+                config.display()
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mqtt://HOST:PORT` → host and port.
+fn parse_broker(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+        anyhow::anyhow!("--broker {url:?}: expected mqtt://HOST:PORT (plain MQTT; use a config file's [mqtt] section for TLS)")
+    })?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--broker {url:?}: missing :PORT"))?;
+    let port: u16 = port
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--broker {url:?}: {port:?} is not a port number"))?;
+    if host.is_empty() || host.contains(['"', '\\', '/']) {
+        anyhow::bail!("--broker {url:?}: bad host name");
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Runs the repository's footage fetcher when the demo's recording is
+/// missing (first run).
+fn fetch_footage(path: &Path) -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/assets/fetch-footage");
+    if !script.is_file() {
+        anyhow::bail!(
+            "{}: the demo footage is missing and {} is not here to fetch it",
+            path.display(),
+            script.display()
+        );
+    }
+    tracing::info!(path = %path.display(), "fetching the demo footage (Debian opencv-doc, about 96 MB)");
+    let mut command = std::process::Command::new("bash");
+    command.arg(&script);
+    // The fetcher writes to <cache>/footage/.
+    if let Some(cache) = path.parent().and_then(Path::parent) {
+        command.env("LUCIOLE_CACHE", cache);
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() || !path.exists() {
+        anyhow::bail!(
+            "{}: fetching the footage failed ({status}); run bash tests/assets/fetch-footage",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prints the demo's events as they happen.
+struct DemoPrinter {
+    json: bool,
+    out: std::io::Stdout,
+}
+
+impl pipeline::Observer for DemoPrinter {
+    fn event(&mut self, body: &Body) {
+        let mut out = self.out.lock();
+        if self.json {
+            let _ = serde_json::to_writer(&mut out, body);
+            let _ = out.write_all(b"\n");
+            return;
+        }
+        let clock = |at: &str| at.get(11..21).unwrap_or(at).to_string();
+        let line = match body {
+            Body::Crossing(c) => format!(
+                "{}  crossing  {:<12} {:<22} {:<10} track {:08x}  {:.0} px/s",
+                clock(&c.at),
+                c.line,
+                c.direction,
+                c.class,
+                c.track,
+                c.speed_px_s
+            ),
+            Body::Flow(f) => {
+                let counts: Vec<String> = f
+                    .lines
+                    .iter()
+                    .map(|c| format!("{} {} {} {}", c.line, c.direction, c.class, c.count))
+                    .collect();
+                let zones: Vec<String> = f
+                    .zones
+                    .iter()
+                    .map(|z| {
+                        format!(
+                            "{} {} mean {:.1} max {}",
+                            z.zone, z.class, z.occupancy_mean, z.occupancy_max
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{}  flow      {:.0} s: {}; zones: {}",
+                    clock(&f.to),
+                    f.interval_s,
+                    if counts.is_empty() {
+                        "no crossings".into()
+                    } else {
+                        counts.join(", ")
+                    },
+                    if zones.is_empty() {
+                        "empty".into()
+                    } else {
+                        zones.join(", ")
+                    }
+                )
+            }
+            Body::Error(e) => format!("error     {}: {}", e.code, e.message),
+            Body::Fiware(v) => format!(
+                "fiware    {} {}",
+                v["type"].as_str().unwrap_or("?"),
+                v["id"].as_str().unwrap_or("?")
+            ),
+            _ => return,
+        };
+        let _ = writeln!(out, "{line}");
     }
 }
 
@@ -542,18 +735,6 @@ fn list_events(config: &Path, all: bool) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn log_health(source: &dyn FrameSource, rate: &RateMeter) {
-    let stats = source.stats();
-    tracing::info!(
-        fps = (rate.fps() * 10.0).round() / 10.0,
-        frames = stats.frames,
-        dropped = stats.dropped,
-        reconnects = stats.reconnects,
-        outage_ms = stats.outage_ms,
-        "health"
-    );
 }
 
 #[cfg(test)]

@@ -33,6 +33,28 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The README's main job: the whole pipeline (motion gating, detection,
+    /// tracking, counting lines and zones, flows, events, outbox, and MQTT
+    /// with --broker) on real footage, printing events as they happen and a
+    /// table of counts per line, direction and class at the end.
+    Demo {
+        /// The demo configuration (lines and zones drawn for vtest.avi).
+        #[arg(long, short, default_value = "appliance/config/demo.toml")]
+        config: PathBuf,
+        /// Stop after this many frames (vtest.avi has 795).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        frames: Option<u64>,
+        /// Also publish to this broker, e.g. mqtt://127.0.0.1:1883
+        /// (plain MQTT, since the address is given explicitly).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Run the model on every frame (motion gating off).
+        #[arg(long)]
+        no_motion: bool,
+        /// Print the summary as one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file: prints a one-line summary and exits 0,
     /// or lists every problem (file:line key = value: reason) and exits 1.
     CheckConfig {

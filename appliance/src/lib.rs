@@ -20,6 +20,15 @@
 //!   a manifest in `models/`, run by LiteRT ([`detect::litert`]) or the
 //!   classic TFLite C API ([`detect::tflite`]) loaded at run time, with
 //!   pure pre- and post-processing ([`detect::postprocess`]).
+//! - [`motion`]: motion gating on a small grey image, so the model only
+//!   runs when something moves (plus periodic refreshes).
+//! - [`track`]: SORT/ByteTrack-like multi-object tracking with ephemeral
+//!   random ids and no appearance features.
+//! - [`analytics`]: counting lines, zones, flows and ground calibration,
+//!   driven by frame time; [`fiware`] maps flows to FIWARE Smart Data
+//!   Models entities.
+//! - [`pipeline`]: the daemon's threads: capture, then motion, detection,
+//!   tracking and analytics, with bounded queues, events and health.
 //! - [`events`]: the versioned JSON events a pole publishes, their topics
 //!   and timestamps; one JSON Schema per kind in `appliance/schemas/`.
 //! - [`outbox`]: store-and-forward in sled ([`outbox::store`] also offers
@@ -35,6 +44,7 @@
 //! - [`cli`]: argument definitions; [`logging`]: tracing set-up;
 //!   [`shutdown`]: SIGINT/SIGTERM handling.
 
+pub mod analytics;
 pub mod app;
 pub mod capture;
 pub mod cli;
@@ -42,7 +52,11 @@ pub mod config;
 pub mod convert;
 pub mod detect;
 pub mod events;
+pub mod fiware;
 pub mod logging;
+pub mod motion;
 pub mod outbox;
+pub mod pipeline;
 pub mod publish;
 pub mod shutdown;
+pub mod track;

@@ -27,13 +27,19 @@ impl<'a> Locator<'a> {
         Self { text, root }
     }
 
-    /// The line of the value at `path` (`camera.fps`), or of the deepest
-    /// table on the way when the key is absent.
+    /// The line of the value at `path` (`camera.fps`,
+    /// `analytics.lines[1].from`), or of the deepest table on the way when
+    /// the key is absent.
     pub fn line(&mut self, path: &str) -> Option<usize> {
         let mut current = self.root.as_ref()?;
         let mut line = None;
+        let path = path.replace('[', ".").replace(']', "");
         for part in path.split('.') {
-            match current.get(part) {
+            let next = match part.parse::<usize>() {
+                Ok(index) => current.get(index),
+                Err(_) => current.get(part),
+            };
+            match next {
                 Some(next) => {
                     line = Some(line_of(self.text, next.span().start));
                     current = next.get_ref();

@@ -7,6 +7,7 @@
 //! A problem names the file, the line, the key, the value and the reason:
 //! `pole.toml:12 camera.fps = 0: must be between 1 and 120`.
 
+mod analytics;
 mod locate;
 mod raw;
 
@@ -21,6 +22,7 @@ use crate::capture::PixelFormat;
 use crate::detect::{Accelerator, Backend, Class, DelegateSettings, DetectSettings};
 use crate::outbox::{ledger::Limits, store::Backend as OutboxBackend, OutboxSettings};
 use crate::publish::{session::Protocol as MqttProtocol, MqttSettings, TlsSettings};
+pub use analytics::PipelineSettings;
 pub use raw::{
     RawCamera, RawConfig, RawDetect, RawDevice, RawEvents, RawMqtt, RawOutbox, RawReplay,
 };
@@ -40,6 +42,16 @@ pub struct Settings {
     pub outbox: Option<OutboxSettings>,
     /// The broker, when the file has an `[mqtt]` section.
     pub mqtt: Option<MqttSettings>,
+    /// Tracker tuning (`[tracking]`, defaults when absent).
+    pub tracking: crate::track::TrackSettings,
+    /// Motion gating (`[motion]`, on by default).
+    pub motion: crate::motion::MotionSettings,
+    /// Zones, lines, flows (`[analytics]`, none by default).
+    pub analytics: crate::analytics::AnalyticsSettings,
+    /// Whether flows also go out as FIWARE entities (`analytics.fiware`).
+    pub fiware: bool,
+    /// Queues between threads (`[pipeline]`).
+    pub pipeline: PipelineSettings,
 }
 
 /// `[events]`, validated.
@@ -245,6 +257,10 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
             "events" => raw.events = section(text, &name, value, problems),
             "outbox" => raw.outbox = section(text, &name, value, problems),
             "mqtt" => raw.mqtt = section(text, &name, value, problems),
+            "tracking" => raw.tracking = section(text, &name, value, problems),
+            "motion" => raw.motion = section(text, &name, value, problems),
+            "analytics" => raw.analytics = section(text, &name, value, problems),
+            "pipeline" => raw.pipeline = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -386,8 +402,21 @@ fn validate(
             .unwrap_or(("", ""));
         validate_mqtt(base, mqtt, site, id, &mut check)
     });
+    let tracking = analytics::validate_tracking(
+        raw.tracking,
+        detect.as_ref().and_then(|d| d.as_ref()),
+        &mut check,
+    );
+    let motion = analytics::validate_motion(raw.motion, &mut check);
+    let (analytics, fiware) = analytics::validate_analytics(raw.analytics, &mut check);
+    let pipeline = analytics::validate_pipeline(raw.pipeline, &mut check);
     Some(Settings {
         file: file.to_owned(),
+        tracking,
+        motion,
+        analytics,
+        fiware,
+        pipeline,
         device: device?,
         camera: camera?,
         detect: match detect {

@@ -23,12 +23,28 @@ pub struct RawConfig {
     pub outbox: Option<RawOutbox>,
     /// `[mqtt]`: the city's broker (optional; needs `[outbox]`).
     pub mqtt: Option<RawMqtt>,
+    /// `[tracking]`, `[motion]`, `[analytics]`, `[pipeline]`: from
+    /// detections to counts (all optional).
+    pub tracking: Option<super::analytics::RawTracking>,
+    pub motion: Option<super::analytics::RawMotion>,
+    pub analytics: Option<super::analytics::RawAnalytics>,
+    pub pipeline: Option<super::analytics::RawPipeline>,
 }
 
 impl RawConfig {
     /// Top-level sections this version understands.
-    pub const SECTIONS: [&'static str; 6] =
-        ["device", "camera", "detect", "events", "outbox", "mqtt"];
+    pub const SECTIONS: [&'static str; 10] = [
+        "device",
+        "camera",
+        "detect",
+        "events",
+        "outbox",
+        "mqtt",
+        "tracking",
+        "motion",
+        "analytics",
+        "pipeline",
+    ];
 }
 
 /// `[device]`

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the envelope and bodies below; bumped on any change a
 /// consumer could notice.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Problems turning bytes back into an event.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,14 @@ pub enum Body {
     Dropped(Dropped),
     /// Needs a person's attention (e.g. storage was corrupted).
     Alert(Alert),
+    /// An object crossed a counting line.
+    Crossing(Crossing),
+    /// A track ended: where an object went, without who it was.
+    Track(TrackSummary),
+    /// Counts, occupancy and speeds over one interval.
+    Flow(Flow),
+    /// A FIWARE Smart Data Models entity (NGSI-LD, key-values form).
+    Fiware(serde_json::Value),
 }
 
 impl Body {
@@ -75,6 +83,10 @@ impl Body {
             Body::Error(_) => "error",
             Body::Dropped(_) => "dropped",
             Body::Alert(_) => "alert",
+            Body::Crossing(_) => "crossing",
+            Body::Track(_) => "track",
+            Body::Flow(_) => "flow",
+            Body::Fiware(_) => "fiware",
         }
     }
 }
@@ -107,6 +119,119 @@ pub struct Health {
     pub outbox_depth: u64,
     /// Broker reconnections since start.
     pub broker_reconnects: u64,
+    /// Frames the model ran on since start.
+    pub inferences: u64,
+    /// Frames motion gating spared the model since start.
+    pub skipped_by_motion: u64,
+    /// Frames dropped between capture and inference since start (inference
+    /// slower than the camera).
+    pub queue_dropped: u64,
+    /// Mean milliseconds per inference (pre- and post-processing included)
+    /// over the interval; 0 when none ran.
+    pub inference_ms: f64,
+    /// Confirmed tracks alive now.
+    pub tracks: u64,
+}
+
+/// `crossing` body: one object crossed a counting line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crossing {
+    /// The line's configured name.
+    pub line: String,
+    /// `<side>_to_<side>` with the line's side names.
+    pub direction: String,
+    /// `person`, `bicycle`, `car`, `motorcycle`, `bus` or `truck`.
+    pub class: String,
+    /// Ephemeral track id (random per run, never linked across runs).
+    pub track: u32,
+    /// When it crossed (UTC, from the frame's time).
+    pub at: String,
+    /// Where it stood when the crossing was confirmed, frame pixels.
+    pub position: [f32; 2],
+    /// Speed at the crossing, pixels per second.
+    pub speed_px_s: f64,
+    /// Speed at the crossing, metres per second (with a ground calibration).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speed_m_s: Option<f64>,
+}
+
+/// `track` body: a summary of one ended track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackSummary {
+    /// Ephemeral track id.
+    pub track: u32,
+    pub class: String,
+    /// When it was first seen (UTC, from the frame's time).
+    pub first_seen: String,
+    /// From first to last detection.
+    pub duration_ms: u64,
+    /// Frames it was detected on.
+    pub detections: u32,
+    /// Where it was first and last seen standing, frame pixels.
+    pub first: [f32; 2],
+    pub last: [f32; 2],
+    /// Path length, pixels.
+    pub distance_px: f64,
+    /// Mean speed, pixels per second.
+    pub speed_px_s: f64,
+    /// Path length and mean speed on the ground (with a calibration).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub distance_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speed_m_s: Option<f64>,
+    /// Zones it stood in.
+    pub zones: Vec<String>,
+}
+
+/// `flow` body: one aggregation interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Start and end of the interval (UTC, from frame times).
+    pub from: String,
+    pub to: String,
+    pub interval_s: f64,
+    /// Crossings per line, direction and class (only non-zero ones).
+    pub lines: Vec<FlowCount>,
+    /// Occupancy and dwell per zone and class (only classes seen).
+    pub zones: Vec<FlowZone>,
+    /// Mean speed per class of the tracks seen moving.
+    pub speeds: Vec<FlowSpeed>,
+}
+
+/// Crossings of one line in one direction by one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowCount {
+    pub line: String,
+    pub direction: String,
+    pub class: String,
+    pub count: u64,
+}
+
+/// One zone and class over an interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowZone {
+    pub zone: String,
+    pub class: String,
+    /// Mean number present per frame.
+    pub occupancy_mean: f64,
+    /// Most present on one frame.
+    pub occupancy_max: u64,
+    /// Mean time spent in the zone by those who left it in the interval.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dwell_mean_s: Option<f64>,
+    /// How many left it in the interval.
+    pub dwells: u64,
+}
+
+/// Mean speed of one class over an interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSpeed {
+    pub class: String,
+    /// Tracks measured.
+    pub tracks: u64,
+    pub speed_px_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speed_m_s: Option<f64>,
 }
 
 /// `error` body.

@@ -24,6 +24,11 @@ pub struct DaemonHealth {
     pub dropped_frames: u64,
     pub reconnects: u64,
     pub outage_ms: u64,
+    pub inferences: u64,
+    pub skipped_by_motion: u64,
+    pub queue_dropped: u64,
+    pub inference_ms: f64,
+    pub tracks: u64,
 }
 
 /// Events from the daemon loop to the outbox and the broker.
@@ -112,6 +117,11 @@ impl Reporter {
             outage_ms: daemon.outage_ms,
             outbox_depth: self.outbox.depth(),
             broker_reconnects,
+            inferences: daemon.inferences,
+            skipped_by_motion: daemon.skipped_by_motion,
+            queue_dropped: daemon.queue_dropped,
+            inference_ms: (daemon.inference_ms * 100.0).round() / 100.0,
+            tracks: daemon.tracks,
         }));
     }
 

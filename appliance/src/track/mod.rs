@@ -1,0 +1,447 @@
+//! Multi-object tracking of detections, in the manner of SORT and ByteTrack.
+//!
+//! Each frame's detections are matched to the existing tracks by the
+//! intersection over union (IoU) of the detection with the track's box
+//! predicted to the frame's time (constant velocity). Matching is greedy by
+//! decreasing IoU, in two rounds: confident detections against every track,
+//! then the low-score detections (those between `low_score` and the
+//! detector's per-class threshold) against the tracks still unmatched, so a
+//! person half hidden behind a post keeps their track. A third round
+//! recovers confirmed tracks that lost their box behind an obstacle: a
+//! confident detection whose centre is within `recover_distance` box
+//! heights of such a track's predicted centre, with a similar size, takes
+//! it over (position and size only: nothing about appearance). Unmatched
+//! confident detections start tentative tracks, confirmed after `min_hits`
+//! hits in a row; a track not seen for `max_coast` ends.
+//!
+//! Frames where inference did not run (motion gating) only advance the
+//! prediction: tracks coast through them.
+//!
+//! Privacy by design: ids are random per run (never linked across cameras
+//! or restarts) and nothing about an object's appearance is computed or
+//! kept, only its box, class and motion.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::detect::{Class, Detection};
+
+/// Tracker tuning (the `[tracking]` configuration section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackSettings {
+    /// Detections below this score are ignored entirely.
+    pub low_score: f32,
+    /// Detections at or above this score (per class) are confident.
+    pub high_scores: BTreeMap<Class, f32>,
+    /// Smallest IoU for a match in the first round.
+    pub match_iou: f32,
+    /// Smallest IoU for matching a low-score detection.
+    pub low_match_iou: f32,
+    /// Hits in a row that confirm a tentative track.
+    pub min_hits: u32,
+    /// How long a confirmed track survives without a match.
+    pub max_coast: Duration,
+    /// Largest distance, in box heights, between a coasting track's
+    /// predicted centre and a detection that recovers it.
+    pub recover_distance: f32,
+}
+
+impl Default for TrackSettings {
+    fn default() -> Self {
+        TrackSettings {
+            low_score: 0.2,
+            high_scores: Class::ALL.iter().map(|&c| (c, 0.4)).collect(),
+            match_iou: 0.2,
+            low_match_iou: 0.4,
+            min_hits: 3,
+            max_coast: Duration::from_millis(2500),
+            recover_distance: 1.2,
+        }
+    }
+}
+
+impl TrackSettings {
+    fn high_score(&self, class: Class) -> f32 {
+        self.high_scores.get(&class).copied().unwrap_or(0.5)
+    }
+}
+
+/// Classes a track may move between when the detector hesitates (a van
+/// seen as a car then a truck); a person and the bicycle they ride stay
+/// apart.
+fn family(class: Class) -> u8 {
+    match class {
+        Class::Person => 0,
+        Class::Bicycle => 1,
+        Class::Motorcycle => 2,
+        Class::Car | Class::Bus | Class::Truck => 3,
+    }
+}
+
+/// A box `[x0, y0, x1, y1]` in frame pixels.
+pub type BBox = [f32; 4];
+
+/// Intersection over union of two boxes; 0 for empty boxes.
+pub fn iou(a: &BBox, b: &BBox) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: &BBox| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// One tracked object as the analytics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    /// Random per run; unique among this run's tracks.
+    pub id: u32,
+    /// The class most of its detections voted for.
+    pub class: Class,
+    /// Smoothed (or, when coasting, predicted) box at `time`.
+    pub bbox: BBox,
+    /// Velocity of the box centre, pixels per second.
+    pub velocity: [f32; 2],
+    /// Frame time of the last update or prediction.
+    pub time: Duration,
+    /// Whether a detection matched it in the current frame.
+    pub measured: bool,
+    /// Confirmed (enough hits); tentative tracks are not reported.
+    pub confirmed: bool,
+    /// Frame time it was first seen.
+    pub first_seen: Duration,
+    /// Frame time of its last matched detection.
+    pub last_seen: Duration,
+    /// Matched detections.
+    pub hits: u32,
+    /// Score-weighted class votes, in `Class::ALL` order.
+    votes: [f32; 6],
+}
+
+impl Track {
+    /// The middle of the box's bottom edge: where the object stands.
+    pub fn foot(&self) -> [f32; 2] {
+        [(self.bbox[0] + self.bbox[2]) / 2.0, self.bbox[3]]
+    }
+
+    fn predicted(&self, time: Duration) -> BBox {
+        let dt = time.saturating_sub(self.time).as_secs_f32();
+        let (dx, dy) = (self.velocity[0] * dt, self.velocity[1] * dt);
+        [
+            self.bbox[0] + dx,
+            self.bbox[1] + dy,
+            self.bbox[2] + dx,
+            self.bbox[3] + dy,
+        ]
+    }
+
+    fn vote(&mut self, detection: &Detection) {
+        let slot = Class::ALL.iter().position(|&c| c == detection.class);
+        if let Some(slot) = slot {
+            self.votes[slot] += detection.score;
+        }
+        let best = (0..6).fold(0, |best, i| {
+            if self.votes[i] > self.votes[best] {
+                i
+            } else {
+                best
+            }
+        });
+        self.class = Class::ALL[best];
+    }
+}
+
+/// What one frame did to the set of tracks.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Update {
+    /// Confirmed tracks alive after this frame (measured or coasting).
+    pub live: Vec<Track>,
+    /// Confirmed tracks that ended in this frame (not seen for
+    /// `max_coast`), as last seen.
+    pub ended: Vec<Track>,
+}
+
+/// The tracker. Feed it every frame in time order.
+#[derive(Debug)]
+pub struct Tracker {
+    settings: TrackSettings,
+    tracks: Vec<Track>,
+    next_id: u32,
+}
+
+impl Tracker {
+    /// A tracker whose ids start at a random number.
+    pub fn new(settings: TrackSettings) -> Self {
+        Tracker::with_first_id(settings, random_u32())
+    }
+
+    /// A tracker with a given first id (tests).
+    pub fn with_first_id(settings: TrackSettings, first: u32) -> Self {
+        Tracker {
+            settings,
+            tracks: Vec::new(),
+            next_id: first,
+        }
+    }
+
+    /// Number of tracks held, tentative included.
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Whether no track is held.
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
+    /// Whether any held track is still tentative (it needs frames with
+    /// inference to be confirmed or dropped).
+    pub fn has_tentative(&self) -> bool {
+        self.tracks.iter().any(|t| !t.confirmed)
+    }
+
+    /// Advances to frame time `time`. `detections` is `None` when inference
+    /// did not run on this frame: tracks then only coast.
+    pub fn update(&mut self, time: Duration, detections: Option<&[Detection]>) -> Update {
+        for track in &mut self.tracks {
+            track.measured = false;
+        }
+        if let Some(detections) = detections {
+            self.associate(time, detections);
+        }
+        let mut update = Update::default();
+        let max_coast = self.settings.max_coast;
+        let ran = detections.is_some();
+        self.tracks.retain_mut(|track| {
+            if !track.measured {
+                track.bbox = track.predicted(time);
+                track.time = time;
+            }
+            let lost = time.saturating_sub(track.last_seen) > max_coast;
+            // A tentative track must be seen on every frame inference runs.
+            let unconfirmed_miss = ran && !track.confirmed && !track.measured;
+            if lost || unconfirmed_miss {
+                if track.confirmed {
+                    update.ended.push(track.clone());
+                }
+                return false;
+            }
+            if track.confirmed {
+                update.live.push(track.clone());
+            }
+            true
+        });
+        update
+    }
+
+    /// Ends every confirmed track (end of stream).
+    pub fn finish(&mut self) -> Vec<Track> {
+        let ended = self
+            .tracks
+            .iter()
+            .filter(|t| t.confirmed)
+            .cloned()
+            .collect();
+        self.tracks.clear();
+        ended
+    }
+
+    fn associate(&mut self, time: Duration, detections: &[Detection]) {
+        let low = self.settings.low_score;
+        let (high, weak): (Vec<&Detection>, Vec<&Detection>) = detections
+            .iter()
+            .filter(|d| d.score >= low)
+            .partition(|d| d.score >= self.settings.high_score(d.class));
+        let predicted: Vec<BBox> = self.tracks.iter().map(|t| t.predicted(time)).collect();
+        let mut free_tracks: Vec<bool> = vec![true; self.tracks.len()];
+
+        let unmatched_high = self.match_round(
+            time,
+            &high,
+            &predicted,
+            &mut free_tracks,
+            self.settings.match_iou,
+            false,
+        );
+        self.match_round(
+            time,
+            &weak,
+            &predicted,
+            &mut free_tracks,
+            self.settings.low_match_iou,
+            true,
+        );
+        let unmatched_high = self.recover(time, unmatched_high, &predicted, &mut free_tracks);
+        for detection in unmatched_high {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            let mut track = Track {
+                id,
+                class: detection.class,
+                bbox: detection.bbox,
+                velocity: [0.0, 0.0],
+                time,
+                measured: true,
+                confirmed: self.settings.min_hits <= 1,
+                first_seen: time,
+                last_seen: time,
+                hits: 1,
+                votes: [0.0; 6],
+            };
+            track.vote(detection);
+            self.tracks.push(track);
+        }
+    }
+
+    /// Third round: confirmed tracks that missed at least one detection,
+    /// matched by predicted-centre distance and size; returns the
+    /// detections left unmatched.
+    fn recover<'d>(
+        &mut self,
+        time: Duration,
+        detections: Vec<&'d Detection>,
+        predicted: &[BBox],
+        free_tracks: &mut [bool],
+    ) -> Vec<&'d Detection> {
+        let centre = |b: &BBox| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0];
+        let height = |b: &BBox| (b[3] - b[1]).max(1.0);
+        let mut pairs = Vec::new();
+        for (t, track) in self.tracks.iter().enumerate() {
+            if !free_tracks[t] || !track.confirmed || track.last_seen >= track.time {
+                continue;
+            }
+            let p = &predicted[t];
+            for (d, detection) in detections.iter().enumerate() {
+                if family(detection.class) != family(track.class) {
+                    continue;
+                }
+                let ratio = height(&detection.bbox) / height(p);
+                if !(0.6..=1.6).contains(&ratio) {
+                    continue;
+                }
+                let (a, b) = (centre(p), centre(&detection.bbox));
+                let distance = (a[0] - b[0]).hypot(a[1] - b[1]) / height(p);
+                if distance <= self.settings.recover_distance {
+                    pairs.push((distance, t, d));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut free_detections = vec![true; detections.len()];
+        for (_, t, d) in pairs {
+            if !free_tracks[t] || !free_detections[d] {
+                continue;
+            }
+            free_tracks[t] = false;
+            free_detections[d] = false;
+            correct(&mut self.tracks[t], time, detections[d]);
+        }
+        detections
+            .into_iter()
+            .zip(free_detections)
+            .filter(|(_, free)| *free)
+            .map(|(d, _)| d)
+            .collect()
+    }
+
+    /// Greedy matching by decreasing IoU; returns the detections left
+    /// unmatched.
+    fn match_round<'d>(
+        &mut self,
+        time: Duration,
+        detections: &[&'d Detection],
+        predicted: &[BBox],
+        free_tracks: &mut [bool],
+        min_iou: f32,
+        confirmed_only: bool,
+    ) -> Vec<&'d Detection> {
+        let mut pairs = Vec::new();
+        for (t, track) in self.tracks.iter().enumerate() {
+            if !free_tracks[t] || (confirmed_only && !track.confirmed) {
+                continue;
+            }
+            for (d, detection) in detections.iter().enumerate() {
+                if family(detection.class) != family(track.class) {
+                    continue;
+                }
+                let overlap = iou(&predicted[t], &detection.bbox);
+                if overlap >= min_iou {
+                    pairs.push((overlap, t, d));
+                }
+            }
+        }
+        // Highest IoU first; ties broken by position so runs repeat exactly.
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut free_detections = vec![true; detections.len()];
+        for (_, t, d) in pairs {
+            if !free_tracks[t] || !free_detections[d] {
+                continue;
+            }
+            free_tracks[t] = false;
+            free_detections[d] = false;
+            let min_hits = self.settings.min_hits;
+            let track = &mut self.tracks[t];
+            correct(track, time, detections[d]);
+            if track.hits >= min_hits {
+                track.confirmed = true;
+            }
+        }
+        detections
+            .iter()
+            .zip(free_detections)
+            .filter(|(_, free)| *free)
+            .map(|(d, _)| *d)
+            .collect()
+    }
+}
+
+/// Position gain: how far the box moves from prediction to measurement.
+const POSITION_GAIN: f32 = 0.75;
+/// Velocity gain of the alpha-beta filter.
+const VELOCITY_GAIN: f32 = 0.4;
+
+/// Alpha-beta correction of a track with a matched detection.
+fn correct(track: &mut Track, time: Duration, detection: &Detection) {
+    let dt = time.saturating_sub(track.time).as_secs_f32();
+    let predicted = track.predicted(time);
+    let measured = detection.bbox;
+    let mut bbox = [0.0; 4];
+    for i in 0..4 {
+        bbox[i] = predicted[i] + POSITION_GAIN * (measured[i] - predicted[i]);
+    }
+    if dt > 0.0 {
+        let centre = |b: &BBox| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0];
+        let (p, m) = (centre(&predicted), centre(&measured));
+        for axis in 0..2 {
+            let residual = (m[axis] - p[axis]) / dt;
+            track.velocity[axis] += VELOCITY_GAIN * residual;
+        }
+    }
+    track.bbox = bbox;
+    track.time = time;
+    track.last_seen = time;
+    track.measured = true;
+    track.hits += 1;
+    track.vote(detection);
+}
+
+/// A random number from the kernel, without another dependency: std's
+/// hasher keys are seeded from the OS's random source.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    hasher.finish() as u32
+}
+
+#[cfg(test)]
+mod tests;
