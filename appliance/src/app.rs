@@ -43,6 +43,11 @@ pub fn run_command(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(&config),
         Command::Detect { config, images } => detect_images(&config, &images),
         Command::Events { config, all } => list_events(&config, all),
+        Command::Light {
+            config,
+            level,
+            safe,
+        } => crate::light::command::run(&config, level, safe),
     }
 }
 

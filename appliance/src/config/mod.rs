@@ -7,6 +7,7 @@
 //! A problem names the file, the line, the key, the value and the reason:
 //! `pole.toml:12 camera.fps = 0: must be between 1 and 120`.
 
+mod lighting;
 mod locate;
 mod raw;
 
@@ -40,6 +41,8 @@ pub struct Settings {
     pub outbox: Option<OutboxSettings>,
     /// The broker, when the file has an `[mqtt]` section.
     pub mqtt: Option<MqttSettings>,
+    /// The lamp, when the file has a `[lighting]` section.
+    pub lighting: Option<crate::light::LightingSettings>,
 }
 
 /// `[events]`, validated.
@@ -186,6 +189,8 @@ impl ConfigError {
     }
 }
 
+pub use lighting::load as load_lighting;
+
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -245,6 +250,7 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
             "events" => raw.events = section(text, &name, value, problems),
             "outbox" => raw.outbox = section(text, &name, value, problems),
             "mqtt" => raw.mqtt = section(text, &name, value, problems),
+            "lighting" => raw.lighting = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -386,6 +392,7 @@ fn validate(
             .unwrap_or(("", ""));
         validate_mqtt(base, mqtt, site, id, &mut check)
     });
+    let lighting = raw.lighting.map(|l| lighting::validate(l, &mut check));
     Some(Settings {
         file: file.to_owned(),
         device: device?,
@@ -401,6 +408,10 @@ fn validate(
         },
         mqtt: match mqtt {
             Some(mqtt) => Some(mqtt?),
+            None => None,
+        },
+        lighting: match lighting {
+            Some(lighting) => Some(lighting?),
             None => None,
         },
     })

@@ -23,12 +23,15 @@ pub struct RawConfig {
     pub outbox: Option<RawOutbox>,
     /// `[mqtt]`: the city's broker (optional; needs `[outbox]`).
     pub mqtt: Option<RawMqtt>,
+    /// `[lighting]`: the lamp (optional); see `config/lighting.rs`.
+    pub lighting: Option<super::lighting::RawLighting>,
 }
 
 impl RawConfig {
     /// Top-level sections this version understands.
-    pub const SECTIONS: [&'static str; 6] =
-        ["device", "camera", "detect", "events", "outbox", "mqtt"];
+    pub const SECTIONS: [&'static str; 7] = [
+        "device", "camera", "detect", "events", "outbox", "mqtt", "lighting",
+    ];
 }
 
 /// `[device]`

@@ -64,6 +64,8 @@ pub enum Body {
     Dropped(Dropped),
     /// Needs a person's attention (e.g. storage was corrupted).
     Alert(Alert),
+    /// The lamp's target level or its reason changed.
+    Light(crate::light::LightState),
 }
 
 impl Body {
@@ -75,6 +77,7 @@ impl Body {
             Body::Error(_) => "error",
             Body::Dropped(_) => "dropped",
             Body::Alert(_) => "alert",
+            Body::Light(_) => "light",
         }
     }
 }
