@@ -16,12 +16,13 @@ CFG=/etc/luciole/hil
 
 light_fail() { fact light "$1" result=fail "$2"; }
 
-# poll TENTHS CMD...: run CMD every 0.1 s until it succeeds; status 1 on timeout.
+# poll TENTHS CMD...: run CMD every 0.1 s until it succeeds, for at most TENTHS/10 s of guest
+# time (a deadline, not a count: under TCG each check itself takes a while); status 1 on timeout.
 poll() {
-    _n=$1; shift; _i=0
+    _end=$(($(uptime_ms) + $1 * 100)); shift
     until "$@"; do
-        [ "$_i" -ge "$_n" ] && return 1
-        sleep 0.1; _i=$((_i + 1))
+        [ "$(uptime_ms)" -ge "$_end" ] && return 1
+        sleep 0.1
     done
 }
 relay() { cat "$GPIODEV/sim_gpio3/value" 2>/dev/null; }
