@@ -5,7 +5,7 @@
 //! `ExecStopPost=luciole light --safe` from lighting the lamp.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,7 +24,10 @@ pub fn run(config: &Path, level: Option<f64>, safe: bool) -> anyhow::Result<Exit
     }
     // Signals first: a SIGTERM right after the first line must not be lost.
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
-    let mut lighting = Lighting::open(&settings).context("cannot open the lighting outputs")?;
+    // LUCIOLE_SYSFS replaces /sys for the PWM dimmer (tests, harnesses).
+    let sysfs = std::env::var_os("LUCIOLE_SYSFS").map_or_else(|| "/sys".into(), PathBuf::from);
+    let mut lighting =
+        Lighting::open_with_sysfs(&settings, &sysfs).context("cannot open the lighting outputs")?;
     match (level, safe) {
         (Some(level), _) => {
             lighting
