@@ -20,6 +20,9 @@
 //! - [`gpio`]: the relay on a Linux GPIO character device (`gpiocdev`).
 //! - [`pwm`]: the dimmer on the Linux PWM sysfs interface.
 //! - `rpi` (cargo feature `rpi`): both through `rppal` on a Raspberry Pi.
+//! - [`runner`]: the lighting thread the daemon starts: it feeds the policy
+//!   at 20 Hz from what the pipeline reports and applies the safe state on
+//!   shutdown.
 //! - [`command`]: `luciole light --level/--safe`.
 
 pub mod command;
@@ -28,6 +31,7 @@ pub mod policy;
 pub mod pwm;
 #[cfg(feature = "rpi")]
 pub mod rpi;
+pub mod runner;
 pub mod schedule;
 pub mod settings;
 pub mod sun;
@@ -300,7 +304,7 @@ impl Lighting {
         // Light up: relay first, then the dimmer; dim out: the reverse, so
         // the lamp never flashes at a stale level.
         if level > 0.0 {
-            if let Some(relay) = &mut self.relay {
+            if let Some(relay) = self.relay.as_mut().filter(|r| !r.is_on()) {
                 relay.set(true)?;
             }
             if let Some(dimmer) = &mut self.dimmer {
@@ -310,7 +314,7 @@ impl Lighting {
             if let Some(dimmer) = &mut self.dimmer {
                 dimmer.set_level(0.0)?;
             }
-            if let Some(relay) = &mut self.relay {
+            if let Some(relay) = self.relay.as_mut().filter(|r| r.is_on()) {
                 relay.set(false)?;
             }
         }

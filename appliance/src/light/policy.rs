@@ -15,6 +15,11 @@ use std::time::Duration;
 use super::settings::{LightingSettings, Mode};
 use super::{sun, LightInputs, LightReason, LightState};
 
+/// Before this instant (2020-01-01T00:00:00Z) the clock is taken as not
+/// set: a board without a battery-backed clock boots in 1970. The lamp is
+/// then at the rated level whatever the schedule says (fail-on).
+pub const CLOCK_FLOOR_MS: i64 = 1_577_836_800_000;
+
 /// What the policy decided at one step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -60,21 +65,23 @@ impl Policy {
     /// Advances to `now_utc_ms` (UTC ms since the epoch).
     pub fn step(&mut self, now_utc_ms: i64, inputs: &LightInputs) -> Decision {
         let s = &self.settings;
-        let night = match &s.mode {
-            Mode::Schedule(schedule) => schedule.is_night(now_utc_ms),
-            Mode::Astronomical {
-                latitude,
-                longitude,
-                sunset_offset,
-                sunrise_offset,
-            } => sun::is_night(
-                now_utc_ms,
-                *latitude,
-                *longitude,
-                sunset_offset * 60_000,
-                sunrise_offset * 60_000,
-            ),
-        };
+        let clock_set = now_utc_ms >= CLOCK_FLOOR_MS;
+        let night = !clock_set
+            || match &s.mode {
+                Mode::Schedule(schedule) => schedule.is_night(now_utc_ms),
+                Mode::Astronomical {
+                    latitude,
+                    longitude,
+                    sunset_offset,
+                    sunrise_offset,
+                } => sun::is_night(
+                    now_utc_ms,
+                    *latitude,
+                    *longitude,
+                    sunset_offset * 60_000,
+                    sunrise_offset * 60_000,
+                ),
+            };
         self.night = night;
 
         // Presence episodes: one starts at a sighting after a quiet hold
@@ -94,7 +101,9 @@ impl Policy {
             .episode_start
             .is_some_and(|start| now_utc_ms - start >= ms(s.boost_cap));
 
-        let failure = if !inputs.camera_ok {
+        let failure = if !clock_set {
+            Some("clock not set".to_string())
+        } else if !inputs.camera_ok {
             Some("camera lost".to_string())
         } else if !inputs.detector_ok {
             Some("detector lost".to_string())

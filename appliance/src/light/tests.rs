@@ -483,7 +483,7 @@ fn lighting_writes_outputs_only_when_the_quantised_level_changes() {
     let t0 = utc("2026-01-10T06:59:55Z");
     let change = lighting.update(t0, &LightInputs::healthy()).unwrap();
     assert_eq!(change.unwrap().level, 0.3);
-    assert_eq!(log.take(), ["relay=true", "duty=300"]);
+    assert_eq!(log.take(), ["duty=300"], "the relay is already on");
     for i in 1..100 {
         assert!(lighting
             .update(t0 + i * 50, &LightInputs::healthy())
@@ -506,14 +506,7 @@ fn lighting_writes_outputs_only_when_the_quantised_level_changes() {
     }
     assert_eq!(
         log.take(),
-        [
-            "relay=true",
-            "duty=200",
-            "relay=true",
-            "duty=100",
-            "duty=0",
-            "relay=false"
-        ]
+        ["duty=200", "duty=100", "duty=0", "relay=false"]
     );
     assert_eq!(lighting.report().relay, "off");
 }
@@ -528,7 +521,7 @@ fn dropping_the_lighting_leaves_the_lamp_at_the_rated_level() {
         .unwrap();
     log.take();
     drop(lighting);
-    assert_eq!(log.take(), ["relay=true", "duty=800"]);
+    assert_eq!(log.take(), ["duty=800"]);
 }
 
 #[test]
@@ -1135,4 +1128,70 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     // The check itself can fail: a misspelt key is reported.
     let said = verify(&unit.replace("Restart=always", "Restart=always\nRestartSecs=2"));
     assert!(said.contains("RestartSecs"), "{said}");
+}
+
+// ------------------------------------------------------- clock and thread
+
+#[test]
+fn an_unset_clock_is_a_fail_safe_whatever_the_schedule() {
+    let mut policy = Policy::new(&settings(schedule("19:00", "07:00", "UTC")));
+    // 1970-01-01T12:00Z: "day" by the schedule, but the clock is not set.
+    let d = policy.step(12 * 3_600_000, &LightInputs::healthy());
+    assert_eq!((d.target, d.reason), (1.0, LightReason::FailSafe));
+    assert_eq!(d.change.unwrap().detail, "clock not set");
+    let d = policy.step(utc("2026-06-15T12:00:00Z"), &LightInputs::healthy());
+    assert_eq!((d.target, d.reason), (0.0, LightReason::Schedule));
+}
+
+#[test]
+fn the_lighting_thread_follows_the_feed_and_ends_in_the_safe_state() {
+    let mut s = always_night();
+    s.rated = 0.9;
+    s.ramp_up = Duration::ZERO;
+    s.fade = Duration::ZERO;
+    let (lighting, log) = fake_lighting(&s);
+    let feed = runner::LightFeed::new();
+    let shutdown = crate::shutdown::Shutdown::new();
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&changes);
+    let handle = runner::spawn(
+        lighting,
+        feed.clone(),
+        shutdown.clone(),
+        || utc("2026-01-10T22:00:00Z"),
+        move |c| sink.lock().unwrap().push(c),
+    )
+    .unwrap();
+    let wait_for = |n: usize| {
+        let start = std::time::Instant::now();
+        while changes.lock().unwrap().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                changes.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // No frame yet: fail-safe.
+    wait_for(1);
+    feed.frame(false);
+    wait_for(2);
+    feed.frame(true);
+    wait_for(3);
+    shutdown.request();
+    handle.join().unwrap();
+    let changes = changes.lock().unwrap();
+    let reasons: Vec<LightReason> = changes.iter().map(|c| c.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            LightReason::FailSafe,
+            LightReason::Schedule,
+            LightReason::Presence,
+            LightReason::SafeExit
+        ]
+    );
+    assert_eq!(changes[3].level, 0.9);
+    assert_eq!(log.take().last().unwrap(), "duty=900");
 }
