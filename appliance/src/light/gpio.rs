@@ -27,27 +27,31 @@ pub struct ChipSummary {
     pub num_lines: u32,
 }
 
-/// Every GPIO chip the process can open.
-pub fn chips() -> Vec<ChipSummary> {
-    let paths = gpiocdev::chip::chips().unwrap_or_default();
-    paths
-        .into_iter()
-        .filter_map(|path| {
-            let chip = gpiocdev::chip::Chip::from_path(&path).ok()?;
-            let info = chip.info().ok()?;
-            Some(ChipSummary {
+/// Every GPIO chip under `/dev`: the ones the process can open, and a
+/// description of each one it cannot (`/dev/gpiochip0: Permission denied`).
+pub fn chips() -> (Vec<ChipSummary>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in gpiocdev::chip::chips().unwrap_or_default() {
+        let opened = gpiocdev::chip::Chip::from_path(&path).and_then(|chip| chip.info());
+        match opened {
+            Ok(info) => found.push(ChipSummary {
                 path,
                 name: info.name,
                 label: info.label,
                 num_lines: info.num_lines,
-            })
-        })
-        .collect()
+            }),
+            Err(err) => unreadable.push(format!("{}: cannot open: {err}", path.display())),
+        }
+    }
+    (found, unreadable)
 }
 
-/// The chip whose label (or name) is `wanted`, or an error listing them.
+/// The chip whose label (or name) is `wanted`, or an error listing the
+/// chips found and those that could not be opened.
 pub fn select_chip<'a>(
     found: &'a [ChipSummary],
+    unreadable: &[String],
     wanted: &str,
 ) -> Result<&'a ChipSummary, LightError> {
     found
@@ -56,15 +60,17 @@ pub fn select_chip<'a>(
         .or_else(|| found.iter().find(|c| c.name == wanted))
         .ok_or_else(|| LightError::ChipNotFound {
             chip: wanted.into(),
-            reason: if found.is_empty() {
-                "no GPIO chip can be opened (none present, or no permission on /dev/gpiochip*)"
-                    .into()
+            reason: if !unreadable.is_empty() {
+                "no chip that could be opened has this label or name (permission? run as root or add a udev rule for /dev/gpiochip*)".into()
+            } else if found.is_empty() {
+                "no GPIO chip under /dev (is the driver or overlay loaded?)".into()
             } else {
                 "no chip has this label or name".into()
             },
             found: found
                 .iter()
                 .map(|c| format!("{} ({})", c.label, c.name))
+                .chain(unreadable.iter().cloned())
                 .collect(),
         })
 }
@@ -104,8 +110,8 @@ pub fn select_line(
 impl CdevRelay {
     /// Finds the chip and line and requests the line as an output at `on`.
     pub fn open(settings: &RelaySettings, on: bool) -> Result<CdevRelay, LightError> {
-        let found = chips();
-        let chip = select_chip(&found, &settings.chip)?;
+        let (found, unreadable) = chips();
+        let chip = select_chip(&found, &unreadable, &settings.chip)?;
         let gpio = |what: &str, source| LightError::Gpio {
             what: what.into(),
             path: chip.path.clone(),

@@ -782,19 +782,28 @@ fn gpio_chips_are_found_by_label_or_name_and_lines_by_name_or_offset() {
         chip("gpiochip1", "luciole-sim", 8),
     ];
     assert_eq!(
-        gpio::select_chip(&chips, "luciole-sim").unwrap().name,
+        gpio::select_chip(&chips, &[], "luciole-sim").unwrap().name,
         "gpiochip1"
     );
     assert_eq!(
-        gpio::select_chip(&chips, "gpiochip0").unwrap().label,
+        gpio::select_chip(&chips, &[], "gpiochip0").unwrap().label,
         "pinctrl-bcm2711"
     );
-    let err = gpio::select_chip(&chips, "tegra234-gpio")
+    let err = gpio::select_chip(&chips, &[], "tegra234-gpio")
         .unwrap_err()
         .to_string();
     assert!(err.contains("\"tegra234-gpio\" not found"), "{err}");
     assert!(
         err.contains("pinctrl-bcm2711 (gpiochip0), luciole-sim (gpiochip1)"),
+        "{err}"
+    );
+    let denied = ["/dev/gpiochip2: cannot open: Permission denied".to_string()];
+    let err = gpio::select_chip(&chips, &denied, "luciole-pwm")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("permission?"), "{err}");
+    assert!(
+        err.contains("/dev/gpiochip2: cannot open: Permission denied"),
         "{err}"
     );
 
