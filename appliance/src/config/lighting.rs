@@ -98,11 +98,37 @@ pub struct RawPresence {
 }
 
 /// A GPIO line by name or offset.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawLine {
     Offset(u32),
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for RawLine {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawLine;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a line name (\"lamp-relay\") or an offset on the chip (0 or more)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawLine, E> {
+                u32::try_from(v).map(RawLine::Offset).map_err(|_| {
+                    E::custom(format!(
+                        "line offset {v}: expected an offset from 0 to {}",
+                        u32::MAX
+                    ))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawLine, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawLine, E> {
+                Ok(RawLine::Name(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `[lighting.relay]`

@@ -963,7 +963,10 @@ fn gpio_settings_are_validated() {
     let err = problems(&format!(
         "{relay_only}[lighting.relay]\nchip = \"x\"\nline = -1\n"
     ));
-    assert!(err.contains("lighting"), "{err}");
+    assert!(
+        err.contains("line offset -1: expected an offset from 0"),
+        "{err}"
+    );
     let err = problems(&format!(
         "{relay_only}[lighting.relay]\nbackend = \"sysfs\"\nchip = \"x\"\nline = 1\n"
     ));
