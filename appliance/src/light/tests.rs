@@ -1207,3 +1207,26 @@ fn the_lighting_thread_follows_the_feed_and_ends_in_the_safe_state() {
     assert_eq!(changes[3].level, 0.9);
     assert_eq!(log.take().last().unwrap(), "duty=900");
 }
+
+#[test]
+fn the_rppal_backend_takes_bcm_numbers_and_needs_the_rpi_feature() {
+    let text = "[lighting]\nboard = \"rpi4\"\nschedule = { on = \"19:00\", off = \"07:00\", timezone = \"UTC\" }\n\
+                [lighting.relay]\nbackend = \"rppal\"\noutput = \"relay\"\n";
+    let result = config(text);
+    if cfg!(feature = "rpi") {
+        let relay = result.unwrap().lighting.unwrap().relay.unwrap();
+        assert_eq!(relay.line, LineRef::Offset(17), "the profile's BCM number");
+        assert_eq!(relay.backend, RelayBackend::Rppal);
+    } else {
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("lighting.relay.backend = \"rppal\": this build has no rppal support"),
+            "{err}"
+        );
+    }
+    let err = problems(
+        "[lighting]\nschedule = { on = \"19:00\", off = \"07:00\", timezone = \"UTC\" }\n\
+         [lighting.relay]\nbackend = \"rppal\"\nline = \"GPIO17\"\n",
+    );
+    assert!(err.contains("BCM GPIO number, 0 to 27"), "{err}");
+}
