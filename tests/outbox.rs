@@ -257,6 +257,13 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
             code: "outbox_corrupted".into(),
             message: "x".into(),
         }),
+        Body::Light(luciole::light::LightState {
+            level: 1.0,
+            previous: 0.3,
+            reason: luciole::light::LightReason::FailSafe,
+            night: true,
+            detail: "camera lost".into(),
+        }),
     ];
     let schemas = schemas();
     assert_eq!(schemas.len(), bodies.len(), "one schema per kind");
