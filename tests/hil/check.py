@@ -578,6 +578,10 @@ def check_light(c, log, out):
             "light L2: %d JSON lines on stdout, expected 2 (level, safe state)" % len(l1))
     if len(l1) >= 2:
         check_report(c, "light L2", l1[1], 100, "on", 1_000_000)
+    for step in ("L2", "L4"):
+        dbg = kv(step, "debugfs") or ""
+        c.check(dbg and "|" not in dbg, "light %s: the relay line is released after the exit (%s)" % (step, dbg),
+                "light %s: the relay line is still requested after the exit (debugfs: %r)" % (step, dbg))
     # L3: level 0
     l3 = json_lines(log.text("light-L3-stdout"))
     check_report(c, "light L3", l3[0] if l3 else None, 0, "off", 0)
