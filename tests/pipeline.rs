@@ -396,3 +396,102 @@ fn the_demo_publishes_its_events_to_a_broker_given_on_the_command_line() {
         stderr(&output)
     );
 }
+
+/// A fake PWM sysfs tree: `<root>/class/pwm/pwmchip3` (controller
+/// `luciole-pwm-sim`) with channel 0 exported. Returns the channel folder.
+fn fake_pwm(root: &Path) -> PathBuf {
+    let device = root.join("devices/platform/luciole-pwm-sim");
+    std::fs::create_dir_all(&device).unwrap();
+    let chip = root.join("class/pwm/pwmchip3");
+    std::fs::create_dir_all(chip.join("pwm0")).unwrap();
+    std::os::unix::fs::symlink(&device, chip.join("device")).unwrap();
+    std::fs::write(chip.join("npwm"), "1\n").unwrap();
+    for (name, value) in [
+        ("period", "0"),
+        ("duty_cycle", "0"),
+        ("enable", "0"),
+        ("polarity", "normal"),
+    ] {
+        std::fs::write(chip.join("pwm0").join(name), format!("{value}\n")).unwrap();
+    }
+    chip.join("pwm0")
+}
+
+/// Lighting for the demo: always night, base 30 %, boost 100 %, rated
+/// (safe) 80 %, presence = people in the west footpath or approaching the
+/// lamp-post line.
+const LIGHTING: &str = "[lighting]\nmode = \"schedule\"\n\
+    schedule = { on = \"00:00\", off = \"24:00\", timezone = \"UTC\" }\n\
+    night_pct = 30\nboost_pct = 100\nrated_pct = 80\nramp_up_ms = 200\nhold_s = 1\nfade_s = 1\n\
+    [lighting.presence]\nclasses = [\"person\"]\nzones = [\"footpath-west\"]\nlines = [\"lamp-post\"]\n\
+    [lighting.dimmer]\nchip = \"pwmchip3\"\nchannel = 0\nperiod_ns = 1000000\npolarity = \"normal\"\n";
+
+#[test]
+fn the_pipeline_drives_the_lamp_from_presence_and_leaves_it_in_the_safe_state() {
+    let dir = scratch("demo-lighting");
+    let channel = fake_pwm(&dir.join("sys"));
+    let config = demo_config(&dir, None, LIGHTING);
+    let output = luciole()
+        .args([
+            "demo",
+            "--json",
+            "--frames",
+            "300",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("LUCIOLE_SYSFS", dir.join("sys"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let changes: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "light")
+        .map(|e| e["data"].clone())
+        .collect();
+    let reasons: Vec<&str> = changes
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"presence"), "{changes:?}");
+    let boost = changes.iter().find(|c| c["reason"] == "presence").unwrap();
+    assert_eq!(boost["level"], 1.0, "{boost}");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["reason"] == "schedule" && c["level"] == 0.3),
+        "the base level once frames flow: {changes:?}"
+    );
+    let last = changes.last().unwrap();
+    assert_eq!(last["reason"], "safe_exit", "{changes:?}");
+    assert_eq!(last["level"], 0.8);
+    // What the PWM interface holds after the daemon stopped: the rated level.
+    let read = |name: &str| {
+        std::fs::read_to_string(channel.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("period"), "1000000");
+    assert_eq!(read("duty_cycle"), "800000");
+    assert_eq!(read("enable"), "1");
+    // A presence rule naming a zone that does not exist is refused.
+    let bad = demo_config(
+        &dir.join("bad"),
+        None,
+        &LIGHTING.replace("zones = [\"footpath-west\"]", "zones = [\"nowhere\"]"),
+    );
+    let output = luciole()
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "lighting.presence.zones = \"nowhere\": no [[analytics.zones]] has this name"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -9,6 +9,14 @@
 //! pipeline (gating off, so both run the model on every frame, and gating
 //! on), and the ratio. Target: pipeline ≥ 0.95 × pure inference.
 //! `LUCIOLE_BENCH_FRAMES` sets the frames (default 400).
+//!
+//! A second table times the lamp: the pipeline (2 threads, gating on) with
+//! a `[lighting]` section driving a PWM dimmer through the sysfs interface
+//! (a file tree standing in for `/sys`, `LUCIOLE_SYSFS`), presence = people
+//! approaching the lamp-post line or in the west footpath, no hold, so
+//! every arrival boosts again. For each boost: time from the arrival of the
+//! frame that first showed the presence to the return of the output write
+//! that started the ramp (p50, p99, max).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -80,19 +88,21 @@ fn pure_inference(settings: &config::Settings, frames: &[Vec<u8>]) -> f64 {
     );
     let mut detector = detect::open(&detect).unwrap();
     let mut out: Vec<Detection> = Vec::new();
-    let frame = |data: &[u8], i: usize| FrameRef {
-        data,
-        layout: FrameLayout {
-            format: PixelFormat::Yuyv,
-            width: WIDTH,
-            height: HEIGHT,
-            stride: WIDTH * 2,
-            yuv: YuvEncoding::default(),
-        },
-        sequence: i as u64,
-        timestamp: std::time::Duration::from_millis(100 * i as u64),
-        stream: 0,
-    };
+    fn frame(data: &[u8], i: usize) -> FrameRef<'_> {
+        FrameRef {
+            data,
+            layout: FrameLayout {
+                format: PixelFormat::Yuyv,
+                width: WIDTH,
+                height: HEIGHT,
+                stride: WIDTH * 2,
+                yuv: YuvEncoding::default(),
+            },
+            sequence: i as u64,
+            timestamp: std::time::Duration::from_millis(100 * i as u64),
+            stream: 0,
+        }
+    }
     detector.detect(&frame(&frames[0], 0), &mut out).unwrap();
     let start = Instant::now();
     for (i, data) in frames.iter().enumerate() {
@@ -111,6 +121,61 @@ fn end_to_end(settings: &config::Settings, n: usize) -> (f64, u64) {
         summary.frames as f64 / summary.elapsed.as_secs_f64(),
         summary.inferences,
     )
+}
+
+/// A PWM sysfs tree with channel 0 of controller `luciole-pwm-sim`.
+fn fake_pwm(root: &std::path::Path) {
+    let device = root.join("devices/platform/luciole-pwm-sim");
+    std::fs::create_dir_all(&device).unwrap();
+    let chip = root.join("class/pwm/pwmchip3");
+    std::fs::create_dir_all(chip.join("pwm0")).unwrap();
+    let _ = std::os::unix::fs::symlink(&device, chip.join("device"));
+    std::fs::write(chip.join("npwm"), "1\n").unwrap();
+    for (name, value) in [
+        ("period", "0"),
+        ("duty_cycle", "0"),
+        ("enable", "0"),
+        ("polarity", "normal"),
+    ] {
+        std::fs::write(chip.join("pwm0").join(name), format!("{value}\n")).unwrap();
+    }
+}
+
+fn percentile(sorted: &[std::time::Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn lamp_latency(dir: &std::path::Path) {
+    let sys = dir.join("sys");
+    let _ = std::fs::remove_dir_all(&sys);
+    fake_pwm(&sys);
+    // SAFETY: set before any thread of this benchmark reads the environment.
+    unsafe { std::env::set_var("LUCIOLE_SYSFS", &sys) };
+    let mut settings = settings(2, true, dir);
+    let text = std::fs::read_to_string(dir.join("demo.toml")).unwrap()
+        + "[lighting]\nmode = \"schedule\"\nschedule = { on = \"00:00\", off = \"24:00\", timezone = \"UTC\" }\n\
+           night_pct = 30\nboost_pct = 100\nhold_s = 0\nfade_s = 1\n\
+           [lighting.presence]\nclasses = [\"person\"]\nzones = [\"footpath-west\"]\nlines = [\"lamp-post\"]\n\
+           [lighting.dimmer]\nchip = \"pwmchip3\"\nchannel = 0\nperiod_ns = 1000000\n";
+    std::fs::write(dir.join("demo.toml"), text).unwrap();
+    settings = config::load(&dir.join("demo.toml")).unwrap_or(settings);
+    assert!(settings.lighting.is_some());
+    let options = Options { max_frames: None };
+    let summary = pipeline::run(&settings, &options, &Shutdown::new(), None, &mut Quiet).unwrap();
+    let mut latencies = summary.boost_latencies.clone();
+    latencies.sort();
+    assert!(!latencies.is_empty(), "no presence boost on vtest");
+    println!();
+    println!("| boosts | frame → lamp write p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} | {:.1} | {:.1} | {:.1} |",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap().as_secs_f64() * 1000.0
+    );
 }
 
 fn main() {
@@ -134,4 +199,5 @@ fn main() {
             e2e / pure
         );
     }
+    lamp_latency(&dir);
 }

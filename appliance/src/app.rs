@@ -52,6 +52,11 @@ pub fn run_command(command: Command) -> anyhow::Result<ExitCode> {
         } => demo(&config, frames, broker.as_deref(), no_motion, json),
         Command::Detect { config, images } => detect_images(&config, &images),
         Command::Events { config, all } => list_events(&config, all),
+        Command::Light {
+            config,
+            level,
+            safe,
+        } => crate::light::command::run(&config, level, safe),
     }
 }
 

@@ -97,4 +97,19 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Drive the lamp by hand: `--level PERCENT` writes the level, prints
+    /// one JSON line and holds the outputs until SIGTERM/SIGINT, then applies
+    /// the safe state (rated level), prints a second line and exits 0;
+    /// `--safe` applies the safe state and exits (systemd ExecStopPost).
+    Light {
+        /// The pole's configuration file (needs a `[lighting]` section).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Level in percent, 0 to 100 (relay on iff above 0).
+        #[arg(long, conflicts_with = "safe", required_unless_present = "safe")]
+        level: Option<f64>,
+        /// Apply the safe state (rated level, relay on) and exit.
+        #[arg(long)]
+        safe: bool,
+    },
 }

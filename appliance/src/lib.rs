@@ -39,6 +39,8 @@
 //!   last will, ordered replay, bounded in-flight window, reconnection with
 //!   jittered [`publish::backoff`]; [`publish::reporter`] is the daemon's
 //!   handle on outbox and publisher.
+//! - [`light`]: the lamp: a pure policy (schedule or sun, presence boost,
+//!   fail-on), relay and PWM outputs behind traits, `luciole light`.
 //! - [`app`]: the commands behind the CLI (`run`, `check-config`, `capture`,
 //!   `detect`, `events`).
 //! - [`cli`]: argument definitions; [`logging`]: tracing set-up;
@@ -53,6 +55,7 @@ pub mod convert;
 pub mod detect;
 pub mod events;
 pub mod fiware;
+pub mod light;
 pub mod logging;
 pub mod motion;
 pub mod outbox;

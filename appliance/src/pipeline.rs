@@ -17,6 +17,12 @@
 //! notices a camera that stopped delivering (an `error` event `camera_lost`
 //! at once, `status` `camera_back` when frames flow again), and takes the
 //! analytics' outputs as they come.
+//!
+//! With a `[lighting]` section a fourth thread drives the lamp
+//! ([`crate::light::runner`]): the inference thread tells it, on every
+//! frame, whether a configured class is in a configured zone or approaching
+//! along a configured line; the main thread tells it when the camera is
+//! lost; it applies the safe state when the pipeline stops.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +37,8 @@ use crate::capture::{self, FrameLayout, FrameRef, FrameSource, SourceStats};
 use crate::config::{Settings, SourceSettings};
 use crate::detect::{self, Class, DetectSettings, Detection};
 use crate::events::{self, Body, ErrorReport};
+use crate::light::runner::LightFeed;
+use crate::light::{LightState, Lighting, PresenceSettings};
 use crate::motion::MotionGate;
 use crate::publish::reporter::{DaemonHealth, Reporter};
 use crate::shutdown::Shutdown;
@@ -77,11 +85,13 @@ pub struct Options {
     pub max_frames: Option<u64>,
 }
 
-/// Messages from the inference thread to the main thread.
+/// Messages from the inference and lighting threads to the main thread.
 enum Note {
     Output(Output),
     /// Presence after a frame, and when that frame arrived.
     Presence(Presence, Instant),
+    /// The lamp's target level or reason changed.
+    Light(LightState),
 }
 
 /// What a finished run did.
@@ -96,6 +106,23 @@ pub struct Summary {
     pub totals: BTreeMap<(String, String, Class), u64>,
     pub source: SourceStats,
     pub elapsed: Duration,
+    /// Frame arrival → lamp output write, for each presence boost.
+    pub boost_latencies: Vec<Duration>,
+}
+
+/// Whether what analytics see is presence by the lighting's rule: a
+/// configured class in a configured zone, or approaching a configured line.
+pub fn presence_matches(rule: &PresenceSettings, presence: &Presence) -> bool {
+    let class_ok =
+        |class: &Class| rule.classes.is_empty() || rule.classes.iter().any(|c| c == class.name());
+    presence
+        .zones
+        .iter()
+        .any(|(zone, class)| rule.zones.contains(zone) && class_ok(class))
+        || presence
+            .approaching
+            .iter()
+            .any(|(line, class)| rule.lines.contains(line) && class_ok(class))
 }
 
 /// Hooks the main thread calls; the daemon and the demo differ here.
@@ -140,14 +167,13 @@ pub fn run(
     let detector = match &settings.detect {
         Some(detect) => {
             let detector = detect::open(&detector_settings(detect, settings.tracking.low_score))
-                .map_err(|err| {
+                .inspect_err(|err| {
                     if let Some(reporter) = &reporter {
                         reporter.report(Body::Error(ErrorReport {
                             code: "detector_unavailable".into(),
                             message: err.to_string(),
                         }));
                     }
-                    err
                 })?;
             let status = detector.status();
             tracing::info!(model = %status.model, backend = status.backend.name(), accelerator = %status.accelerator, threads = status.threads, fallback = status.fallback.as_deref().unwrap_or("none"), "detector ready");
@@ -158,6 +184,43 @@ pub fn run(
     if let Some(reporter) = &reporter {
         reporter.status("started", format!("capturing from {}", info.origin));
     }
+
+    let (note_tx, note_rx) = crossbeam_channel::unbounded::<Note>();
+    let light_stop = Shutdown::new();
+    let mut lighting_thread = None;
+    let feed = match &settings.lighting {
+        Some(light) => match Lighting::open_with_sysfs(light, &crate::light::sysfs_root()) {
+            Ok(lighting) => {
+                let feed = LightFeed::new();
+                let notes = note_tx.clone();
+                let thread = crate::light::runner::spawn(
+                    lighting,
+                    feed.clone(),
+                    light_stop.clone(),
+                    || events::now_ms() as i64,
+                    move |change| {
+                        let _ = notes.send(Note::Light(change));
+                    },
+                )
+                .context("starting the lighting thread")?;
+                lighting_thread = Some(thread);
+                Some((feed, light.presence.clone()))
+            }
+            Err(err) => {
+                tracing::error!("lighting: {err}");
+                let body = Body::Error(ErrorReport {
+                    code: "lighting_unavailable".into(),
+                    message: err.to_string(),
+                });
+                if let Some(reporter) = &reporter {
+                    reporter.report(body.clone());
+                }
+                observer.event(&body);
+                None
+            }
+        },
+        None => None,
+    };
 
     // A recording played as fast as possible must not lose frames.
     let lossless = matches!(
@@ -185,8 +248,8 @@ pub fn run(
             })
             .context("starting the capture thread")?
     };
-    let (note_tx, note_rx) = crossbeam_channel::unbounded::<Note>();
     let worker = {
+        let feed = feed.clone();
         let counters = Arc::clone(&counters);
         let analytics = Analytics::new(settings.analytics.clone());
         let tracker = Tracker::new(settings.tracking.clone());
@@ -199,6 +262,7 @@ pub fn run(
                     gate,
                     tracker,
                     analytics,
+                    feed,
                 };
                 stages.run(frame_rx, pool_tx, note_tx, &counters)
             })
@@ -211,6 +275,8 @@ pub fn run(
         device: settings.device.id.clone(),
     };
     let mut health = HealthMeter::new(&counters);
+    let mut log_meter = HealthMeter::new(&counters);
+    let mut last_log = Instant::now();
     let mut last_frame: Option<Instant> = None;
     let mut captured_seen = 0;
     let mut camera_lost_since: Option<Instant> = None;
@@ -218,8 +284,24 @@ pub fn run(
     let mut fiware = settings
         .fiware
         .then(|| crate::fiware::Mapper::new(origin.clone()));
+    let mut finishing = false;
     loop {
-        match note_rx.recv_timeout(Duration::from_millis(50)) {
+        if worker.is_finished() && !finishing {
+            // Drain what the worker sent, then stop the lamp (safe state).
+            finishing = true;
+            light_stop.request();
+            if let Some(thread) = lighting_thread.take() {
+                let _ = thread.join();
+            }
+        }
+        let received = if finishing {
+            note_rx
+                .try_recv()
+                .map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            note_rx.recv_timeout(Duration::from_millis(50))
+        };
+        match received {
             Ok(Note::Output(output)) => {
                 let bodies = match output {
                     Output::Crossing(c) => vec![Body::Crossing(c)],
@@ -246,6 +328,13 @@ pub fn run(
                 }
             }
             Ok(Note::Presence(presence, arrived)) => observer.presence(&presence, arrived),
+            Ok(Note::Light(change)) => {
+                let body = Body::Light(change);
+                if let Some(reporter) = &reporter {
+                    reporter.report(body.clone());
+                }
+                observer.event(&body);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -257,8 +346,11 @@ pub fn run(
         let age = last_frame.map(|at| at.elapsed());
         let waited = age.unwrap_or_else(|| started.elapsed());
         match camera_lost_since {
-            None if waited >= lost_after && !shutdown.requested() => {
+            None if waited >= lost_after && !shutdown.requested() && !finishing => {
                 camera_lost_since = Some(Instant::now());
+                if let Some((feed, _)) = &feed {
+                    feed.camera(false);
+                }
                 tracing::warn!("no frame for {} ms: camera lost", waited.as_millis());
                 let body = Body::Error(ErrorReport {
                     code: "camera_lost".into(),
@@ -275,6 +367,9 @@ pub fn run(
             }
             Some(since) if waited < lost_after => {
                 camera_lost_since = None;
+                if let Some((feed, _)) = &feed {
+                    feed.camera(true);
+                }
                 tracing::info!("frames are flowing again");
                 if let Some(reporter) = &reporter {
                     reporter.status(
@@ -295,6 +390,11 @@ pub fn run(
                 reporter.health(health.sample(&counters, &source_stats));
             }
         }
+        if last_log.elapsed() >= HEALTH_LOG_EVERY {
+            last_log = Instant::now();
+            let source_stats = *stats.lock().expect("stats lock");
+            log_health(&log_meter.sample(&counters, &source_stats));
+        }
     }
     let outcome = worker
         .join()
@@ -303,12 +403,17 @@ pub fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
     let source_stats = *stats.lock().expect("stats lock");
+    log_health(&log_meter.sample(&counters, &source_stats));
     if let Some(reporter) = &mut reporter {
         reporter.health(health.sample(&counters, &source_stats));
     }
     let totals = outcome?;
     captured?;
+    let boost_latencies = feed
+        .map(|(feed, _)| feed.boost_latencies())
+        .unwrap_or_default();
     Ok(Summary {
+        boost_latencies,
         frames: counters.captured.load(Ordering::Relaxed),
         analysed: counters.analysed.load(Ordering::Relaxed),
         inferences: counters.inferences.load(Ordering::Relaxed),
@@ -397,6 +502,8 @@ struct Stages {
     gate: MotionGate,
     tracker: Tracker,
     analytics: Analytics,
+    /// The lamp's feed and what counts as presence for it.
+    feed: Option<(LightFeed, PresenceSettings)>,
 }
 
 /// Frame times made continuous across reconnections and replay loops, and
@@ -454,15 +561,23 @@ impl Stages {
             counters.analysed.fetch_add(1, Ordering::Relaxed);
             let time = clock.time(&frame);
             let Some(detector) = &mut self.detector else {
+                // No model: frames still keep the lamp's pipeline fresh.
+                if let Some((feed, _)) = &self.feed {
+                    feed.frame_arrived(false, frame.arrived);
+                }
                 let _ = pool.try_send(frame.data);
                 continue;
             };
             let verdict = self.gate.check(&frame.as_ref(), time);
             let ran = verdict.runs() || self.tracker.has_tentative();
             if ran {
-                detector
-                    .detect(&frame.as_ref(), &mut detections)
-                    .with_context(|| format!("detection failed on frame {}", frame.sequence))?;
+                if let Err(err) = detector.detect(&frame.as_ref(), &mut detections) {
+                    if let Some((feed, _)) = &self.feed {
+                        feed.detector(false);
+                    }
+                    return Err(err)
+                        .with_context(|| format!("detection failed on frame {}", frame.sequence));
+                }
                 let t = detector.timings();
                 let spent = t.preprocess + t.inference + t.postprocess;
                 counters.inferences.fetch_add(1, Ordering::Relaxed);
@@ -484,6 +599,9 @@ impl Stages {
                 let _ = notes.send(Note::Output(output));
             }
             let presence = self.analytics.presence();
+            if let Some((feed, rule)) = &self.feed {
+                feed.frame_arrived(presence_matches(rule, presence), frame.arrived);
+            }
             if *presence != last_presence
                 || !presence.zones.is_empty()
                 || !presence.approaching.is_empty()
@@ -500,6 +618,25 @@ impl Stages {
         }
         Ok(self.analytics.totals().clone())
     }
+}
+
+/// Time between two health lines in the log.
+const HEALTH_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn log_health(h: &DaemonHealth) {
+    tracing::info!(
+        fps = (h.fps * 10.0).round() / 10.0,
+        frames = h.frames,
+        dropped = h.dropped_frames,
+        queue_dropped = h.queue_dropped,
+        inferences = h.inferences,
+        skipped_by_motion = h.skipped_by_motion,
+        inference_ms = (h.inference_ms * 10.0).round() / 10.0,
+        tracks = h.tracks,
+        reconnects = h.reconnects,
+        outage_ms = h.outage_ms,
+        "health"
+    );
 }
 
 /// Turns the counters into `health` figures over each interval.

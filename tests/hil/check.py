@@ -499,6 +499,122 @@ def check_run2(c, log, out, fmt, want_frames):
                 % (tag, last0 / 1e6, t_unbind / 1e6, first1 / 1e6, t_insmod / 1e6))
 
 
+# ------------------------------------------------------------------------------------ lighting
+LIGHT_STEPS = {
+    "setup": "load gpio-sim and luciole-pwm-sim, create chip luciole-sim (line 3 lamp-relay, pull-up)",
+    "selftest": "read-back paths with the kernel's own interfaces (pull on the line, pwm sysfs to sim_state)",
+    "L1": "--level 30: relay 1, pwm0 1000000/300000 normal enabled",
+    "L2": "SIGTERM: safe state (duty = period, enabled), exit 0, line released to its pull (1)",
+    "L3": "--level 0: relay driven 0 against the pull-up, duty 0",
+    "L4": "SIGKILL: relay back to its pull (1), pwm keeps the last applied state",
+    "L5": "--safe: duty = period, enabled, exit 0",
+    "L6": "polarity inversed, --level 30: sim_state shows inversed, period 1000000, duty per luciole",
+    "L7": "relay chip no-such-chip: non-zero exit naming no-such-chip",
+}
+
+
+def pwm_fields(v):
+    """'0,1000000,300000,normal,1' -> (period, duty, polarity, enabled) or None."""
+    parts = (v or "").split(",")
+    if len(parts) != 5 or not all(p.isdigit() for p in (parts[1], parts[2], parts[4])):
+        return None
+    return int(parts[1]), int(parts[2]), parts[3], parts[4] == "1"
+
+
+def json_lines(text):
+    out = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
+def check_report(c, tag, obj, level, relay, duty, period=1_000_000, polarity="normal"):
+    """One JSON line of `luciole light`."""
+    if obj is None:
+        c.fail("%s: no JSON line on stdout" % tag)
+        return
+    want = {"level_pct": level, "relay": relay, "duty_ns": duty, "period_ns": period, "polarity": polarity}
+    bad = {k: obj.get(k) for k, v in want.items()
+           if not (obj.get(k) == v or (isinstance(v, (int, float)) and num(obj.get(k)) is not None
+                                       and abs(obj.get(k) - v) < 1e-6))}
+    c.check(not bad, "%s: stdout %s" % (tag, json.dumps(obj, sort_keys=True)),
+            "%s: stdout %s differs from %s in %s" % (tag, json.dumps(obj, sort_keys=True), json.dumps(want), sorted(bad)))
+
+
+def check_light(c, log, out):
+    for name in [b for b in log.blocks if b.startswith("light-")]:
+        open(os.path.join(out, name + ".txt"), "w").write((log.text(name) or "") + "\n")
+    facts = {}
+    for step in LIGHT_STEPS:
+        f = log.fact("light", step)
+        facts[step] = f
+        if f is None:
+            c.fail("light %s (%s): step did not run" % (step, LIGHT_STEPS[step]))
+            # later steps cannot be judged when setup or the self-test failed
+            if step in ("setup",):
+                return
+            continue
+        c.check(log.kv(f, "result") == "ok", "light %s: %s (%s)" % (step, LIGHT_STEPS[step], " ".join(f[2:])),
+                "light %s (%s): %s" % (step, LIGHT_STEPS[step], " ".join(f[2:])))
+    if log.fact("light", "done") is None:
+        c.fail("light: the phase did not reach its end")
+
+    kv = lambda step, key: log.kv(facts.get(step), key)
+    # L1/L2: one run, two JSON lines (level, then safe state on SIGTERM)
+    l1 = json_lines(log.text("light-L1-stdout"))
+    check_report(c, "light L1", l1[0] if l1 else None, 30, "on", 300_000)
+    dbg = kv("L1", "debugfs") or ""
+    c.check("_out_" in dbg, "light L1: the kernel shows the relay line requested as an output: %s" % dbg,
+            "light L1: relay line not held as an output by luciole (debugfs: %r)" % dbg)
+    c.check(kv("L2", "rc") == "0", "light L2: exit 0 on SIGTERM", "light L2: exit status %s on SIGTERM" % kv("L2", "rc"))
+    c.check(len(l1) == 2, "light L2: two JSON lines (level, safe state)",
+            "light L2: %d JSON lines on stdout, expected 2 (level, safe state)" % len(l1))
+    if len(l1) >= 2:
+        check_report(c, "light L2", l1[1], 100, "on", 1_000_000)
+    for step in ("L2", "L4"):
+        dbg = kv(step, "debugfs") or ""
+        c.check(dbg and "|" not in dbg, "light %s: the relay line is released after the exit (%s)" % (step, dbg),
+                "light %s: the relay line is still requested after the exit (debugfs: %r)" % (step, dbg))
+    # L3: level 0
+    l3 = json_lines(log.text("light-L3-stdout"))
+    check_report(c, "light L3", l3[0] if l3 else None, 0, "off", 0)
+    # L4: after SIGKILL, record what the kernel kept
+    p4 = pwm_fields(kv("L4", "pwm"))
+    print("info: light L4: after SIGKILL the relay line reads %s (its pull), the PWM controller holds %s"
+          % (kv("L4", "relay"), kv("L4", "pwm")))
+    # L5: --safe
+    l5 = json_lines(log.text("light-L5-stdout"))
+    c.check(kv("L5", "rc") == "0", "light L5: --safe exits 0", "light L5: --safe exit status %s" % kv("L5", "rc"))
+    check_report(c, "light L5", l5[0] if l5 else None, 100, "on", 1_000_000)
+    # L6: inversed polarity; the duty cycle follows luciole's convention, reported in its JSON line
+    l6 = json_lines(log.text("light-L6-stdout"))
+    p6 = pwm_fields(kv("L6", "pwm"))
+    if l6 and p6:
+        check_report(c, "light L6", l6[0], 30, "on", l6[0].get("duty_ns"), polarity="inversed")
+        c.check(p6[1] == l6[0].get("duty_ns") and p6[0] == 1_000_000 and p6[2] == "inversed" and p6[3],
+                "light L6: controller holds period %d duty %d %s enabled, as luciole reported" % p6[:3],
+                "light L6: controller holds %s, luciole reported %s" % (kv("L6", "pwm"), json.dumps(l6[0])))
+        print("info: light L6: inversed polarity at 30 %%: duty_ns %s (duty = level x period: %s)"
+              % (p6[1], "yes" if p6[1] == 300_000 else "no"))
+    else:
+        c.fail("light L6: no JSON line or no controller state (pwm=%s)" % kv("L6", "pwm"))
+    c.check(kv("L6", "rc") == "0", "light L6: exit 0 on SIGTERM", "light L6: exit status %s on SIGTERM" % kv("L6", "rc"))
+    # L7: bad chip
+    err7 = log.text("light-L7-stderr") or ""
+    c.check(kv("L7", "rc") not in (None, "0", "124") and "no-such-chip" in err7,
+            "light L7: exit %s, stderr names no-such-chip: %s" % (kv("L7", "rc"), err7.strip().splitlines()[-1][:200] if err7.strip() else ""),
+            "light L7: exit %s, stderr %r" % (kv("L7", "rc"), err7[-300:]))
+    if p4 is None:
+        c.fail("light L4: no controller state after SIGKILL (%s)" % kv("L4", "pwm"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch")
@@ -507,6 +623,8 @@ def main():
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--reconnect-frames", type=int, default=120)
     ap.add_argument("--probe", action="store_true")
+    ap.add_argument("--no-camera", action="store_true", help="the guest skipped the camera runs")
+    ap.add_argument("--no-light", action="store_true", help="the guest skipped the lighting phase")
     ap.add_argument("--png")
     ap.add_argument("--y", type=int, default=SAMPLE_Y)
     ap.add_argument("log", nargs="?")
@@ -545,9 +663,12 @@ def main():
         return 1 if c.failures else 0
 
     formats = a.formats.split()
-    for fmt in formats:
-        check_run1(c, log, a.out, fmt, a.frames)
-    check_run2(c, log, a.out, formats[0], a.reconnect_frames)
+    if not a.no_camera:
+        for fmt in formats:
+            check_run1(c, log, a.out, fmt, a.frames)
+        check_run2(c, log, a.out, formats[0], a.reconnect_frames)
+    if not a.no_light:
+        check_light(c, log, a.out)
     return 1 if c.failures else 0
 
 

@@ -139,6 +139,10 @@ if [ "$HIL_MODE" = probe ]; then
     exit 0
 fi
 
+if [ "${HIL_CAMERA:-1}" = 0 ]; then
+    fact camera skipped
+    echo 1 >/proc/sys/kernel/printk
+else
 # ------------------------------------------------------------------ run 1: capture per format
 # printk quiet from here: kernel messages must not cut through the blocks below.
 echo 1 >/proc/sys/kernel/printk
@@ -193,4 +197,8 @@ emit_text run2-stdout "$out/stdout"
 emit_text run2-frames.jsonl "$out/frames/frames.jsonl"
 tail -n 60 "$out/stderr" >"$out/stderr.tail"
 emit_text run2-stderr "$out/stderr.tail"
+fi # camera
+
+# ------------------------------------------------------------------ lighting (gpio-sim, pwm-sim)
+. /etc/hil/light.sh
 exit 0

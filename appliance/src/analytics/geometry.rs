@@ -108,11 +108,12 @@ fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..8 {
+        let pivot_row = a[col];
+        for (row, coefficients) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..9 {
-                    a[row][k] -= f * a[col][k];
+                let f = coefficients[col] / pivot_row[col];
+                for (c, p) in coefficients.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *c -= f * p;
                 }
             }
         }

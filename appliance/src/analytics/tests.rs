@@ -171,7 +171,7 @@ fn flows_count_per_interval_with_zone_occupancy_and_dwell() {
             .enumerate()
             .filter_map(|(i, p)| {
                 let x = *p.get(f)?;
-                (!x.is_nan()).then(|| Detection {
+                (!x.is_nan()).then_some(Detection {
                     class: Class::Person,
                     score: 0.9,
                     bbox: [

@@ -8,6 +8,7 @@
 //! `pole.toml:12 camera.fps = 0: must be between 1 and 120`.
 
 mod analytics;
+mod lighting;
 mod locate;
 mod raw;
 
@@ -52,6 +53,8 @@ pub struct Settings {
     pub fiware: bool,
     /// Queues between threads (`[pipeline]`).
     pub pipeline: PipelineSettings,
+    /// The lamp, when the file has a `[lighting]` section.
+    pub lighting: Option<crate::light::LightingSettings>,
 }
 
 /// `[events]`, validated.
@@ -198,6 +201,8 @@ impl ConfigError {
     }
 }
 
+pub use lighting::load as load_lighting;
+
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -261,6 +266,7 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
             "motion" => raw.motion = section(text, &name, value, problems),
             "analytics" => raw.analytics = section(text, &name, value, problems),
             "pipeline" => raw.pipeline = section(text, &name, value, problems),
+            "lighting" => raw.lighting = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -410,6 +416,10 @@ fn validate(
     let motion = analytics::validate_motion(raw.motion, &mut check);
     let (analytics, fiware) = analytics::validate_analytics(raw.analytics, &mut check);
     let pipeline = analytics::validate_pipeline(raw.pipeline, &mut check);
+    let lighting = raw.lighting.map(|l| lighting::validate(l, &mut check));
+    if let Some(Some(light)) = &lighting {
+        presence_names_exist(light, &analytics, &mut check);
+    }
     Some(Settings {
         file: file.to_owned(),
         tracking,
@@ -432,7 +442,37 @@ fn validate(
             Some(mqtt) => Some(mqtt?),
             None => None,
         },
+        lighting: match lighting {
+            Some(lighting) => Some(lighting?),
+            None => None,
+        },
     })
+}
+
+/// The lamp's presence rule names zones and lines of `[analytics]`.
+fn presence_names_exist(
+    light: &crate::light::LightingSettings,
+    analytics: &crate::analytics::AnalyticsSettings,
+    check: &mut Check<'_, '_>,
+) {
+    for zone in &light.presence.zones {
+        if !analytics.zones.iter().any(|z| &z.name == zone) {
+            check.fail(
+                "lighting.presence.zones",
+                Some(format!("{zone:?}")),
+                "no [[analytics.zones]] has this name",
+            );
+        }
+    }
+    for line in &light.presence.lines {
+        if !analytics.lines.iter().any(|l| &l.name == line) {
+            check.fail(
+                "lighting.presence.lines",
+                Some(format!("{line:?}")),
+                "no [[analytics.lines]] has this name",
+            );
+        }
+    }
 }
 
 fn validate_events(raw: Option<RawEvents>, check: &mut Check<'_, '_>) -> Option<EventSettings> {

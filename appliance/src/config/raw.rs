@@ -29,11 +29,13 @@ pub struct RawConfig {
     pub motion: Option<super::analytics::RawMotion>,
     pub analytics: Option<super::analytics::RawAnalytics>,
     pub pipeline: Option<super::analytics::RawPipeline>,
+    /// `[lighting]`: the lamp (optional); see `config/lighting.rs`.
+    pub lighting: Option<super::lighting::RawLighting>,
 }
 
 impl RawConfig {
     /// Top-level sections this version understands.
-    pub const SECTIONS: [&'static str; 10] = [
+    pub const SECTIONS: [&'static str; 11] = [
         "device",
         "camera",
         "detect",
@@ -44,6 +46,7 @@ impl RawConfig {
         "motion",
         "analytics",
         "pipeline",
+        "lighting",
     ];
 }
 

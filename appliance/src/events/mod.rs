@@ -72,6 +72,8 @@ pub enum Body {
     Flow(Flow),
     /// A FIWARE Smart Data Models entity (NGSI-LD, key-values form).
     Fiware(serde_json::Value),
+    /// The lamp's target level or its reason changed.
+    Light(crate::light::LightState),
 }
 
 impl Body {
@@ -87,6 +89,7 @@ impl Body {
             Body::Track(_) => "track",
             Body::Flow(_) => "flow",
             Body::Fiware(_) => "fiware",
+            Body::Light(_) => "light",
         }
     }
 }

@@ -143,7 +143,7 @@ impl MotionGate {
         let pixels = self.small.chunks_exact(3);
         let n = pixels.len();
         if self.background.len() != n {
-            self.background = pixels.map(|p| luma(p)).collect();
+            self.background = pixels.map(luma).collect();
             return Ok(0.0);
         }
         let threshold = f32::from(self.settings.threshold);

@@ -14,8 +14,8 @@
 //! confident detections start tentative tracks, confirmed after `min_hits`
 //! hits in a row; a track not seen for `max_coast` ends.
 //!
-//! Frames where inference did not run (motion gating) only advance the
-//! prediction: tracks coast through them.
+//! Frames where inference did not run (motion gating: nothing moved) keep
+//! every box where it was: tracks coast through them.
 //!
 //! Privacy by design: ids are random per run (never linked across cameras
 //! or restarts) and nothing about an object's appearance is computed or
@@ -218,7 +218,12 @@ impl Tracker {
         let ran = detections.is_some();
         self.tracks.retain_mut(|track| {
             if !track.measured {
-                track.bbox = track.predicted(time);
+                // Without inference the frame had no motion: nothing moved,
+                // so the box stays; with inference it was missed, so it
+                // moves on by prediction.
+                if ran {
+                    track.bbox = track.predicted(time);
+                }
                 track.time = time;
             }
             let lost = time.saturating_sub(track.last_seen) > max_coast;
