@@ -10,11 +10,12 @@
 //! on), and the ratio. Target: pipeline ≥ 0.95 × pure inference.
 //! `LUCIOLE_BENCH_FRAMES` sets the frames (default 400).
 //!
-//! A second table times the lamp: the pipeline (2 threads, gating on) with
-//! a `[lighting]` section driving a PWM dimmer through the sysfs interface
-//! (a file tree standing in for `/sys`, `LUCIOLE_SYSFS`), presence = people
-//! approaching the lamp-post line or in the west footpath, no hold, so
-//! every arrival boosts again. For each boost: time from the arrival of the
+//! A second table times the lamp: the pipeline (2 threads, gating on) on
+//! vtest.avi played at its own pace (10 fps, as a camera delivers frames)
+//! with a `[lighting]` section driving a PWM dimmer through the sysfs
+//! interface (a file tree standing in for `/sys`, `LUCIOLE_SYSFS`);
+//! presence = a person approaching the lamp-post line, no hold, so every
+//! approach boosts again. For each boost: time from the arrival of the
 //! frame that first showed the presence to the return of the output write
 //! that started the ramp (p50, p99, max).
 
@@ -153,10 +154,12 @@ fn lamp_latency(dir: &std::path::Path) {
     // SAFETY: set before any thread of this benchmark reads the environment.
     unsafe { std::env::set_var("LUCIOLE_SYSFS", &sys) };
     let mut settings = settings(2, true, dir);
-    let text = std::fs::read_to_string(dir.join("demo.toml")).unwrap()
+    let text = std::fs::read_to_string(dir.join("demo.toml"))
+        .unwrap()
+        .replace("pace = \"fast\"", "pace = \"realtime\"")
         + "[lighting]\nmode = \"schedule\"\nschedule = { on = \"00:00\", off = \"24:00\", timezone = \"UTC\" }\n\
            night_pct = 30\nboost_pct = 100\nhold_s = 0\nfade_s = 1\n\
-           [lighting.presence]\nclasses = [\"person\"]\nzones = [\"footpath-west\"]\nlines = [\"lamp-post\"]\n\
+           [lighting.presence]\nclasses = [\"person\"]\nlines = [\"lamp-post\"]\n\
            [lighting.dimmer]\nchip = \"pwmchip3\"\nchannel = 0\nperiod_ns = 1000000\n";
     std::fs::write(dir.join("demo.toml"), text).unwrap();
     settings = config::load(&dir.join("demo.toml")).unwrap_or(settings);

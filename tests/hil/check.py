@@ -510,6 +510,10 @@ LIGHT_STEPS = {
     "L5": "--safe: duty = period, enabled, exit 0",
     "L6": "polarity inversed, --level 30: sim_state shows inversed, period 1000000, duty per luciole",
     "L7": "relay chip no-such-chip: non-zero exit naming no-such-chip",
+    "D1": "luciole run (vivid camera + lamp) at night with frames flowing: relay on, pwm0 at 30 %",
+    "D2": "camera unbound: no frame for stale_s (2 s) -> pwm0 at the rated 100 % (fail-on)",
+    "D3": "camera bound again: back to 30 %",
+    "D4": "SIGTERM: exit 0, safe state (100 %)",
 }
 
 

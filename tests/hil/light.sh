@@ -173,6 +173,37 @@ light_phase() {
     grep -q no-such-chip /tmp/light-L7.err || r=fail
     fact light L7 "result=$r" "ms=$(($(uptime_ms) - t))" "rc=$LRC" "relay=$(relay)" "pwm=$(pwm0)"
     emit_run L7
+
+    # ---------------------------------------------------------------- 8. the daemon
+    # luciole run with the vivid camera and the lamp (no model: frames alone keep the pipeline
+    # fresh). At night with frames flowing: the base level. Camera unbound: no frame for
+    # stale_s (2 s) → the rated level (fail-on). Camera bound again → the base level. SIGTERM →
+    # the safe state, exit 0.
+    t=$(uptime_ms)
+    luciole --log-format json run --config "$CFG/light-run.toml" >/tmp/light-D.out 2>/tmp/light-D.err &
+    LPID=$!
+    r=ok; until_state 'relay_is 1 && pwm0_is "1000000,300000,normal,1"' || r=fail
+    fact light D1 "result=$r" "ms=$(($(uptime_ms) - t))" "relay=$(relay)" "pwm=$(pwm0)" "running=$(yesno alive $LPID)"
+    t=$(uptime_ms)
+    r=ok
+    if [ -n "$VIVID_DEV" ] && echo "$VIVID_DEV" >/sys/bus/platform/drivers/vivid/unbind; then
+        until_state 'pwm0_is "1000000,1000000,normal,1"' || r=fail
+    else
+        r=fail
+    fi
+    fact light D2 "result=$r" "ms=$(($(uptime_ms) - t))" "relay=$(relay)" "pwm=$(pwm0)" "running=$(yesno alive $LPID)" "vivid=$VIVID_DEV"
+    t=$(uptime_ms)
+    r=ok
+    echo "$VIVID_DEV" >/sys/bus/platform/drivers/vivid/bind || r=fail
+    until_state 'pwm0_is "1000000,300000,normal,1"' || r=fail
+    fact light D3 "result=$r" "ms=$(($(uptime_ms) - t))" "relay=$(relay)" "pwm=$(pwm0)" "running=$(yesno alive $LPID)"
+    t=$(uptime_ms)
+    stop "$LPID" TERM
+    r=ok
+    [ "$LRC" = 0 ] || r=fail
+    poll "$LIGHT_TIMEOUT" both_are 1 "1000000,1000000,normal,1" || r=fail
+    fact light D4 "result=$r" "ms=$(($(uptime_ms) - t))" "rc=$LRC" "relay=$(relay)" "pwm=$(pwm0)"
+    emit_run D
     fact light done
 }
 
