@@ -11,26 +11,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// `<root>/class/pwm/pwmchip3` for the controller `luciole-pwm-sim`, with
-/// channel 0 already exported (the fake tree cannot create it on export).
-fn fake_sysfs(root: &Path) -> std::path::PathBuf {
-    let device = root.join("devices/platform/luciole-pwm-sim");
-    std::fs::create_dir_all(&device).unwrap();
-    let chip = root.join("class/pwm/pwmchip3");
-    std::fs::create_dir_all(chip.join("pwm0")).unwrap();
-    std::os::unix::fs::symlink(&device, chip.join("device")).unwrap();
-    std::fs::write(chip.join("npwm"), "1\n").unwrap();
-    for (name, value) in [
-        ("period", "0"),
-        ("duty_cycle", "0"),
-        ("enable", "0"),
-        ("polarity", "normal"),
-    ] {
-        std::fs::write(chip.join("pwm0").join(name), format!("{value}\n")).unwrap();
-    }
-    chip.join("pwm0")
-}
-
 fn dimmer_config(dir: &Path, chip: &str) -> std::path::PathBuf {
     let path = dir.join("light.toml");
     std::fs::write(
@@ -57,7 +37,7 @@ fn read(dir: &Path, name: &str) -> String {
 fn light_level_prints_one_line_holds_until_sigterm_then_applies_the_safe_state() {
     for signal in ["TERM", "INT"] {
         let dir = scratch(&format!("light-level-{signal}"));
-        let pwm = fake_sysfs(&dir.join("sys"));
+        let pwm = fake_pwm(&dir.join("sys"));
         let config = dimmer_config(&dir, "luciole-pwm-sim");
         let mut child = luciole()
             .args([
@@ -104,7 +84,7 @@ fn light_level_prints_one_line_holds_until_sigterm_then_applies_the_safe_state()
 #[test]
 fn light_safe_applies_the_rated_level_and_exits() {
     let dir = scratch("light-safe");
-    let pwm = fake_sysfs(&dir.join("sys"));
+    let pwm = fake_pwm(&dir.join("sys"));
     let config = dimmer_config(&dir, "pwmchip3");
     let output = luciole()
         .args(["light", "--config", config.to_str().unwrap(), "--safe"])
@@ -122,7 +102,7 @@ fn light_safe_applies_the_rated_level_and_exits() {
 #[test]
 fn light_errors_name_the_chip_the_reason_and_what_was_found() {
     let dir = scratch("light-errors");
-    fake_sysfs(&dir.join("sys"));
+    fake_pwm(&dir.join("sys"));
     let config = dimmer_config(&dir, "fe20c000.pwm");
     let output = luciole()
         .args(["light", "--config", config.to_str().unwrap(), "--safe"])

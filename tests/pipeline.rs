@@ -15,7 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker::{Broker, Consumer};
-use support::{footage, luciole, repo, repo_script, scratch, stderr, stdout};
+use support::{
+    demo_config_text, fake_pwm, footage, luciole, models_cache, repo, repo_script, scratch, stderr,
+    stdout,
+};
 
 /// The counts `luciole demo` prints for the whole of vtest.avi, as stated
 /// in the README ("The demo's counts"), checked by stepping through the
@@ -27,11 +30,6 @@ const DEMO_COUNTS: &[(&str, &str, &str, u64)] = &[
     ("lamp-post", "west_to_east", "person", 8),
 ];
 
-/// The cache holding models and runtimes (`models/fetch`).
-fn cache() -> PathBuf {
-    PathBuf::from(repo_script("models/fetch"))
-}
-
 /// A recording other than vtest.avi: path, pace, frames per second.
 type Recording<'a> = (&'a Path, &'a str, u32);
 
@@ -39,21 +37,14 @@ type Recording<'a> = (&'a Path, &'a str, u32);
 /// `dir`, the recording replaced when given, and `extra` lines appended.
 fn demo_config(dir: &Path, recording: Option<Recording<'_>>, extra: &str) -> PathBuf {
     footage();
-    let text = std::fs::read_to_string(repo().join("appliance/config/demo.toml")).unwrap();
-    let mut text = text
-        .replace(
-            "\"../../models/",
-            &format!("\"{}/models/", repo().display()),
-        )
-        .replace(
-            "${HOME}/.cache/luciole/demo-outbox",
-            &dir.join("outbox").display().to_string(),
-        )
-        .replace("${HOME}/.cache/luciole", &cache().display().to_string());
+    let mut text = demo_config_text(&dir.join("outbox"));
     if let Some((path, pace, fps)) = recording {
         text = text
             .replace(
-                &format!("{}/footage/vtest.avi\"\npace = \"fast\"", cache().display()),
+                &format!(
+                    "{}/footage/vtest.avi\"\npace = \"fast\"",
+                    models_cache().display()
+                ),
                 &format!("{}\"\npace = \"{pace}\"", path.display()),
             )
             .replace(
@@ -395,26 +386,6 @@ fn the_demo_publishes_its_events_to_a_broker_given_on_the_command_line() {
         "{}",
         stderr(&output)
     );
-}
-
-/// A fake PWM sysfs tree: `<root>/class/pwm/pwmchip3` (controller
-/// `luciole-pwm-sim`) with channel 0 exported. Returns the channel folder.
-fn fake_pwm(root: &Path) -> PathBuf {
-    let device = root.join("devices/platform/luciole-pwm-sim");
-    std::fs::create_dir_all(&device).unwrap();
-    let chip = root.join("class/pwm/pwmchip3");
-    std::fs::create_dir_all(chip.join("pwm0")).unwrap();
-    std::os::unix::fs::symlink(&device, chip.join("device")).unwrap();
-    std::fs::write(chip.join("npwm"), "1\n").unwrap();
-    for (name, value) in [
-        ("period", "0"),
-        ("duty_cycle", "0"),
-        ("enable", "0"),
-        ("polarity", "normal"),
-    ] {
-        std::fs::write(chip.join("pwm0").join(name), format!("{value}\n")).unwrap();
-    }
-    chip.join("pwm0")
 }
 
 /// Lighting for the demo: always night, base 30 %, boost 100 %, rated

@@ -22,7 +22,6 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -35,23 +34,9 @@ use luciole::shutdown::Shutdown;
 const WIDTH: u32 = 768;
 const HEIGHT: u32 = 576;
 
-fn cache() -> PathBuf {
-    PathBuf::from(support::repo_script("models/fetch"))
-}
-
 /// The demo configuration with absolute paths and the given threads.
 fn settings(threads: u32, motion: bool, dir: &std::path::Path) -> config::Settings {
-    let text = std::fs::read_to_string(support::repo().join("appliance/config/demo.toml"))
-        .unwrap()
-        .replace(
-            "\"../../models/",
-            &format!("\"{}/models/", support::repo().display()),
-        )
-        .replace(
-            "${HOME}/.cache/luciole/demo-outbox",
-            &dir.join("outbox").display().to_string(),
-        )
-        .replace("${HOME}/.cache/luciole", &cache().display().to_string())
+    let text = support::demo_config_text(&dir.join("outbox"))
         .replace("threads = 2", &format!("threads = {threads}"))
         .replace("enabled = true", &format!("enabled = {motion}"));
     let path = dir.join("demo.toml");
@@ -124,24 +109,6 @@ fn end_to_end(settings: &config::Settings, n: usize) -> (f64, u64) {
     )
 }
 
-/// A PWM sysfs tree with channel 0 of controller `luciole-pwm-sim`.
-fn fake_pwm(root: &std::path::Path) {
-    let device = root.join("devices/platform/luciole-pwm-sim");
-    std::fs::create_dir_all(&device).unwrap();
-    let chip = root.join("class/pwm/pwmchip3");
-    std::fs::create_dir_all(chip.join("pwm0")).unwrap();
-    let _ = std::os::unix::fs::symlink(&device, chip.join("device"));
-    std::fs::write(chip.join("npwm"), "1\n").unwrap();
-    for (name, value) in [
-        ("period", "0"),
-        ("duty_cycle", "0"),
-        ("enable", "0"),
-        ("polarity", "normal"),
-    ] {
-        std::fs::write(chip.join("pwm0").join(name), format!("{value}\n")).unwrap();
-    }
-}
-
 fn percentile(sorted: &[std::time::Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -150,7 +117,7 @@ fn percentile(sorted: &[std::time::Duration], p: f64) -> f64 {
 fn lamp_latency(dir: &std::path::Path) {
     let sys = dir.join("sys");
     let _ = std::fs::remove_dir_all(&sys);
-    fake_pwm(&sys);
+    support::fake_pwm(&sys);
     // SAFETY: set before any thread of this benchmark reads the environment.
     unsafe { std::env::set_var("LUCIOLE_SYSFS", &sys) };
     let mut settings = settings(2, true, dir);

@@ -88,8 +88,6 @@ pub struct Options {
 /// Messages from the inference and lighting threads to the main thread.
 enum Note {
     Output(Output),
-    /// Presence after a frame, and when that frame arrived.
-    Presence(Presence, Instant),
     /// The lamp's target level or reason changed.
     Light(LightState),
 }
@@ -129,11 +127,6 @@ pub fn presence_matches(rule: &PresenceSettings, presence: &Presence) -> bool {
 pub trait Observer {
     /// An event was produced (and, with a reporter, committed).
     fn event(&mut self, _body: &Body) {}
-    /// Presence changed after a frame that arrived at `arrived`.
-    fn presence(&mut self, _presence: &Presence, _arrived: Instant) {}
-    /// Called about every 50 ms with the age of the newest frame (`None`
-    /// before the first), so time-driven stages (lighting) advance.
-    fn tick(&mut self, _last_frame_age: Option<Duration>, _camera_ok: bool) {}
 }
 
 /// An observer that does nothing.
@@ -327,7 +320,6 @@ pub fn run(
                     observer.event(&body);
                 }
             }
-            Ok(Note::Presence(presence, arrived)) => observer.presence(&presence, arrived),
             Ok(Note::Light(change)) => {
                 let body = Body::Light(change);
                 if let Some(reporter) = &reporter {
@@ -343,8 +335,7 @@ pub fn run(
             captured_seen = captured;
             last_frame = Some(Instant::now());
         }
-        let age = last_frame.map(|at| at.elapsed());
-        let waited = age.unwrap_or_else(|| started.elapsed());
+        let waited = last_frame.map_or_else(|| started.elapsed(), |at| at.elapsed());
         match camera_lost_since {
             None if waited >= lost_after && !shutdown.requested() && !finishing => {
                 camera_lost_since = Some(Instant::now());
@@ -383,7 +374,6 @@ pub fn run(
             }
             _ => {}
         }
-        observer.tick(age, camera_lost_since.is_none());
         if let Some(reporter) = &mut reporter {
             if reporter.health_due() {
                 let source_stats = *stats.lock().expect("stats lock");
@@ -556,7 +546,6 @@ impl Stages {
         };
         let mut detections: Vec<Detection> = Vec::new();
         let mut outputs = Vec::new();
-        let mut last_presence = Presence::default();
         for frame in frames {
             counters.analysed.fetch_add(1, Ordering::Relaxed);
             let time = clock.time(&frame);
@@ -598,16 +587,9 @@ impl Stages {
             for output in outputs.drain(..) {
                 let _ = notes.send(Note::Output(output));
             }
-            let presence = self.analytics.presence();
             if let Some((feed, rule)) = &self.feed {
-                feed.frame_arrived(presence_matches(rule, presence), frame.arrived);
-            }
-            if *presence != last_presence
-                || !presence.zones.is_empty()
-                || !presence.approaching.is_empty()
-            {
-                last_presence = presence.clone();
-                let _ = notes.send(Note::Presence(last_presence.clone(), frame.arrived));
+                let present = presence_matches(rule, self.analytics.presence());
+                feed.frame_arrived(present, frame.arrived);
             }
             let _ = pool.try_send(frame.data);
         }

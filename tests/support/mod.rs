@@ -101,3 +101,48 @@ pub fn capture_failure(name: &str, camera: &str) -> String {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     stderr(&output)
 }
+
+/// The cache holding models and runtimes, fetched by `models/fetch`.
+pub fn models_cache() -> PathBuf {
+    PathBuf::from(repo_script("models/fetch"))
+}
+
+/// The shipped demo configuration's text with every path made absolute
+/// (repository models, the cache) and its outbox in `outbox`.
+pub fn demo_config_text(outbox: &Path) -> String {
+    std::fs::read_to_string(repo().join("appliance/config/demo.toml"))
+        .unwrap()
+        .replace(
+            "\"../../models/",
+            &format!("\"{}/models/", repo().display()),
+        )
+        .replace(
+            "${HOME}/.cache/luciole/demo-outbox",
+            &outbox.display().to_string(),
+        )
+        .replace(
+            "${HOME}/.cache/luciole",
+            &models_cache().display().to_string(),
+        )
+}
+
+/// A stand-in PWM sysfs tree under `root`: `class/pwm/pwmchip3` for the
+/// controller `luciole-pwm-sim`, with channel 0 already exported (plain
+/// files cannot create it on export). Returns the channel's folder.
+pub fn fake_pwm(root: &Path) -> PathBuf {
+    let device = root.join("devices/platform/luciole-pwm-sim");
+    std::fs::create_dir_all(&device).unwrap();
+    let chip = root.join("class/pwm/pwmchip3");
+    std::fs::create_dir_all(chip.join("pwm0")).unwrap();
+    std::os::unix::fs::symlink(&device, chip.join("device")).unwrap();
+    std::fs::write(chip.join("npwm"), "1\n").unwrap();
+    for (name, value) in [
+        ("period", "0"),
+        ("duty_cycle", "0"),
+        ("enable", "0"),
+        ("polarity", "normal"),
+    ] {
+        std::fs::write(chip.join("pwm0").join(name), format!("{value}\n")).unwrap();
+    }
+    chip.join("pwm0")
+}

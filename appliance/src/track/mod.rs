@@ -280,7 +280,7 @@ impl Tracker {
             self.settings.low_match_iou,
             true,
         );
-        let unmatched_high = self.recover(time, unmatched_high, &predicted, &mut free_tracks);
+        let unmatched_high = self.recover(time, &unmatched_high, &predicted, &mut free_tracks);
         for detection in unmatched_high {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
@@ -308,7 +308,7 @@ impl Tracker {
     fn recover<'d>(
         &mut self,
         time: Duration,
-        detections: Vec<&'d Detection>,
+        detections: &[&'d Detection],
         predicted: &[BBox],
         free_tracks: &mut [bool],
     ) -> Vec<&'d Detection> {
@@ -335,21 +335,40 @@ impl Tracker {
                 }
             }
         }
+        self.assign(time, detections, pairs, free_tracks)
+    }
+
+    /// Greedy assignment of `(cost, track, detection)` pairs, lowest cost
+    /// first, ties broken by position so runs repeat exactly: each match
+    /// corrects its track (confirming it after `min_hits`). Returns the
+    /// detections left unmatched.
+    fn assign<'d>(
+        &mut self,
+        time: Duration,
+        detections: &[&'d Detection],
+        mut pairs: Vec<(f32, usize, usize)>,
+        free_tracks: &mut [bool],
+    ) -> Vec<&'d Detection> {
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let mut free_detections = vec![true; detections.len()];
+        let min_hits = self.settings.min_hits;
         for (_, t, d) in pairs {
             if !free_tracks[t] || !free_detections[d] {
                 continue;
             }
             free_tracks[t] = false;
             free_detections[d] = false;
-            correct(&mut self.tracks[t], time, detections[d]);
+            let track = &mut self.tracks[t];
+            correct(track, time, detections[d]);
+            if track.hits >= min_hits {
+                track.confirmed = true;
+            }
         }
         detections
-            .into_iter()
+            .iter()
             .zip(free_detections)
             .filter(|(_, free)| *free)
-            .map(|(d, _)| d)
+            .map(|(d, _)| *d)
             .collect()
     }
 
@@ -375,32 +394,12 @@ impl Tracker {
                 }
                 let overlap = iou(&predicted[t], &detection.bbox);
                 if overlap >= min_iou {
-                    pairs.push((overlap, t, d));
+                    // Highest IoU first.
+                    pairs.push((-overlap, t, d));
                 }
             }
         }
-        // Highest IoU first; ties broken by position so runs repeat exactly.
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let mut free_detections = vec![true; detections.len()];
-        for (_, t, d) in pairs {
-            if !free_tracks[t] || !free_detections[d] {
-                continue;
-            }
-            free_tracks[t] = false;
-            free_detections[d] = false;
-            let min_hits = self.settings.min_hits;
-            let track = &mut self.tracks[t];
-            correct(track, time, detections[d]);
-            if track.hits >= min_hits {
-                track.confirmed = true;
-            }
-        }
-        detections
-            .iter()
-            .zip(free_detections)
-            .filter(|(_, free)| *free)
-            .map(|(d, _)| *d)
-            .collect()
+        self.assign(time, detections, pairs, free_tracks)
     }
 }
 
