@@ -47,6 +47,7 @@
 //!   [`shutdown`]: SIGINT/SIGTERM handling.
 
 pub mod analytics;
+pub mod backoff;
 pub mod app;
 pub mod capture;
 pub mod cli;
@@ -62,4 +63,5 @@ pub mod outbox;
 pub mod pipeline;
 pub mod publish;
 pub mod shutdown;
+pub mod sync;
 pub mod track;

@@ -315,6 +315,37 @@ impl Origin {
     }
 }
 
+/// Where the events a stage produces go: the daemon's reporter (outbox,
+/// then broker), the demo's printer, a plain `Vec` in tests.
+pub trait Sink {
+    /// Takes one event. It runs on the pipeline's main thread: keep it
+    /// short (a store write, a line of output).
+    fn event(&mut self, body: Body);
+}
+
+/// A collector: keeps every event in order (tests, tools).
+impl Sink for Vec<Body> {
+    fn event(&mut self, body: Body) {
+        self.push(body);
+    }
+}
+
+/// `[events]`, validated: what the daemon reports on its own, and how
+/// often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSettings {
+    /// Time between two `health` events.
+    pub health_interval: std::time::Duration,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            health_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 impl Event {
     /// Decodes stored or received JSON.
     pub fn decode(id: u64, bytes: &[u8]) -> Result<Event, EventError> {
