@@ -13,7 +13,7 @@ use super::{
     CaptureError, FrameLayout, FrameRef, FrameSource, PixelFormat, SourceInfo, SourceStats,
     YuvEncoding,
 };
-use crate::config::{CameraSettings, Pace, ReplayKind, ReplaySettings};
+use super::{CameraSettings, Pace, ReplayKind, ReplaySettings};
 use crate::shutdown::Shutdown;
 
 /// Opens the replay the settings describe.

@@ -22,7 +22,7 @@ use super::{
     CaptureError, FrameLayout, FrameRef, FrameSource, PixelFormat, SourceInfo, SourceStats,
     YuvEncoding,
 };
-use crate::config::CameraSettings;
+use super::CameraSettings;
 
 /// An open, streaming V4L2 capture device.
 pub struct V4l2Source {

@@ -104,6 +104,22 @@ pub struct OutboxSettings {
     pub flush_every: Duration,
 }
 
+impl Default for OutboxSettings {
+    /// `/var/lib/luciole/outbox` in sled, up to 256 MiB of events kept for
+    /// at most 24 hours, committed every 50 ms.
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/luciole/outbox"),
+            backend: Backend::Sled,
+            limits: Limits {
+                max_bytes: 256 << 20,
+                retention_ms: 24 * 3600 * 1000,
+            },
+            flush_every: Duration::from_millis(50),
+        }
+    }
+}
+
 /// What `luciole events` prints first.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {

@@ -25,7 +25,6 @@
 //! TLS verifies the broker's certificate against `mqtt.ca_file` (and its
 //! host name or IP address); plaintext needs `mqtt.tls = false`.
 
-pub mod backoff;
 pub mod reporter;
 pub mod session;
 
@@ -41,7 +40,6 @@ use rumqttc::{ConnectReturnCode, ConnectionError};
 use crate::events::Origin;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
-use backoff::{Backoff, SplitMix};
 use session::{Connection, Protocol, Session, Step};
 
 /// What can stop the publisher from starting.
@@ -90,10 +88,33 @@ pub struct MqttSettings {
     pub client_id: String,
     pub topic_prefix: String,
     pub keep_alive: Duration,
-    pub reconnect_min: Duration,
-    pub reconnect_max: Duration,
+    /// Delays between connection attempts.
+    pub reconnect: crate::backoff::Backoff,
     /// Most events published and not yet acknowledged.
     pub inflight: u16,
+}
+
+impl MqttSettings {
+    /// A broker at `host` for the pole `origin`, over TLS when `tls` is
+    /// given, with every other setting at its default.
+    pub fn new(host: String, origin: &Origin, tls: Option<TlsSettings>) -> Self {
+        Self {
+            protocol: Protocol::V311,
+            port: if tls.is_some() { 8883 } else { 1883 },
+            host,
+            tls,
+            username: None,
+            password_file: None,
+            client_id: format!("luciole-{}-{}", origin.site, origin.device),
+            topic_prefix: "luciole".into(),
+            keep_alive: Duration::from_secs(30),
+            reconnect: crate::backoff::Backoff {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(60),
+            },
+            inflight: 32,
+        }
+    }
 }
 
 /// Counters the daemon reports in health events.
@@ -322,9 +343,7 @@ fn drive(
     stats: &PublishStats,
     shutdown: &Shutdown,
 ) {
-    let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
-    let seed = crate::events::now_ms() ^ u64::from(std::process::id()).rotate_left(32);
-    let mut rng = SplitMix::new(seed);
+    let mut backoff = crate::backoff::Retry::new(settings.reconnect);
     let presence = origin.presence_topic(&settings.topic_prefix);
     // Ends when every session handle is gone, or on a stop.
     while let Some(step) = connection.next(settings) {
@@ -381,7 +400,7 @@ fn drive(
                 if shutdown.requested() {
                     break;
                 }
-                let delay = backoff.next_delay(rng.unit());
+                let delay = backoff.next_delay();
                 tracing::warn!(retry_in_ms = delay.as_millis() as u64, "{why}");
                 if !shutdown.sleep(delay) {
                     break;
