@@ -199,7 +199,10 @@ fn the_demo_without_its_footage_says_how_to_fetch_it() {
     let dir = scratch("demo-no-footage");
     let text = std::fs::read_to_string(repo().join("appliance/config/demo.toml"))
         .unwrap()
-        .replace("\"../../models/", &format!("\"{}/models/", repo().display()));
+        .replace(
+            "\"../../models/",
+            &format!("\"{}/models/", repo().display()),
+        );
     let config = dir.join("demo.toml");
     std::fs::write(&config, text).unwrap();
     let output = luciole()
@@ -212,7 +215,11 @@ fn the_demo_without_its_footage_says_how_to_fetch_it() {
     assert!(err.contains("bash tests/setup"), "{err}");
     assert!(err.contains("camera.replay.path"), "{err}");
     assert!(
-        err.contains(&dir.join("empty-cache/footage/vtest.avi").display().to_string()),
+        err.contains(
+            &dir.join("empty-cache/footage/vtest.avi")
+                .display()
+                .to_string()
+        ),
         "the cache named by LUCIOLE_CACHE: {err}"
     );
 }

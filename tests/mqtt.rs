@@ -54,8 +54,10 @@ fn mqtt(port: u16) -> MqttSettings {
         client_id: format!("luciole-test-{}-{port}", std::process::id()),
         topic_prefix: "luciole".into(),
         keep_alive: Duration::from_secs(5),
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_secs(2),
+        reconnect: luciole::backoff::Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        },
         inflight: 16,
     }
 }

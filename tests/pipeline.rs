@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use broker::{Broker, Consumer};
 use support::{
-    demo_config_text, footage, luciole, models_cache, repo, repo_script, scratch, stderr,
-    stdout,
+    demo_config_text, footage, luciole, models_cache, repo, repo_script, scratch, stderr, stdout,
 };
 
 /// The counts `luciole demo` prints for the whole of vtest.avi, as stated
@@ -292,11 +291,15 @@ fn a_demo_run_publishes_schema_valid_events_and_fiware_entities_and_drives_the_l
     assert!(crossings > 0);
     // Everything the demo printed reached the broker, the closing status
     // last.
-    consumer.wait_for(Duration::from_secs(20), "the demo's last event", |received| {
-        received
-            .iter()
-            .any(|r| r.payload["kind"] == "status" && r.payload["data"]["state"] == "stopping")
-    });
+    consumer.wait_for(
+        Duration::from_secs(20),
+        "the demo's last event",
+        |received| {
+            received
+                .iter()
+                .any(|r| r.payload["kind"] == "status" && r.payload["data"]["state"] == "stopping")
+        },
+    );
     let received = consumer.events();
     let ids: Vec<u64> = received.iter().map(|r| r.id).collect();
     let mut sorted = ids.clone();
@@ -304,7 +307,12 @@ fn a_demo_run_publishes_schema_valid_events_and_fiware_entities_and_drives_the_l
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "no duplicates on a healthy link");
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
-    let published = |kind: &str| received.iter().filter(|r| r.payload["kind"] == kind).count();
+    let published = |kind: &str| {
+        received
+            .iter()
+            .filter(|r| r.payload["kind"] == kind)
+            .count()
+    };
     assert_eq!(published("crossing"), crossings);
 
     // Every published event, envelope included, matches its schema.
@@ -330,7 +338,9 @@ fn a_demo_run_publishes_schema_valid_events_and_fiware_entities_and_drives_the_l
         }
         *kinds.entry(kind).or_default() += 1;
     }
-    for kind in ["status", "health", "crossing", "track", "flow", "fiware", "light"] {
+    for kind in [
+        "status", "health", "crossing", "track", "flow", "fiware", "light",
+    ] {
         assert!(kinds.contains_key(kind), "no {kind} event among {kinds:?}");
     }
     // The last health event has the run's figures.

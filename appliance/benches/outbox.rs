@@ -92,8 +92,10 @@ fn mqtt(port: u16) -> MqttSettings {
         client_id: "luciole-bench".into(),
         topic_prefix: "luciole".into(),
         keep_alive: Duration::from_secs(30),
-        reconnect_min: Duration::from_millis(50),
-        reconnect_max: Duration::from_secs(1),
+        reconnect: luciole::backoff::Backoff {
+            min: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        },
         inflight: 32,
     }
 }

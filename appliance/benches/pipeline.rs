@@ -109,7 +109,13 @@ fn end_to_end(settings: &config::Settings, n: usize) -> (f64, u64) {
     options.max_frames = Some(n as u64);
     let shutdown = Shutdown::new();
     let stages = stages(settings, &shutdown, None);
-    let summary = pipeline::run(stages, &options, &mut Vec::<luciole::events::Body>::new(), &shutdown).unwrap();
+    let summary = pipeline::run(
+        stages,
+        &options,
+        &mut Vec::<luciole::events::Body>::new(),
+        &shutdown,
+    )
+    .unwrap();
     assert_eq!(summary.frames, n as u64);
     (
         summary.frames as f64 / summary.elapsed.as_secs_f64(),
@@ -144,7 +150,13 @@ fn lamp_latency(dir: &std::path::Path) {
     let shutdown = Shutdown::new();
     let stages = stages(&settings, &shutdown, Some(lamp));
     let options = settings.pipeline_options();
-    let summary = pipeline::run(stages, &options, &mut Vec::<luciole::events::Body>::new(), &shutdown).unwrap();
+    let summary = pipeline::run(
+        stages,
+        &options,
+        &mut Vec::<luciole::events::Body>::new(),
+        &shutdown,
+    )
+    .unwrap();
     let mut latencies = summary.boost_latencies.clone();
     latencies.sort();
     assert!(!latencies.is_empty(), "no presence boost on vtest");

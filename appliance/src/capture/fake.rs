@@ -162,10 +162,12 @@ mod tests {
 
     #[test]
     fn the_script_plays_in_order_then_ends() {
-        let mut source = ScriptedSource::new().frames(2, 7).fail(CaptureError::Replay {
-            path: "x".into(),
-            reason: "broken".into(),
-        });
+        let mut source = ScriptedSource::new()
+            .frames(2, 7)
+            .fail(CaptureError::Replay {
+                path: "x".into(),
+                reason: "broken".into(),
+            });
         let mut seen = Vec::new();
         for _ in 0..2 {
             assert!(source

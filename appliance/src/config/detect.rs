@@ -154,9 +154,7 @@ pub(super) fn validate(raw: RawDetect, check: &mut Check<'_, '_>) -> Option<Dete
         }
     };
     let score_ok = |v: f32| (0.0..=1.0).contains(&v);
-    let min_score = raw
-        .min_score
-        .unwrap_or(crate::detect::DEFAULT_MIN_SCORE);
+    let min_score = raw.min_score.unwrap_or(crate::detect::DEFAULT_MIN_SCORE);
     if !score_ok(min_score) {
         check.fail(
             "detect.min_score",

@@ -443,9 +443,11 @@ fn validate_relay(
         check,
     );
     let (chip, line, active_low) = match (&raw.output, raw.chip, raw.line) {
-        (None, None, None) if backend == RelayBackend::Simulated => {
-            (String::new(), LineRef::Offset(0), raw.active_low.unwrap_or(false))
-        }
+        (None, None, None) if backend == RelayBackend::Simulated => (
+            String::new(),
+            LineRef::Offset(0),
+            raw.active_low.unwrap_or(false),
+        ),
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             check.fail(
                 "lighting.relay.output",

@@ -137,7 +137,9 @@ fn gpio_settings_are_validated() {
         "{relay_only}[lighting.relay]\nbackend = \"sysfs\"\nchip = \"x\"\nline = 1\n"
     ));
     assert!(
-        err.contains("lighting.relay.backend = \"sysfs\": must be \"cdev\", \"rppal\" or \"simulated\""),
+        err.contains(
+            "lighting.relay.backend = \"sysfs\": must be \"cdev\", \"rppal\" or \"simulated\""
+        ),
         "{err}"
     );
 }
@@ -259,13 +261,15 @@ fn simulated_outputs_need_no_chip_and_only_they_take_a_state_file() {
     ));
     assert!(
         err.contains(
-            "pole.toml:7 lighting.dimmer.state_file = \"lamp.json\": only used with backend = \"simulated\""
+            "pole.toml:9 lighting.dimmer.state_file = \"lamp.json\": only used with backend = \"simulated\""
         ),
         "{err}"
     );
     let err = problems(&format!("{base}[lighting.relay]\nbackend = \"fake\"\n"));
     assert!(
-        err.contains("lighting.relay.backend = \"fake\": must be \"cdev\", \"rppal\" or \"simulated\""),
+        err.contains(
+            "lighting.relay.backend = \"fake\": must be \"cdev\", \"rppal\" or \"simulated\""
+        ),
         "{err}"
     );
 }

@@ -387,9 +387,7 @@ fn validate(
     let motion = motion::validate(raw.motion, &mut check);
     let analytics = analytics::validate(raw.analytics, &mut check);
     let pipeline = pipeline::validate(raw.pipeline, &mut check);
-    let lighting = raw
-        .lighting
-        .map(|raw| lighting::validate(raw, &mut check));
+    let lighting = raw.lighting.map(|raw| lighting::validate(raw, &mut check));
     if let Some(Some(light)) = &lighting {
         presence_names_exist(light, &analytics, &mut check);
     }
@@ -436,6 +434,8 @@ fn presence_names_exist(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod lighting_tests;
+#[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::capture::{Pace, PixelFormat, ReplayKind, ReplaySettings, SourceSettings};
-use crate::detect::Backend;
+use crate::detect::{Accelerator, Backend};
 
 fn parse_text(text: &str) -> Result<Settings, ConfigError> {
     parse(Path::new("pole.toml"), text)

@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    Accelerator, Backend, DetectError, Detection, Detector, DetectorStatus, Timings,
-};
+use super::{Accelerator, Backend, DetectError, Detection, Detector, DetectorStatus, Timings};
 use crate::capture::FrameRef;
 
 /// The detections for a frame's sequence number.

@@ -645,6 +645,7 @@ fn dimmer(chip: &str, channel: u32, period_ns: u64, polarity: Polarity) -> Dimme
         channel,
         period_ns,
         polarity,
+        state_file: None,
     }
 }
 
@@ -842,6 +843,7 @@ fn opening_a_relay_on_a_missing_chip_names_it() {
         chip: "no-such-gpio-chip".into(),
         line: LineRef::Name("lamp-relay".into()),
         active_low: false,
+        state_file: None,
     };
     let err = gpio::CdevRelay::open(&relay, true).err().unwrap();
     assert!(matches!(err, LightError::ChipNotFound { .. }), "{err}");

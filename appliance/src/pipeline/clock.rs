@@ -32,7 +32,9 @@ impl FrameClock {
     /// The frame time of a frame of `stream` stamped `timestamp`.
     pub fn time(&mut self, stream: u32, timestamp: Duration) -> Duration {
         let time = match self.offset {
-            Some((s, base, start)) if s == stream && timestamp >= base => start + (timestamp - base),
+            Some((s, base, start)) if s == stream && timestamp >= base => {
+                start + (timestamp - base)
+            }
             _ => {
                 // A new stream, or time went backwards: continue one
                 // typical frame interval after the last frame.

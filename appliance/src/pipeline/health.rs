@@ -31,7 +31,10 @@ pub struct HealthMeter {
 impl HealthMeter {
     /// A meter whose first interval starts at `now` with `counts`.
     pub fn new(counts: Counts, now: Instant) -> Self {
-        Self { at: now, last: counts }
+        Self {
+            at: now,
+            last: counts,
+        }
     }
 
     /// The figures of the interval ending at `now`; starts the next one.
@@ -42,7 +45,11 @@ impl HealthMeter {
         let frames = counts.captured.saturating_sub(self.last.captured);
         let runs = counts.inferences.saturating_sub(self.last.inferences);
         let spent = counts.inference_ns.saturating_sub(self.last.inference_ns);
-        let fps = if secs > 0.0 { frames as f64 / secs } else { 0.0 };
+        let fps = if secs > 0.0 {
+            frames as f64 / secs
+        } else {
+            0.0
+        };
         let inference_ms = if runs > 0 {
             spent as f64 / runs as f64 / 1e6
         } else {

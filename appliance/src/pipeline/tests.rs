@@ -67,8 +67,7 @@ fn stages(source: ScriptedSource, detector: ScriptedDetector) -> Stages {
 
 /// A scratch folder for state files.
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("luciole-pipeline-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("luciole-pipeline-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -210,10 +209,15 @@ fn at_a_stop_the_queued_frames_are_analysed_tracks_closed_and_the_lamp_made_safe
     assert!(summary.frames < 1000, "the stop ended the capture");
     assert_eq!(summary.analysed, summary.frames, "queued frames analysed");
     let kinds: Vec<&str> = events.iter().map(Body::kind).collect();
-    let track = kinds.iter().position(|k| *k == "track").expect("a track event");
+    let track = kinds
+        .iter()
+        .position(|k| *k == "track")
+        .expect("a track event");
     let lights = lights(&events);
     assert!(
-        lights.iter().any(|l| l.reason == LightReason::Presence && l.level == 1.0),
+        lights
+            .iter()
+            .any(|l| l.reason == LightReason::Presence && l.level == 1.0),
         "{lights:?}"
     );
     let last_light = kinds.iter().rposition(|k| *k == "light").unwrap();
@@ -234,7 +238,9 @@ fn a_detector_failure_ends_a_lossless_run_cleanly_with_an_error_event() {
     let shutdown = Shutdown::new();
     // A long recording: without the fix the capture thread blocks on a
     // full queue nobody reads, and the run never ends.
-    let source = ScriptedSource::new().frames(100_000, 0).stopped_by(&shutdown);
+    let source = ScriptedSource::new()
+        .frames(100_000, 0)
+        .stopped_by(&shutdown);
     let mut options = options();
     options.lossless = true;
     let mut stages = stages(source, detector);
@@ -248,7 +254,10 @@ fn a_detector_failure_ends_a_lossless_run_cleanly_with_an_error_event() {
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert!(shutdown.requested(), "every other loop is told to stop");
     assert_eq!(errors(&events), ["detector_failed"]);
-    assert_eq!(lights(&events).last().unwrap().reason, LightReason::SafeExit);
+    assert_eq!(
+        lights(&events).last().unwrap().reason,
+        LightReason::SafeExit
+    );
     assert_eq!(dimmer_level(&dir), 0.8);
 }
 
@@ -268,7 +277,10 @@ fn a_detector_failure_ends_a_camera_run_even_while_the_camera_is_away() {
         options(),
         &shutdown,
     );
-    assert!(matches!(outcome, Err(PipelineError::Detect { sequence: 3, .. })));
+    assert!(matches!(
+        outcome,
+        Err(PipelineError::Detect { sequence: 3, .. })
+    ));
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert_eq!(errors(&events), ["detector_failed"]);
 }
@@ -276,10 +288,12 @@ fn a_detector_failure_ends_a_camera_run_even_while_the_camera_is_away() {
 #[test]
 fn a_capture_failure_ends_the_run_with_an_error_event_after_the_frames_before_it() {
     let (detector, seen) = recording(Duration::ZERO);
-    let source = ScriptedSource::new().frames(20, 0).fail(CaptureError::Replay {
-        path: "street.avi".into(),
-        reason: "decoder died".into(),
-    });
+    let source = ScriptedSource::new()
+        .frames(20, 0)
+        .fail(CaptureError::Replay {
+            path: "street.avi".into(),
+            reason: "decoder died".into(),
+        });
     let mut options = options();
     options.lossless = true;
     let (outcome, events, _) = run_within(
@@ -288,7 +302,10 @@ fn a_capture_failure_ends_the_run_with_an_error_event_after_the_frames_before_it
         options,
         &Shutdown::new(),
     );
-    assert!(matches!(outcome, Err(PipelineError::Capture(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(PipelineError::Capture(_))),
+        "{outcome:?}"
+    );
     assert_eq!(lock(&seen).len(), 20);
     assert_eq!(errors(&events), ["capture_failed"]);
 }
@@ -354,7 +371,10 @@ fn health_events_come_on_time_and_the_last_one_has_the_run_totals() {
     assert!(healths.len() >= 4, "{healths:?}");
     let last = healths.last().unwrap();
     assert_eq!((last.frames, last.inferences), (40, 40));
-    assert!(healths[1].fps > 30.0 && healths[1].fps < 70.0, "{healths:?}");
+    assert!(
+        healths[1].fps > 30.0 && healths[1].fps < 70.0,
+        "{healths:?}"
+    );
     assert!(matches!(&events[0], Body::Status(s) if s.state == "started"));
 }
 

@@ -50,10 +50,7 @@ impl Default for TrackSettings {
     fn default() -> Self {
         TrackSettings {
             low_score: 0.2,
-            high_scores: Class::ALL
-                .iter()
-                .map(|&c| (c, DEFAULT_MIN_SCORE))
-                .collect(),
+            high_scores: Class::ALL.iter().map(|&c| (c, DEFAULT_MIN_SCORE)).collect(),
             match_iou: 0.2,
             low_match_iou: 0.4,
             min_hits: 3,

@@ -283,6 +283,9 @@ mod tests {
             let err = parse_broker(url).unwrap_err().to_string();
             assert!(err.contains(reason), "{url}: {err}");
         }
-        assert_eq!(parse_broker("mqtt://127.0.0.1:1883/").unwrap(), ("127.0.0.1".into(), 1883));
+        assert_eq!(
+            parse_broker("mqtt://127.0.0.1:1883/").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
     }
 }

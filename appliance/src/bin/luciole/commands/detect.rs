@@ -75,4 +75,3 @@ pub fn run(config: &Path, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
-

@@ -46,4 +46,3 @@ pub fn run(config: &Path, all: bool) -> anyhow::Result<ExitCode> {
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
-

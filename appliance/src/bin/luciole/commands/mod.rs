@@ -14,7 +14,6 @@ mod run;
 
 use std::process::ExitCode;
 
-use luciole::capture;
 use luciole::config::Settings;
 use luciole::events::{Body, ErrorReport, Sink};
 use luciole::light::Lighting;
@@ -133,7 +132,7 @@ pub fn open_stages(
     shutdown: &Shutdown,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<Stages> {
-    let source = capture::open(&settings.camera, shutdown)
+    let source = luciole::capture::open(&settings.camera, shutdown)
         .inspect_err(|err| error(sink, "camera_unavailable", err.to_string()))?;
     let detector = match settings.detector() {
         Some(detect) => {
@@ -167,11 +166,7 @@ pub fn open_stages(
 }
 
 /// The last events of a run (how it ended), then the log's summary line.
-pub fn finish(
-    sink: &mut dyn Sink,
-    outcome: &Result<Summary, PipelineError>,
-    shutdown: &Shutdown,
-) {
+pub fn finish(sink: &mut dyn Sink, outcome: &Result<Summary, PipelineError>, shutdown: &Shutdown) {
     let detail = match outcome {
         Ok(_) if shutdown.requested() => "stopping on signal".to_string(),
         Ok(_) => "source ended".to_string(),
