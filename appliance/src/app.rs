@@ -27,7 +27,7 @@ use crate::capture::{self, PixelFormat, SourceInfo};
 use crate::cli::Command;
 use crate::config::{self, ConfigError, Settings, SourceSettings};
 use crate::convert::{Converter, RgbImage};
-use crate::events::{Body, ErrorReport, Origin};
+use crate::events::{Body, ErrorReport, Origin, Sink};
 use crate::outbox::Outbox;
 use crate::pipeline;
 use crate::publish::reporter::Reporter;
@@ -414,7 +414,7 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
     let settings = config::load(config)?;
     tracing::info!("{}", summary(&settings));
-    let mut reporter = Reporter::start(&settings)?;
+    let mut reporter = start_reporter(&settings)?;
     let outcome = pipeline::run(
         &settings,
         &pipeline::Options::default(),
@@ -433,13 +433,29 @@ fn run(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The outbox (and publisher) of a pole whose settings have `[outbox]`.
+fn start_reporter(settings: &Settings) -> anyhow::Result<Option<Reporter>> {
+    let Some(outbox) = &settings.outbox else {
+        return Ok(None);
+    };
+    let origin = Origin {
+        site: settings.device.site.clone(),
+        device: settings.device.id.clone(),
+    };
+    Ok(Some(Reporter::start(
+        outbox,
+        settings.mqtt.as_ref(),
+        origin,
+    )?))
+}
+
 /// The last events of a run: how it ended.
 fn close_reporter(
     reporter: Option<Reporter>,
     outcome: &anyhow::Result<pipeline::Summary>,
     shutdown: &Shutdown,
 ) {
-    let Some(reporter) = reporter else {
+    let Some(mut reporter) = reporter else {
         return;
     };
     match outcome {
@@ -451,7 +467,7 @@ fn close_reporter(
                 "source ended"
             },
         ),
-        Err(err) => reporter.report(Body::Error(ErrorReport {
+        Err(err) => reporter.event(Body::Error(ErrorReport {
             code: "pipeline_failed".into(),
             message: format!("{err:#}"),
         })),
@@ -508,7 +524,7 @@ fn demo(
         );
     }
     tracing::info!("{}", summary(&settings));
-    let mut reporter = Reporter::start(&settings)?;
+    let mut reporter = start_reporter(&settings)?;
     let mut printer = DemoPrinter {
         json,
         out: std::io::stdout(),

@@ -36,11 +36,11 @@ use crate::analytics::{Analytics, Output, Presence};
 use crate::capture::{self, FrameLayout, FrameRef, FrameSource, SourceStats};
 use crate::config::{Settings, SourceSettings};
 use crate::detect::{self, Class, DetectSettings, Detection};
-use crate::events::{self, Body, ErrorReport};
+use crate::events::{self, Body, ErrorReport, Health, Sink};
 use crate::light::runner::LightFeed;
 use crate::light::{LightState, Lighting, PresenceSettings};
 use crate::motion::MotionGate;
-use crate::publish::reporter::{DaemonHealth, Reporter};
+use crate::publish::reporter::Reporter;
 use crate::shutdown::Shutdown;
 use crate::track::Tracker;
 
@@ -146,8 +146,8 @@ pub fn run(
     let source = match capture::open(&settings.camera, shutdown) {
         Ok(source) => source,
         Err(err) => {
-            if let Some(reporter) = &reporter {
-                reporter.report(Body::Error(ErrorReport {
+            if let Some(reporter) = &mut reporter {
+                reporter.event(Body::Error(ErrorReport {
                     code: "camera_unavailable".into(),
                     message: format!("{err:#}"),
                 }));
@@ -161,8 +161,8 @@ pub fn run(
         Some(detect) => {
             let detector = detect::open(&detector_settings(detect, settings.tracking.low_score))
                 .inspect_err(|err| {
-                    if let Some(reporter) = &reporter {
-                        reporter.report(Body::Error(ErrorReport {
+                    if let Some(reporter) = &mut reporter {
+                        reporter.event(Body::Error(ErrorReport {
                             code: "detector_unavailable".into(),
                             message: err.to_string(),
                         }));
@@ -205,8 +205,8 @@ pub fn run(
                     code: "lighting_unavailable".into(),
                     message: err.to_string(),
                 });
-                if let Some(reporter) = &reporter {
-                    reporter.report(body.clone());
+                if let Some(reporter) = &mut reporter {
+                    reporter.event(body.clone());
                 }
                 observer.event(&body);
                 None
@@ -268,6 +268,7 @@ pub fn run(
         device: settings.device.id.clone(),
     };
     let mut health = HealthMeter::new(&counters);
+    let mut last_health = Instant::now();
     let mut log_meter = HealthMeter::new(&counters);
     let mut last_log = Instant::now();
     let mut last_frame: Option<Instant> = None;
@@ -314,16 +315,16 @@ pub fn run(
                     }
                 };
                 for body in bodies {
-                    if let Some(reporter) = &reporter {
-                        reporter.report(body.clone());
+                    if let Some(reporter) = &mut reporter {
+                        reporter.event(body.clone());
                     }
                     observer.event(&body);
                 }
             }
             Ok(Note::Light(change)) => {
                 let body = Body::Light(change);
-                if let Some(reporter) = &reporter {
-                    reporter.report(body.clone());
+                if let Some(reporter) = &mut reporter {
+                    reporter.event(body.clone());
                 }
                 observer.event(&body);
             }
@@ -351,8 +352,8 @@ pub fn run(
                         waited.as_millis()
                     ),
                 });
-                if let Some(reporter) = &reporter {
-                    reporter.report(body.clone());
+                if let Some(reporter) = &mut reporter {
+                    reporter.event(body.clone());
                 }
                 observer.event(&body);
             }
@@ -375,9 +376,10 @@ pub fn run(
             _ => {}
         }
         if let Some(reporter) = &mut reporter {
-            if reporter.health_due() {
+            if last_health.elapsed() >= settings.events.health_interval {
+                last_health = Instant::now();
                 let source_stats = *stats.lock().expect("stats lock");
-                reporter.health(health.sample(&counters, &source_stats));
+                reporter.event(Body::Health(health.sample(&counters, &source_stats)));
             }
         }
         if last_log.elapsed() >= HEALTH_LOG_EVERY {
@@ -395,7 +397,7 @@ pub fn run(
     let source_stats = *stats.lock().expect("stats lock");
     log_health(&log_meter.sample(&counters, &source_stats));
     if let Some(reporter) = &mut reporter {
-        reporter.health(health.sample(&counters, &source_stats));
+        reporter.event(Body::Health(health.sample(&counters, &source_stats)));
     }
     let totals = outcome?;
     captured?;
@@ -605,7 +607,7 @@ impl Stages {
 /// Time between two health lines in the log.
 const HEALTH_LOG_EVERY: Duration = Duration::from_secs(10);
 
-fn log_health(h: &DaemonHealth) {
+fn log_health(h: &Health) {
     tracing::info!(
         fps = (h.fps * 10.0).round() / 10.0,
         frames = h.frames,
@@ -639,17 +641,24 @@ impl HealthMeter {
         }
     }
 
-    fn sample(&mut self, counters: &Counters, source: &SourceStats) -> DaemonHealth {
+    /// The figures the pipeline measures; the reporter fills in its own.
+    fn sample(&mut self, counters: &Counters, source: &SourceStats) -> Health {
         let now = HealthMeter::new(counters);
         let secs = now.at.duration_since(self.at).as_secs_f64();
         let frames = now.captured - self.captured;
         let runs = now.inferences - self.inferences;
-        let health = DaemonHealth {
-            fps: if secs > 0.0 {
-                frames as f64 / secs
-            } else {
-                0.0
-            },
+        let fps = if secs > 0.0 {
+            frames as f64 / secs
+        } else {
+            0.0
+        };
+        let inference_ms = if runs > 0 {
+            (now.inference_ns - self.inference_ns) as f64 / runs as f64 / 1e6
+        } else {
+            0.0
+        };
+        let health = Health {
+            fps: (fps * 10.0).round() / 10.0,
             frames: now.captured,
             dropped_frames: source.dropped + counters.queue_dropped.load(Ordering::Relaxed),
             reconnects: source.reconnects,
@@ -657,12 +666,10 @@ impl HealthMeter {
             inferences: now.inferences,
             skipped_by_motion: counters.skipped_by_motion.load(Ordering::Relaxed),
             queue_dropped: counters.queue_dropped.load(Ordering::Relaxed),
-            inference_ms: if runs > 0 {
-                (now.inference_ns - self.inference_ns) as f64 / runs as f64 / 1e6
-            } else {
-                0.0
-            },
+            inference_ms: (inference_ms * 100.0).round() / 100.0,
             tracks: counters.tracks.load(Ordering::Relaxed),
+            outbox_depth: 0,
+            broker_reconnects: 0,
         };
         *self = now;
         health

@@ -21,7 +21,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::capture::PixelFormat;
 use crate::detect::{Accelerator, Backend, Class, DelegateSettings, DetectSettings};
-use crate::outbox::{ledger::Limits, store::Backend as OutboxBackend, OutboxSettings};
+use crate::outbox::{ledger::Limits, OutboxSettings};
 use crate::publish::{session::Protocol as MqttProtocol, MqttSettings, TlsSettings};
 pub use analytics::PipelineSettings;
 pub use raw::{
@@ -496,18 +496,6 @@ fn validate_outbox(
 ) -> Option<OutboxSettings> {
     let before = check.problems.len();
     let path = config_path(base, "outbox.path", &raw.path, check);
-    let backend = match raw.store.as_str() {
-        "sled" => Some(OutboxBackend::Sled),
-        "redb" => Some(OutboxBackend::Redb),
-        other => {
-            check.fail(
-                "outbox.store",
-                Some(format!("{other:?}")),
-                "must be \"sled\" or \"redb\"",
-            );
-            None
-        }
-    };
     check.range("outbox.max_bytes", raw.max_bytes, 65_536, 16 << 30);
     check.range("outbox.retention_s", raw.retention_s, 60, 30 * 86_400);
     check.range("outbox.flush_ms", raw.flush_ms, 1, 1000);
@@ -516,7 +504,6 @@ fn validate_outbox(
     }
     Some(OutboxSettings {
         path: path?,
-        backend: backend?,
         limits: Limits {
             max_bytes: raw.max_bytes,
             retention_ms: raw.retention_s * 1000,
@@ -654,8 +641,10 @@ fn validate_mqtt(
         client_id,
         topic_prefix: raw.topic_prefix,
         keep_alive: Duration::from_secs(raw.keep_alive_s),
-        reconnect_min: Duration::from_millis(raw.reconnect_min_ms),
-        reconnect_max: Duration::from_millis(raw.reconnect_max_ms),
+        reconnect: crate::backoff::Backoff {
+            min: Duration::from_millis(raw.reconnect_min_ms),
+            max: Duration::from_millis(raw.reconnect_max_ms),
+        },
         inflight: raw.inflight,
     })
 }

@@ -188,10 +188,6 @@ pub struct RawOutbox {
     /// the environment variable NAME.
     #[serde(default = "default_outbox_path")]
     pub path: String,
-    /// The embedded database: `"sled"` (default) or `"redb"` (the measured
-    /// alternative; see the README's benchmark).
-    #[serde(default = "default_outbox_store")]
-    pub store: String,
     /// Most bytes of events held, 65 536 to 17 179 869 184 (16 GiB); when
     /// full, the oldest events are deleted and a `dropped` event says so.
     #[serde(default = "default_outbox_max_bytes")]
@@ -259,9 +255,6 @@ fn default_health_interval_ms() -> u64 {
 }
 fn default_outbox_path() -> String {
     "/var/lib/luciole/outbox".into()
-}
-fn default_outbox_store() -> String {
-    "sled".into()
 }
 fn default_outbox_max_bytes() -> u64 {
     256 << 20

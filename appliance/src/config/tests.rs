@@ -347,23 +347,3 @@ fn publishing_without_an_outbox_is_refused() {
         vec!["pole.toml:9 mqtt: publishing needs an [outbox] section: events wait there until the broker has them".to_string()]
     );
 }
-
-#[test]
-fn the_outbox_store_is_sled_unless_redb_is_asked_for() {
-    let sled = parse_text(&format!("{MINIMAL}\n[outbox]\n")).unwrap();
-    assert_eq!(
-        sled.outbox.unwrap().backend,
-        crate::outbox::store::Backend::Sled
-    );
-    let redb = parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"redb\"\n")).unwrap();
-    assert_eq!(
-        redb.outbox.unwrap().backend,
-        crate::outbox::store::Backend::Redb
-    );
-    let lines =
-        messages(parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"rocksdb\"\n")).unwrap_err());
-    assert_eq!(
-        lines,
-        vec!["pole.toml:10 outbox.store = \"rocksdb\": must be \"sled\" or \"redb\"".to_string()]
-    );
-}
