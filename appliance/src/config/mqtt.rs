@@ -64,17 +64,18 @@ pub(super) fn validate(
             "must be a host name or IP address (no scheme, port or path)",
         );
     }
+    // `Ok(None)`: not written, the default applies.
     let protocol = match raw.protocol.as_deref() {
-        None => Some(Protocol::default()),
-        Some("3.1.1") => Some(Protocol::V311),
-        Some("5") => Some(Protocol::V5),
+        None => Ok(None),
+        Some("3.1.1") => Ok(Some(Protocol::V311)),
+        Some("5") => Ok(Some(Protocol::V5)),
         Some(other) => {
             check.fail(
                 "mqtt.protocol",
                 Some(format!("{other:?}")),
                 "must be \"3.1.1\" or \"5\"",
             );
-            None
+            Err(())
         }
     };
     if raw.port == Some(0) {
@@ -166,7 +167,7 @@ pub(super) fn validate(
         return None;
     }
     Some(MqttSettings {
-        protocol: protocol?,
+        protocol: protocol.ok()?.unwrap_or(d.protocol),
         port: raw.port.unwrap_or(d.port),
         username: raw.username,
         password_file,

@@ -50,6 +50,5 @@ pub(super) fn validate(raw: RawOutbox, check: &mut Check<'_, '_>) -> Option<Outb
             retention_ms: retention_s * 1000,
         },
         flush_every: Duration::from_millis(flush_ms),
-        ..d
     })
 }
