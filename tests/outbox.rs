@@ -207,7 +207,9 @@ fn luciole_events_lists_what_the_outbox_holds() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert_eq!(lines.len(), count, "{text}");
-    assert!(lines.len() >= 5, "health every 100 ms: {lines:?}");
+    // started, health (every 100 ms once capturing: at least one even on a
+    // loaded machine), stopping.
+    assert!(lines.len() >= 3, "{lines:?}");
     let ids: Vec<u64> = lines.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     assert_eq!(lines[0]["data"]["state"], "started");

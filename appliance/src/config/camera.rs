@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::{expand_vars, Check};
+use super::check::Check;
 use crate::backoff::Backoff;
 use crate::capture::{
     CameraSettings, Pace, PixelFormat, ReplayKind, ReplaySettings, SourceSettings,
@@ -215,17 +215,7 @@ fn validate_replay(
     pixel_formats: &[PixelFormat],
     check: &mut Check<'_, '_>,
 ) -> Option<SourceSettings> {
-    let path = match expand_vars(&raw.path, |name| std::env::var(name).ok()) {
-        Ok(expanded) => check.base.join(expanded),
-        Err(reason) => {
-            check.fail(
-                "camera.replay.path",
-                Some(format!("{:?}", raw.path)),
-                reason,
-            );
-            return None;
-        }
-    };
+    let path = check.path("camera.replay.path", &raw.path)?;
     let kind = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => Some(ReplayKind::Images),
         Ok(_) => Some(ReplayKind::Video),
