@@ -7,12 +7,21 @@
 //! and a store a thirtieth of the size for the same backlog.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long [`Store::open`] waits for a lock held by a handle that is
+/// still closing. sled releases its file lock only when its last
+/// background write finishes, a moment after the handle is dropped, so an
+/// immediate reopen in the same process can find it still held.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the store is locked by another handle or process (still locked after {0:?})")]
+    Locked(Duration),
 }
 
 impl StoreError {
@@ -24,6 +33,15 @@ impl StoreError {
             StoreError::Sled(sled::Error::Corruption { .. } | sled::Error::Unsupported(_))
         )
     }
+}
+
+/// Whether sled refused to open because another handle holds its file
+/// lock. sled reports this only as an I/O error of kind `Other` with a
+/// fixed message, so the message is what is matched.
+fn is_lock_conflict(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().starts_with("could not acquire lock"))
 }
 
 /// Key prefix of events (followed by the big-endian id).
@@ -53,10 +71,22 @@ pub struct Store {
 impl Store {
     /// Opens or creates the store in folder `path`. sled never flushes on
     /// its own: [`Store::flush`] decides what is durable.
+    /// A lock still held after [`LOCK_WAIT`] is [`StoreError::Locked`]
+    /// (another daemon is using the store).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
-            db: sled::Config::new().path(path).flush_every_ms(None).open()?,
-        })
+        let started = Instant::now();
+        loop {
+            match sled::Config::new().path(path).flush_every_ms(None).open() {
+                Ok(db) => return Ok(Store { db }),
+                Err(err) if is_lock_conflict(&err) => {
+                    if started.elapsed() >= LOCK_WAIT {
+                        return Err(StoreError::Locked(LOCK_WAIT));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     /// Calls `f` with every event, oldest first; stops at its first error.

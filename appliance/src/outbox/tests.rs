@@ -333,3 +333,26 @@ fn the_flusher_commits_writes_within_its_period_and_what_is_left_when_stopped() 
     assert!(!outbox.uncommitted(), "stopping commits what is left");
     assert_eq!(outbox.committed(), 2);
 }
+
+#[test]
+fn a_store_held_elsewhere_is_refused_after_a_bounded_wait_and_opens_once_released() {
+    let path = scratch("locked");
+    let held = store::Store::open(&path).unwrap();
+    let started = std::time::Instant::now();
+    match store::Store::open(&path) {
+        Err(err @ store::StoreError::Locked(_)) => {
+            assert!(err.to_string().contains("locked"), "{err}")
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second handle opened a locked store"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+
+    // Released while the second open is waiting: it gets the store.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    store::Store::open(&path).unwrap();
+    release.join().unwrap();
+}
