@@ -193,3 +193,33 @@ fn json_logging_writes_one_object_per_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_demo_without_its_footage_says_how_to_fetch_it() {
+    let dir = scratch("demo-no-footage");
+    let text = std::fs::read_to_string(repo().join("appliance/config/demo.toml"))
+        .unwrap()
+        .replace(
+            "\"../../models/",
+            &format!("\"{}/models/", repo().display()),
+        );
+    let config = dir.join("demo.toml");
+    std::fs::write(&config, text).unwrap();
+    let output = luciole()
+        .args(["demo", "--config", config.to_str().unwrap()])
+        .env("LUCIOLE_CACHE", dir.join("empty-cache"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("bash tests/setup"), "{err}");
+    assert!(err.contains("camera.replay.path"), "{err}");
+    assert!(
+        err.contains(
+            &dir.join("empty-cache/footage/vtest.avi")
+                .display()
+                .to_string()
+        ),
+        "the cache named by LUCIOLE_CACHE: {err}"
+    );
+}

@@ -1,6 +1,8 @@
-//! `luciole light`, run as a real process against a fake PWM sysfs tree
-//! (`LUCIOLE_SYSFS`): the JSON lines the emulated-hardware harness reads,
-//! the hold until SIGTERM/SIGINT, the safe state, and the errors.
+//! `luciole light`, run as a real process with the simulated outputs (no
+//! hardware; their state file says what a lamp would do): the JSON lines
+//! the emulated-hardware harness reads, the hold until SIGTERM/SIGINT, the
+//! safe state, and the errors. The real PWM sysfs and GPIO interfaces are
+//! driven under QEMU (tests/hil).
 
 mod support;
 
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn dimmer_config(dir: &Path, chip: &str) -> std::path::PathBuf {
+/// A lamp with a simulated dimmer (and relay) writing their state into
+/// `dir`; `dimmer` is the rest of the `[lighting.dimmer]` table.
+fn simulated_config(dir: &Path, dimmer: &str) -> std::path::PathBuf {
     let path = dir.join("light.toml");
     std::fs::write(
         &path,
@@ -19,26 +23,28 @@ fn dimmer_config(dir: &Path, chip: &str) -> std::path::PathBuf {
             "[lighting]\nmode = \"schedule\"\n\
              schedule = {{ on = \"00:00\", off = \"24:00\", timezone = \"UTC\" }}\n\
              night_pct = 30\nrated_pct = 80\n\
-             [lighting.dimmer]\nchip = \"{chip}\"\nchannel = 0\nperiod_ns = 1000000\npolarity = \"normal\"\n"
+             [lighting.dimmer]\nperiod_ns = 1000000\npolarity = \"normal\"\n{dimmer}\n\
+             [lighting.relay]\nbackend = \"simulated\"\nstate_file = \"relay.json\"\n"
         ),
     )
     .unwrap();
     path
 }
 
-fn read(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name))
-        .unwrap()
-        .trim()
-        .to_string()
+const SIMULATED: &str = "backend = \"simulated\"\nstate_file = \"dimmer.json\"";
+
+/// The state a simulated output wrote.
+fn state(dir: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(text.lines().count(), 1, "one whole line: {text:?}");
+    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
 fn light_level_prints_one_line_holds_until_sigterm_then_applies_the_safe_state() {
     for signal in ["TERM", "INT"] {
         let dir = scratch(&format!("light-level-{signal}"));
-        let pwm = fake_pwm(&dir.join("sys"));
-        let config = dimmer_config(&dir, "luciole-pwm-sim");
+        let config = simulated_config(&dir, SIMULATED);
         let mut child = luciole()
             .args([
                 "light",
@@ -47,7 +53,6 @@ fn light_level_prints_one_line_holds_until_sigterm_then_applies_the_safe_state()
                 "--level",
                 "30",
             ])
-            .env("LUCIOLE_SYSFS", dir.join("sys"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -56,11 +61,12 @@ fn light_level_prints_one_line_holds_until_sigterm_then_applies_the_safe_state()
         let first = lines.next().unwrap().unwrap();
         assert_eq!(
             first,
-            r#"{"level_pct":30.0,"relay":"none","duty_ns":300000,"period_ns":1000000,"polarity":"normal"}"#
+            r#"{"level_pct":30.0,"relay":"on","duty_ns":300000,"period_ns":1000000,"polarity":"normal"}"#
         );
-        assert_eq!(read(&pwm, "duty_cycle"), "300000");
-        assert_eq!(read(&pwm, "period"), "1000000");
-        assert_eq!(read(&pwm, "enable"), "1");
+        let dimmer = state(&dir, "dimmer.json");
+        assert_eq!(dimmer["duty_ns"], 300000, "{dimmer}");
+        assert_eq!(dimmer["level"], 0.3, "{dimmer}");
+        assert_eq!(state(&dir, "relay.json")["on"], true);
         std::thread::sleep(Duration::from_millis(300));
         assert!(child.try_wait().unwrap().is_none(), "must hold the outputs");
         let sent = Instant::now();
@@ -71,48 +77,67 @@ fn light_level_prints_one_line_holds_until_sigterm_then_applies_the_safe_state()
         let second = lines.next().unwrap().unwrap();
         assert_eq!(
             second,
-            r#"{"level_pct":80.0,"relay":"none","duty_ns":800000,"period_ns":1000000,"polarity":"normal"}"#
+            r#"{"level_pct":80.0,"relay":"on","duty_ns":800000,"period_ns":1000000,"polarity":"normal"}"#
         );
         assert!(lines.next().is_none(), "exactly two lines");
         let status = child.wait().unwrap();
         assert!(status.success(), "{status:?}");
         assert!(sent.elapsed() < Duration::from_secs(5));
-        assert_eq!(read(&pwm, "duty_cycle"), "800000");
+        assert_eq!(state(&dir, "dimmer.json")["duty_ns"], 800000);
     }
 }
 
 #[test]
 fn light_safe_applies_the_rated_level_and_exits() {
     let dir = scratch("light-safe");
-    let pwm = fake_pwm(&dir.join("sys"));
-    let config = dimmer_config(&dir, "pwmchip3");
+    let config = simulated_config(&dir, SIMULATED);
     let output = luciole()
         .args(["light", "--config", config.to_str().unwrap(), "--safe"])
-        .env("LUCIOLE_SYSFS", dir.join("sys"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
-        "{\"level_pct\":80.0,\"relay\":\"none\",\"duty_ns\":800000,\"period_ns\":1000000,\"polarity\":\"normal\"}\n"
+        "{\"level_pct\":80.0,\"relay\":\"on\",\"duty_ns\":800000,\"period_ns\":1000000,\"polarity\":\"normal\"}\n"
     );
-    assert_eq!(read(&pwm, "enable"), "1");
+    assert_eq!(state(&dir, "dimmer.json")["level"], 0.8);
+    assert_eq!(state(&dir, "relay.json")["on"], true);
 }
 
 #[test]
 fn light_errors_name_the_chip_the_reason_and_what_was_found() {
     let dir = scratch("light-errors");
-    fake_pwm(&dir.join("sys"));
-    let config = dimmer_config(&dir, "fe20c000.pwm");
+    // The real /sys: this machine has no PWM controller of that name.
+    let config = simulated_config(&dir, "backend = \"sysfs\"\nchip = \"fe20c000.pwm\"");
     let output = luciole()
         .args(["light", "--config", config.to_str().unwrap(), "--safe"])
-        .env("LUCIOLE_SYSFS", dir.join("sys"))
         .output()
         .unwrap();
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(err.contains("PWM chip \"fe20c000.pwm\" not found"), "{err}");
-    assert!(err.contains("pwmchip3 (luciole-pwm-sim)"), "{err}");
+    assert!(
+        err.contains("PWM chip \"fe20c000.pwm\" not found under /sys"),
+        "{err}"
+    );
+    assert!(err.contains("chips found"), "{err}");
+
+    // A state file with a real output is a configuration mistake.
+    let config = simulated_config(
+        &dir,
+        "backend = \"sysfs\"\nchip = \"fe20c000.pwm\"\nstate_file = \"d.json\"",
+    );
+    let output = luciole()
+        .args(["light", "--config", config.to_str().unwrap(), "--safe"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "lighting.dimmer.state_file = \"d.json\": only used with backend = \"simulated\""
+        ),
+        "{}",
+        stderr(&output)
+    );
 
     let relay = dir.join("relay.toml");
     std::fs::write(

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::{check_delivery, make_pki, Broker, BrokerOptions, Consumer};
+use luciole::backoff::Backoff;
 use luciole::events::{Body, ErrorReport, Origin};
 use luciole::outbox::ledger::Limits;
-use luciole::outbox::{Outbox, OutboxSettings};
+use luciole::outbox::{Flusher, Outbox, OutboxSettings};
 use luciole::publish::session::Protocol;
 use luciole::publish::{MqttSettings, Publisher, TlsSettings};
-use luciole::shutdown::Shutdown;
 use support::scratch;
 
 const FILTER: &str = "luciole/test-site/pole-1/events/#";
@@ -33,7 +33,6 @@ fn origin() -> Origin {
 fn outbox(dir: &Path, max_bytes: u64) -> Arc<Outbox> {
     let settings = OutboxSettings {
         path: dir.join("outbox"),
-        backend: Default::default(),
         limits: Limits {
             max_bytes,
             retention_ms: 24 * 3600 * 1000,
@@ -45,18 +44,15 @@ fn outbox(dir: &Path, max_bytes: u64) -> Arc<Outbox> {
 
 fn mqtt(port: u16) -> MqttSettings {
     MqttSettings {
-        protocol: Protocol::V311,
-        host: "127.0.0.1".into(),
         port,
-        tls: None,
-        username: None,
-        password_file: None,
         client_id: format!("luciole-test-{}-{port}", std::process::id()),
-        topic_prefix: "luciole".into(),
         keep_alive: Duration::from_secs(5),
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_secs(2),
+        reconnect: Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        },
         inflight: 16,
+        ..MqttSettings::new("127.0.0.1".into(), &origin(), None)
     }
 }
 
@@ -67,27 +63,33 @@ fn event(n: u64) -> Body {
     })
 }
 
-/// A running outbox + flusher + publisher, stopped on drop.
+/// A running outbox + flusher + publisher, stopped on drop (with the
+/// daemon's 2-second drain grace).
 struct Pole {
     outbox: Arc<Outbox>,
     publisher: Option<Publisher>,
-    flusher: Option<std::thread::JoinHandle<()>>,
-    stop: Shutdown,
+    flusher: Option<Flusher>,
 }
 
 impl Pole {
     fn start(outbox: Arc<Outbox>, settings: &MqttSettings) -> Pole {
-        let stop = Shutdown::new();
-        let flusher = outbox
-            .spawn_flusher(Duration::from_millis(20), stop.clone())
-            .unwrap();
-        let publisher =
-            Publisher::start(settings, origin(), Arc::clone(&outbox), stop.clone()).unwrap();
+        let flusher = outbox.spawn_flusher(Duration::from_millis(20)).unwrap();
+        let publisher = Publisher::start(settings, origin(), Arc::clone(&outbox)).unwrap();
         Pole {
             outbox,
             publisher: Some(publisher),
             flusher: Some(flusher),
-            stop,
+        }
+    }
+
+    /// Stops the publisher, giving the broker up to `drain` to take what
+    /// is committed, then the flusher.
+    fn stop(mut self, drain: Duration) {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.stop(drain);
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
         }
     }
 
@@ -110,12 +112,11 @@ impl Pole {
 
 impl Drop for Pole {
     fn drop(&mut self) {
-        self.stop.request();
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
         if let Some(publisher) = self.publisher.take() {
-            publisher.join();
+            publisher.stop(Duration::from_secs(2));
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
         }
     }
 }
@@ -355,9 +356,7 @@ fn the_retained_status_says_online_and_the_last_will_says_offline() {
     settings.keep_alive = Duration::from_secs(5);
     let pole = Pole::start(outbox(&dir, 64 << 20), &settings);
     let states = |c: &Consumer| -> Vec<String> {
-        c.received
-            .lock()
-            .unwrap()
+        luciole::sync::lock(&c.received)
             .iter()
             .map(|r| r.payload["state"].as_str().unwrap_or("").to_string())
             .collect()
@@ -440,4 +439,124 @@ fn mqtt_5_refusals_are_explained_in_terms_of_the_configuration() {
         text.contains("mqtt.username and mqtt.password_file"),
         "{text}"
     );
+}
+
+/// Ids of this process's threads called `name`.
+fn threads_named(name: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            let tid = task.file_name()?.to_string_lossy().into_owned();
+            (comm.trim() == name).then_some(tid)
+        })
+        .collect()
+}
+
+/// How many times thread `tid` of this process was switched out so far
+/// (each wake-up of a sleeping thread ends in one).
+fn context_switches(tid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn events_committed_after_the_publisher_went_idle_are_published_at_once_without_polling() {
+    let dir = scratch("mqtt-idle");
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    // No keep-alive ping within the test: only a commit can wake the
+    // publisher. No flusher either: the test commits itself.
+    let mut settings = mqtt(broker.port);
+    settings.keep_alive = Duration::from_secs(120);
+    let store = outbox(&dir, 64 << 20);
+    let before = threads_named("mqtt-pub");
+    let publisher = Publisher::start(&settings, origin(), Arc::clone(&store)).unwrap();
+    let first = store.push(event(0)).unwrap();
+    store.commit().unwrap();
+    consumer.wait_for(Duration::from_secs(10), "the first event", |r| {
+        r.iter().any(|e| e.id == first)
+    });
+    // A thread names itself once running: by now it has.
+    let ours: Vec<String> = threads_named("mqtt-pub")
+        .difference(&before)
+        .cloned()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.depth() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first event was not acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let mut latencies = Vec::new();
+    for n in 1..=5 {
+        // Idle: nothing in flight, nothing committed to offer.
+        std::thread::sleep(Duration::from_millis(300));
+        let id = store.push(event(n)).unwrap();
+        let committed = Instant::now();
+        store.commit().unwrap();
+        consumer.wait_for(Duration::from_secs(5), "the late event", |r| {
+            r.iter().any(|e| e.id == id)
+        });
+        let arrived = consumer.events().iter().find(|e| e.id == id).unwrap().at;
+        latencies.push(arrived.duration_since(committed));
+    }
+    let slowest = latencies.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_millis(500),
+        "commit to arrival: {latencies:?}"
+    );
+    eprintln!("commit to arrival after an idle period: {latencies:?}");
+
+    // Asleep while idle: a polling loop would wake up every few
+    // milliseconds. (Checked when no other test started a publisher at the
+    // same moment, so that the thread is surely this test's.)
+    if let [tid] = ours.as_slice() {
+        let before = context_switches(tid);
+        std::thread::sleep(Duration::from_secs(1));
+        let wakeups = context_switches(tid) - before;
+        eprintln!("the idle publisher woke up {wakeups} times in 1 s");
+        assert!(
+            wakeups <= 3,
+            "the idle publisher woke up {wakeups} times in 1 s"
+        );
+    } else {
+        eprintln!("publisher thread not identified ({ours:?}): wake-ups not counted");
+    }
+    publisher.stop(Duration::from_secs(2));
+    check_delivery(&consumer.events(), 1..=6);
+}
+
+#[test]
+fn a_stopping_publisher_lets_the_broker_take_every_committed_event_first() {
+    let dir = scratch("mqtt-drain");
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let store = outbox(&dir, 64 << 20);
+    let pole = Pole::start(Arc::clone(&store), &mqtt(broker.port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pole.stats().connected.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Far more than the window (16): most are still to be offered when the
+    // stop comes.
+    let ids: Vec<u64> = (0..2000).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    pole.stop(Duration::from_secs(20));
+    assert_eq!(
+        store.depth(),
+        0,
+        "everything was acknowledged before the stop"
+    );
+    consumer.wait_for(Duration::from_secs(10), "2000 events", |r| r.len() >= 2000);
+    check_delivery(&consumer.events(), ids);
 }

@@ -81,36 +81,36 @@ fn assert_valid(
 }
 
 #[test]
-fn events_committed_before_five_sigkills_are_all_delivered_in_order_with_sled() {
-    crash_test("sled");
-}
-
-#[test]
-fn events_committed_before_five_sigkills_are_all_delivered_in_order_with_redb() {
-    crash_test("redb");
-}
-
-fn crash_test(store: &str) {
-    let dir = scratch(&format!("outbox-crash-{store}"));
+fn events_committed_before_five_sigkills_are_all_delivered_in_order() {
+    let dir = scratch("outbox-crash");
     let broker = Broker::start(&dir.join("broker"));
     let consumer = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/events/#");
     let presence = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/status");
     let last_state = || {
-        presence
-            .received
-            .lock()
-            .unwrap()
+        luciole::sync::lock(&presence.received)
             .last()
             .map(|r| r.payload["state"].as_str().unwrap_or("").to_string())
     };
-    let extra = format!("store = \"{store}\"\n{}", mqtt_section(broker.port));
-    let config = pole_config(&dir, &extra);
-    // Kill at different points of the stream, once the pole is online.
+    // Runs whose `started` status was delivered (replays de-duplicated).
+    let started_runs = || {
+        consumer
+            .events()
+            .iter()
+            .filter(|r| r.payload["kind"] == "status" && r.payload["data"]["state"] == "started")
+            .map(|r| r.id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let config = pole_config(&dir, &mqtt_section(broker.port));
+    // Kill at different points of the stream, once the pole is online and
+    // its run has started (on a loaded machine a replay can take a while
+    // to open).
     for (round, ms) in [700u64, 1300, 100, 1700, 900].into_iter().enumerate() {
+        let runs = started_runs();
         let mut child = start(&config);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while last_state().as_deref() != Some("online") {
-            assert!(Instant::now() < deadline, "round {round}: never online");
+        while last_state().as_deref() != Some("online") || started_runs() == runs {
+            assert!(Instant::now() < deadline, "round {round}: never started");
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "round {round}: exited early"
@@ -165,7 +165,7 @@ fn crash_test(store: &str) {
         assert_valid(&schemas, &r.payload);
     }
     eprintln!(
-        "crash test ({store}): {} distinct events delivered ({} messages, {} duplicates) over 5 SIGKILLs",
+        "crash test: {} distinct events delivered ({} messages, {} duplicates) over 5 SIGKILLs",
         last,
         received.len(),
         received.len() as u64 - last
@@ -207,7 +207,9 @@ fn luciole_events_lists_what_the_outbox_holds() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert_eq!(lines.len(), count, "{text}");
-    assert!(lines.len() >= 5, "health every 100 ms: {lines:?}");
+    // started, health (every 100 ms once capturing: at least one even on a
+    // loaded machine), stopping.
+    assert!(lines.len() >= 3, "{lines:?}");
     let ids: Vec<u64> = lines.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     assert_eq!(lines[0]["data"]["state"], "started");

@@ -13,7 +13,8 @@
 //! A second table times the lamp: the pipeline (2 threads, gating on) on
 //! vtest.avi played at its own pace (10 fps, as a camera delivers frames)
 //! with a `[lighting]` section driving a PWM dimmer through the sysfs
-//! interface (a file tree standing in for `/sys`, `LUCIOLE_SYSFS`);
+//! interface (a file tree standing in for `/sys`, handed to the pipeline
+//! as an opened lamp);
 //! presence = a person approaching the lamp-post line, no hold, so every
 //! approach boosts again. For each boost: time from the arrival of the
 //! frame that first showed the presence to the return of the output write
@@ -25,10 +26,11 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use luciole::capture::{FrameLayout, FrameRef, PixelFormat, YuvEncoding};
+use luciole::capture::{self, FrameLayout, FrameRef, PixelFormat, YuvEncoding};
 use luciole::config;
 use luciole::detect::{self, Detection};
-use luciole::pipeline::{self, Options, Quiet};
+use luciole::light::Lighting;
+use luciole::pipeline::{self, Lamp, Stages};
 use luciole::shutdown::Shutdown;
 
 const WIDTH: u32 = 768;
@@ -68,11 +70,7 @@ fn frames(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn pure_inference(settings: &config::Settings, frames: &[Vec<u8>]) -> f64 {
-    let detect = pipeline::detector_settings(
-        settings.detect.as_ref().unwrap(),
-        settings.tracking.low_score,
-    );
-    let mut detector = detect::open(&detect).unwrap();
+    let mut detector = detect::open(&settings.detector().unwrap()).unwrap();
     let mut out: Vec<Detection> = Vec::new();
     fn frame(data: &[u8], i: usize) -> FrameRef<'_> {
         FrameRef {
@@ -97,11 +95,27 @@ fn pure_inference(settings: &config::Settings, frames: &[Vec<u8>]) -> f64 {
     frames.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The stages the daemon would open for `settings`, with `lamp`.
+fn stages(settings: &config::Settings, shutdown: &Shutdown, lamp: Option<Lamp>) -> Stages {
+    Stages {
+        source: capture::open(&settings.camera, shutdown).unwrap(),
+        detector: Some(detect::open(&settings.detector().unwrap()).unwrap()),
+        lamp,
+    }
+}
+
 fn end_to_end(settings: &config::Settings, n: usize) -> (f64, u64) {
-    let options = Options {
-        max_frames: Some(n as u64),
-    };
-    let summary = pipeline::run(settings, &options, &Shutdown::new(), None, &mut Quiet).unwrap();
+    let mut options = settings.pipeline_options();
+    options.max_frames = Some(n as u64);
+    let shutdown = Shutdown::new();
+    let stages = stages(settings, &shutdown, None);
+    let summary = pipeline::run(
+        stages,
+        &options,
+        &mut Vec::<luciole::events::Body>::new(),
+        &shutdown,
+    )
+    .unwrap();
     assert_eq!(summary.frames, n as u64);
     (
         summary.frames as f64 / summary.elapsed.as_secs_f64(),
@@ -118,8 +132,6 @@ fn lamp_latency(dir: &std::path::Path) {
     let sys = dir.join("sys");
     let _ = std::fs::remove_dir_all(&sys);
     support::fake_pwm(&sys);
-    // SAFETY: set before any thread of this benchmark reads the environment.
-    unsafe { std::env::set_var("LUCIOLE_SYSFS", &sys) };
     let mut settings = settings(2, true, dir);
     let text = std::fs::read_to_string(dir.join("demo.toml"))
         .unwrap()
@@ -130,9 +142,21 @@ fn lamp_latency(dir: &std::path::Path) {
            [lighting.dimmer]\nchip = \"pwmchip3\"\nchannel = 0\nperiod_ns = 1000000\n";
     std::fs::write(dir.join("demo.toml"), text).unwrap();
     settings = config::load(&dir.join("demo.toml")).unwrap_or(settings);
-    assert!(settings.lighting.is_some());
-    let options = Options { max_frames: None };
-    let summary = pipeline::run(&settings, &options, &Shutdown::new(), None, &mut Quiet).unwrap();
+    let lighting = settings.lighting.as_ref().unwrap();
+    let lamp = Lamp {
+        lighting: Lighting::open_with_sysfs(lighting, &sys).unwrap(),
+        presence: lighting.presence.clone(),
+    };
+    let shutdown = Shutdown::new();
+    let stages = stages(&settings, &shutdown, Some(lamp));
+    let options = settings.pipeline_options();
+    let summary = pipeline::run(
+        stages,
+        &options,
+        &mut Vec::<luciole::events::Body>::new(),
+        &shutdown,
+    )
+    .unwrap();
     let mut latencies = summary.boost_latencies.clone();
     latencies.sort();
     assert!(!latencies.is_empty(), "no presence boost on vtest");

@@ -1,25 +1,33 @@
 //! Luciole: the daemon of a privacy-first street-pole camera.
 //!
-//! Frames flow in one direction: a [`capture`] source yields raw frames from a
-//! V4L2 camera or a recorded file, [`convert`] turns them into RGB at the size
-//! the next stage wants, and the commands in [`app`] wire the stages together.
-//! Frames stay in memory; nothing here writes an image unless an installer
-//! asks for one with `luciole capture`.
+//! Frames flow in one direction: a [`capture`] source yields raw frames
+//! from a V4L2 camera or a recording, the [`pipeline`] runs them through
+//! [`motion`] gating, [`detect`]ion, [`track`]ing and [`analytics`] (lines,
+//! zones, flows), drives the lamp ([`light`]) from what it sees, and hands
+//! [`events`] to a sink: the [`outbox`] on local storage, from which
+//! [`publish`] sends them to the city's MQTT broker. Frames stay in memory;
+//! nothing here writes an image unless an installer asks for one with
+//! `luciole capture`. Nobody is identified: only classes, boxes and
+//! ephemeral track ids exist.
+//!
+//! This crate is the library; the `luciole` binary (`src/bin/luciole/`)
+//! parses the command line, sets up logging, reads the configuration
+//! ([`config`]), opens the devices and runs one command.
 //!
 //! # Layout
 //!
-//! - [`config`]: the pole's TOML file, parsed into raw structs then validated
-//!   into typed [`config::Settings`]; every problem names file, line and key.
-//! - [`capture`]: the [`capture::FrameSource`] trait and its implementations:
-//!   V4L2 streaming ([`capture::v4l2`]), replay of a video or image folder
-//!   ([`capture::replay`]), and reconnection with backoff
-//!   ([`capture::reconnect`]).
+//! - [`config`]: the pole's TOML file: raw sections (one file each) and
+//!   their validation into the settings types the modules below own; every
+//!   problem names file, line and key. Only the binary uses it.
+//! - [`capture`]: the [`capture::FrameSource`] trait: V4L2 streaming,
+//!   replay of a video or image folder, reconnection with backoff, and a
+//!   scripted source for tests ([`capture::fake`]).
 //! - [`convert`]: pixel-format conversion to RGB and scaling, plus a plain
 //!   scalar [`convert::reference`] used to check and benchmark the fast path.
 //! - [`detect`]: the [`detect::Detector`] trait: a TFLite model described by
-//!   a manifest in `models/`, run by LiteRT ([`detect::litert`]) or the
-//!   classic TFLite C API ([`detect::tflite`]) loaded at run time, with
-//!   pure pre- and post-processing ([`detect::postprocess`]).
+//!   a manifest in `models/`, run by LiteRT or the classic TFLite C API
+//!   loaded at run time, with pure pre- and post-processing; a scripted
+//!   detector for tests ([`detect::fake`]).
 //! - [`motion`]: motion gating on a small grey image, so the model only
 //!   runs when something moves (plus periodic refreshes).
 //! - [`track`]: SORT/ByteTrack-like multi-object tracking with ephemeral
@@ -27,37 +35,34 @@
 //! - [`analytics`]: counting lines, zones, flows and ground calibration,
 //!   driven by frame time; [`fiware`] maps flows to FIWARE Smart Data
 //!   Models entities.
-//! - [`pipeline`]: the daemon's threads: capture, then motion, detection,
-//!   tracking and analytics, with bounded queues, events and health.
-//! - [`events`]: the versioned JSON events a pole publishes, their topics
-//!   and timestamps; one JSON Schema per kind in `appliance/schemas/`.
-//! - [`outbox`]: store-and-forward in sled ([`outbox::store`] also offers
-//!   redb): events are committed before they are offered and deleted on the
-//!   broker's acknowledgement, within size and age limits
-//!   ([`outbox::ledger`] keeps the pure bookkeeping).
+//! - [`pipeline`]: the daemon's threads (capture, inference, lamp, events)
+//!   with bounded queues, handed its opened stages and an event sink; pure
+//!   camera-watch and health types.
+//! - [`events`]: the versioned JSON events a pole publishes, their topics,
+//!   and the [`events::Sink`] they are handed to; one JSON Schema per kind
+//!   in `appliance/schemas/`.
+//! - [`outbox`]: store-and-forward in sled: events are committed before
+//!   they are offered and deleted on the broker's acknowledgement, within
+//!   size and age limits ([`outbox::ledger`] keeps the pure bookkeeping).
 //! - [`publish`]: the MQTT 3.1.1/5 publisher (rumqttc): TLS, presence with
-//!   last will, ordered replay, bounded in-flight window, reconnection with
-//!   jittered [`publish::backoff`]; [`publish::reporter`] is the daemon's
-//!   handle on outbox and publisher.
+//!   last will, ordered replay, bounded in-flight window;
+//!   [`publish::reporter`] is the daemon's event sink (outbox + publisher).
 //! - [`light`]: the lamp: a pure policy (schedule or sun, presence boost,
-//!   fail-on), relay and PWM outputs behind traits, `luciole light`.
-//! - [`app`]: the commands behind the CLI (`run`, `check-config`, `capture`,
-//!   `detect`, `events`).
-//! - [`cli`]: argument definitions; [`logging`]: tracing set-up;
+//!   fail-on), relay and PWM outputs behind traits (GPIO, sysfs, rppal,
+//!   simulated), and the lighting thread.
+//! - [`backoff`]: the one exponential backoff with jitter (camera and
+//!   broker reconnection); [`sync`]: the one lock-poison policy;
 //!   [`shutdown`]: SIGINT/SIGTERM handling.
 
 pub mod analytics;
 pub mod backoff;
-pub mod app;
 pub mod capture;
-pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod detect;
 pub mod events;
 pub mod fiware;
 pub mod light;
-pub mod logging;
 pub mod motion;
 pub mod outbox;
 pub mod pipeline;

@@ -169,6 +169,8 @@ pub struct Received {
     pub topic: String,
     pub id: u64,
     pub payload: serde_json::Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A consumer with a persistent session (QoS 1, clean session off) on the
@@ -206,10 +208,11 @@ impl Consumer {
                         let payload: serde_json::Value =
                             serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
                         let id = payload["id"].as_u64().unwrap_or(0);
-                        sink.lock().unwrap().push(Received {
+                        luciole::sync::lock(&sink).push(Received {
                             topic: p.topic.clone(),
                             id,
                             payload,
+                            at: Instant::now(),
                         });
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
@@ -230,9 +233,7 @@ impl Consumer {
 
     /// Events (messages with an id) received so far.
     pub fn events(&self) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
+        luciole::sync::lock(&self.received)
             .iter()
             .filter(|r| r.id > 0)
             .cloned()

@@ -117,11 +117,11 @@ pub fn demo_config_text(outbox: &Path) -> String {
             &format!("\"{}/models/", repo().display()),
         )
         .replace(
-            "${HOME}/.cache/luciole/demo-outbox",
+            "${LUCIOLE_CACHE:-${HOME}/.cache/luciole}/demo-outbox",
             &outbox.display().to_string(),
         )
         .replace(
-            "${HOME}/.cache/luciole",
+            "${LUCIOLE_CACHE:-${HOME}/.cache/luciole}",
             &models_cache().display().to_string(),
         )
 }

@@ -44,6 +44,23 @@ pub struct LineSettings {
     pub classes: Vec<Class>,
 }
 
+impl LineSettings {
+    /// A line from `from` to `to` with sides named `a` and `b`, 12 pixels of
+    /// hysteresis and 40 pixels to travel between sides, for every class.
+    pub fn new(name: impl Into<String>, from: Point, to: Point) -> Self {
+        Self {
+            name: name.into(),
+            from,
+            to,
+            side_a: "a".into(),
+            side_b: "b".into(),
+            hysteresis_px: 12.0,
+            min_distance_px: 40.0,
+            classes: Vec::new(),
+        }
+    }
+}
+
 /// A zone (see `[[analytics.zones]]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneSettings {
@@ -67,6 +84,8 @@ pub struct AnalyticsSettings {
     pub approach_px: f32,
     /// Whether to emit a `track` event when a track ends.
     pub track_events: bool,
+    /// Whether flows also go out as FIWARE Smart Data Models entities.
+    pub fiware: bool,
 }
 
 impl Default for AnalyticsSettings {
@@ -78,6 +97,7 @@ impl Default for AnalyticsSettings {
             calibration: None,
             approach_px: 80.0,
             track_events: true,
+            fiware: false,
         }
     }
 }

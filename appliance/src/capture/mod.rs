@@ -15,8 +15,129 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{CameraSettings, SourceSettings};
+use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
+
+pub mod fake;
+
+/// Where frames come from and in what shape (the `[camera]` section,
+/// validated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CameraSettings {
+    pub source: SourceSettings,
+    /// Frame size: asked of a V4L2 camera (always set for one); a replay is
+    /// scaled to it when set and keeps its own size otherwise.
+    pub size: Option<(u32, u32)>,
+    /// Frames per second asked of the camera; the pace of an image-folder
+    /// replay.
+    pub fps: u32,
+    /// Pixel formats in order of preference.
+    pub pixel_formats: Vec<PixelFormat>,
+    /// V4L2 buffers to map.
+    pub buffers: u32,
+    /// How long without a frame before the camera counts as lost.
+    pub frame_timeout: Duration,
+    /// Delays between attempts to reopen a lost camera.
+    pub reconnect: Backoff,
+}
+
+impl Default for CameraSettings {
+    /// `/dev/video0` at 640x480, 25 fps, any supported format.
+    fn default() -> Self {
+        Self {
+            source: SourceSettings::V4l2 {
+                device: PathBuf::from("/dev/video0"),
+            },
+            size: Some((640, 480)),
+            fps: 25,
+            pixel_formats: PixelFormat::ALL.to_vec(),
+            buffers: 4,
+            frame_timeout: Duration::from_secs(2),
+            reconnect: Backoff {
+                min: Duration::from_millis(250),
+                max: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// The kind of frame source.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSettings {
+    /// A V4L2 capture device.
+    V4l2 { device: PathBuf },
+    /// A recording played back as if it were a camera.
+    Replay(ReplaySettings),
+}
+
+/// A recording to play back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplaySettings {
+    /// The video file or image folder.
+    pub path: PathBuf,
+    pub kind: ReplayKind,
+    pub pace: Pace,
+    /// Start again from the beginning at the end.
+    pub looping: bool,
+}
+
+impl ReplaySettings {
+    /// A recording at `path` of `kind`, played in real time, once.
+    pub fn new(path: PathBuf, kind: ReplayKind) -> Self {
+        Self {
+            path,
+            kind,
+            pace: Pace::Realtime,
+            looping: false,
+        }
+    }
+}
+
+/// What a replay path holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayKind {
+    /// A video file, decoded by an `ffmpeg` subprocess.
+    Video,
+    /// A folder of PNG or JPEG images, played in file-name order.
+    Images,
+}
+
+/// How fast a replay runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// At the recording's frame rate, like a live camera.
+    Realtime,
+    /// As fast as the consumer takes frames.
+    Fast,
+}
+
+impl CameraSettings {
+    /// Whether every frame must reach the analysis (a recording played as
+    /// fast as possible), rather than the freshest one (a camera).
+    pub fn lossless(&self) -> bool {
+        matches!(&self.source, SourceSettings::Replay(r) if r.pace == Pace::Fast)
+    }
+
+    /// One line saying where frames come from, for logs and summaries.
+    pub fn describe(&self) -> String {
+        let source = match &self.source {
+            SourceSettings::V4l2 { device } => format!("v4l2 {}", device.display()),
+            SourceSettings::Replay(replay) => format!("replay {}", replay.path.display()),
+        };
+        let size = self
+            .size
+            .map(|(w, h)| format!("{w}x{h}"))
+            .unwrap_or_else(|| "native size".into());
+        let rate = match &self.source {
+            SourceSettings::Replay(replay) if replay.kind == ReplayKind::Video => {
+                "at the recording's rate".to_string()
+            }
+            _ => format!("@ {} fps", self.fps),
+        };
+        let formats: Vec<&str> = self.pixel_formats.iter().map(|f| f.name()).collect();
+        format!("{source} {size} {rate} ({})", formats.join(", "))
+    }
+}
 
 /// Pixel formats Luciole can capture and convert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 //! Keeping a camera alive: when the device disappears (unplugged, driver
-//! reloaded, stalled), the source is dropped, reopened with exponential
-//! backoff, and the outage is logged and counted. Frames from the new
+//! reloaded, stalled), the source is dropped, reopened with the crate's
+//! exponential backoff with jitter ([`crate::backoff`]), and the outage is
+//! logged and counted. Frames from the new
 //! stream carry the next `stream` number so consumers can tell the
 //! sequence numbers restarted.
 
@@ -8,13 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::{CaptureError, FrameRef, FrameSource, SourceInfo, SourceStats};
-use crate::config::Backoff;
+use crate::backoff::{Backoff, Retry};
 use crate::shutdown::Shutdown;
-
-/// The delay after `current` in an exponential backoff bounded by `limits`.
-pub fn next_delay(current: Duration, limits: Backoff) -> Duration {
-    current.saturating_mul(2).clamp(limits.min, limits.max)
-}
 
 /// A source that reopens itself with `opener` when its device is lost.
 pub struct Reconnecting<S, F> {
@@ -68,9 +64,10 @@ where
 
     /// Reopens with backoff until it works or a stop is asked for.
     fn reopen(&mut self, lost_at: Instant) -> bool {
-        let mut delay = self.backoff.min;
+        let mut retry = Retry::new(self.backoff);
         let mut attempts = 0u32;
         loop {
+            let delay = retry.next_delay();
             if !self.shutdown.sleep(delay) {
                 return false;
             }
@@ -104,7 +101,6 @@ where
                             "camera still unavailable: {err}"
                         );
                     }
-                    delay = next_delay(delay, self.backoff);
                 }
             }
         }
@@ -224,22 +220,6 @@ mod tests {
         min: Duration::from_millis(1),
         max: Duration::from_millis(4),
     };
-
-    #[test]
-    fn backoff_doubles_up_to_its_limit() {
-        let limits = Backoff {
-            min: Duration::from_millis(250),
-            max: Duration::from_secs(1),
-        };
-        let mut delay = limits.min;
-        let mut seen = vec![delay];
-        for _ in 0..4 {
-            delay = next_delay(delay, limits);
-            seen.push(delay);
-        }
-        let ms: Vec<u128> = seen.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [250, 500, 1000, 1000, 1000]);
-    }
 
     #[test]
     fn a_lost_camera_is_reopened_and_its_frames_carry_the_next_stream_number() {

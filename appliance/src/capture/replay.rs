@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{CameraSettings, Pace, ReplayKind, ReplaySettings};
 use super::{
     CaptureError, FrameLayout, FrameRef, FrameSource, PixelFormat, SourceInfo, SourceStats,
     YuvEncoding,
 };
-use crate::config::{CameraSettings, Pace, ReplayKind, ReplaySettings};
 use crate::shutdown::Shutdown;
 
 /// Opens the replay the settings describe.

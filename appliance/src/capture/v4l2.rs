@@ -18,11 +18,11 @@ use v4l::video::capture::Parameters;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
+use super::CameraSettings;
 use super::{
     CaptureError, FrameLayout, FrameRef, FrameSource, PixelFormat, SourceInfo, SourceStats,
     YuvEncoding,
 };
-use crate::config::CameraSettings;
 
 /// An open, streaming V4L2 capture device.
 pub struct V4l2Source {

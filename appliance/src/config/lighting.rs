@@ -1,11 +1,11 @@
-//! `[lighting]`: the raw section and its validation (kept beside each other
-//! so that the shared files only gain a line or two each).
+//! `[lighting]`: the lamp's policy and outputs, and [`load`], which reads
+//! this section alone (for the safe-state command).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Check;
+use super::check::Check;
 use crate::light::schedule::Schedule;
 use crate::light::settings::{self, BoardOutput, BoardProfile};
 use crate::light::{
@@ -19,8 +19,7 @@ use crate::light::{
 pub struct RawLighting {
     /// `"schedule"` (fixed local times) or `"astronomical"` (sunset to
     /// sunrise).
-    #[serde(default = "default_mode")]
-    pub mode: String,
+    pub mode: Option<String>,
     /// For `mode = "schedule"`: `{ on = "19:00", off = "07:00", timezone =
     /// "Europe/Paris" }`; `on = "00:00", off = "24:00"` is always night.
     pub schedule: Option<RawSchedule>,
@@ -29,38 +28,28 @@ pub struct RawLighting {
     /// For `mode = "astronomical"`: degrees east.
     pub longitude: Option<f64>,
     /// Minutes added to sunset (night starts later when positive).
-    #[serde(default)]
-    pub sunset_offset_min: i64,
+    pub sunset_offset_min: Option<i64>,
     /// Minutes added to sunrise (night ends later when positive).
-    #[serde(default)]
-    pub sunrise_offset_min: i64,
+    pub sunrise_offset_min: Option<i64>,
     /// A board profile of `hw/` (`rpi4`, `rpi5`, `jetson-orin-nano`) whose
     /// named outputs `relay.output` and `dimmer.output` can use.
     pub board: Option<String>,
     /// Night level without presence, percent.
-    #[serde(default = "default_night_pct")]
-    pub night_pct: f64,
+    pub night_pct: Option<f64>,
     /// Level while someone is there, percent.
-    #[serde(default = "default_full_pct")]
-    pub boost_pct: f64,
+    pub boost_pct: Option<f64>,
     /// Fail-safe and safe-exit level, percent.
-    #[serde(default = "default_full_pct")]
-    pub rated_pct: f64,
+    pub rated_pct: Option<f64>,
     /// Milliseconds for a full-scale rise.
-    #[serde(default = "default_ramp_up_ms")]
-    pub ramp_up_ms: u64,
+    pub ramp_up_ms: Option<u64>,
     /// Seconds the boost holds after the last presence.
-    #[serde(default = "default_hold_s")]
-    pub hold_s: u64,
+    pub hold_s: Option<u64>,
     /// Seconds for a full-scale fall.
-    #[serde(default = "default_fade_s")]
-    pub fade_s: u64,
+    pub fade_s: Option<u64>,
     /// Longest boost, in seconds, while presence never stops.
-    #[serde(default = "default_boost_cap_s")]
-    pub boost_cap_s: u64,
+    pub boost_cap_s: Option<u64>,
     /// Seconds without a frame at night before the fail-safe.
-    #[serde(default = "default_stale_s")]
-    pub stale_s: u64,
+    pub stale_s: Option<u64>,
     /// What counts as presence.
     #[serde(default)]
     pub presence: RawPresence,
@@ -87,8 +76,7 @@ pub struct RawSchedule {
 #[serde(deny_unknown_fields)]
 pub struct RawPresence {
     /// Detection classes that count (default: person, bicycle).
-    #[serde(default = "default_presence_classes")]
-    pub classes: Vec<String>,
+    pub classes: Option<Vec<String>>,
     /// Analytics zones in which they count.
     #[serde(default)]
     pub zones: Vec<String>,
@@ -135,9 +123,9 @@ impl<'de> Deserialize<'de> for RawLine {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRelay {
-    /// `"cdev"` (GPIO character device) or `"rppal"` (feature `rpi`).
-    #[serde(default = "default_relay_backend")]
-    pub backend: String,
+    /// `"cdev"` (GPIO character device), `"rppal"` (feature `rpi`) or
+    /// `"simulated"` (no hardware).
+    pub backend: Option<String>,
     /// A named output of the board profile instead of chip and line.
     pub output: Option<String>,
     /// gpiochip label (or `gpiochipN`).
@@ -146,15 +134,17 @@ pub struct RawRelay {
     pub line: Option<RawLine>,
     /// Line low means lamp on.
     pub active_low: Option<bool>,
+    /// `backend = "simulated"`: a file the relay's state is written to.
+    pub state_file: Option<String>,
 }
 
 /// `[lighting.dimmer]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDimmer {
-    /// `"sysfs"` (Linux PWM sysfs) or `"rppal"` (feature `rpi`).
-    #[serde(default = "default_dimmer_backend")]
-    pub backend: String,
+    /// `"sysfs"` (Linux PWM sysfs), `"rppal"` (feature `rpi`) or
+    /// `"simulated"` (no hardware).
+    pub backend: Option<String>,
     /// A named output of the board profile instead of chip and channel.
     pub output: Option<String>,
     /// PWM controller device name (`fe20c000.pwm`) or `pwmchipN`.
@@ -162,53 +152,13 @@ pub struct RawDimmer {
     /// Channel on the controller.
     pub channel: Option<u32>,
     /// PWM period in nanoseconds.
-    #[serde(default = "default_period_ns")]
-    pub period_ns: u64,
+    pub period_ns: Option<u64>,
     /// `"normal"` or `"inversed"`.
-    #[serde(default = "default_polarity")]
-    pub polarity: String,
+    pub polarity: Option<String>,
     /// Distinct levels above 0 (default: 1000, or the period if shorter).
     pub steps: Option<u32>,
-}
-
-fn default_mode() -> String {
-    "schedule".into()
-}
-fn default_night_pct() -> f64 {
-    30.0
-}
-fn default_full_pct() -> f64 {
-    100.0
-}
-fn default_ramp_up_ms() -> u64 {
-    500
-}
-fn default_hold_s() -> u64 {
-    30
-}
-fn default_fade_s() -> u64 {
-    10
-}
-fn default_boost_cap_s() -> u64 {
-    600
-}
-fn default_stale_s() -> u64 {
-    5
-}
-fn default_presence_classes() -> Vec<String> {
-    vec!["person".into(), "bicycle".into()]
-}
-fn default_relay_backend() -> String {
-    "cdev".into()
-}
-fn default_dimmer_backend() -> String {
-    "sysfs".into()
-}
-fn default_period_ns() -> u64 {
-    1_000_000
-}
-fn default_polarity() -> String {
-    "normal".into()
+    /// `backend = "simulated"`: a file the dimmer's state is written to.
+    pub state_file: Option<String>,
 }
 
 fn pct(check: &mut Check<'_, '_>, key: &str, value: f64) -> f64 {
@@ -220,8 +170,17 @@ fn pct(check: &mut Check<'_, '_>, key: &str, value: f64) -> f64 {
 
 /// `[lighting]` to settings, or the problems found.
 pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<LightingSettings> {
-    let before = check.problems.len();
-    let mode = match raw.mode.as_str() {
+    // The defaults do not depend on the mode: any will do to read them.
+    let d = LightingSettings::new(Mode::Astronomical {
+        latitude: 0.0,
+        longitude: 0.0,
+        sunset_offset: 0,
+        sunrise_offset: 0,
+    });
+    let before = check.count();
+    let sunset_offset_min = raw.sunset_offset_min.unwrap_or(0);
+    let sunrise_offset_min = raw.sunrise_offset_min.unwrap_or(0);
+    let mode = match raw.mode.as_deref().unwrap_or("schedule") {
         "schedule" => {
             if raw.latitude.is_some() || raw.longitude.is_some() {
                 check.fail(
@@ -285,8 +244,8 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
                         ok = false;
                     }
                     for (key, value) in [
-                        ("lighting.sunset_offset_min", raw.sunset_offset_min),
-                        ("lighting.sunrise_offset_min", raw.sunrise_offset_min),
+                        ("lighting.sunset_offset_min", sunset_offset_min),
+                        ("lighting.sunrise_offset_min", sunrise_offset_min),
                     ] {
                         if !(-180..=180).contains(&value) {
                             check.fail(
@@ -300,8 +259,8 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
                     ok.then_some(Mode::Astronomical {
                         latitude: lat,
                         longitude: lon,
-                        sunset_offset: raw.sunset_offset_min,
-                        sunrise_offset: raw.sunrise_offset_min,
+                        sunset_offset: sunset_offset_min,
+                        sunrise_offset: sunrise_offset_min,
                     })
                 }
                 _ => {
@@ -323,21 +282,41 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
             None
         }
     };
-    let night = pct(check, "lighting.night_pct", raw.night_pct);
-    let boost = pct(check, "lighting.boost_pct", raw.boost_pct);
-    let rated = pct(check, "lighting.rated_pct", raw.rated_pct);
-    if raw.rated_pct == 0.0 {
+    let percent = |level: f64| level * 100.0;
+    let rated_pct = raw.rated_pct.unwrap_or(percent(d.rated));
+    let night = pct(
+        check,
+        "lighting.night_pct",
+        raw.night_pct.unwrap_or(percent(d.night)),
+    );
+    let boost = pct(
+        check,
+        "lighting.boost_pct",
+        raw.boost_pct.unwrap_or(percent(d.boost)),
+    );
+    let rated = pct(check, "lighting.rated_pct", rated_pct);
+    if rated_pct == 0.0 {
         check.fail(
             "lighting.rated_pct",
             Some("0".into()),
             "the fail-safe level must light the lamp (above 0)",
         );
     }
-    check.range("lighting.ramp_up_ms", raw.ramp_up_ms, 0, 60_000);
-    check.range("lighting.hold_s", raw.hold_s, 0, 3600);
-    check.range("lighting.fade_s", raw.fade_s, 0, 600);
-    check.range("lighting.boost_cap_s", raw.boost_cap_s, 1, 86_400);
-    check.range("lighting.stale_s", raw.stale_s, 1, 3600);
+    let ramp_up_ms = raw.ramp_up_ms.unwrap_or(d.ramp_up.as_millis() as u64);
+    let hold_s = raw.hold_s.unwrap_or(d.hold.as_secs());
+    let fade_s = raw.fade_s.unwrap_or(d.fade.as_secs());
+    let boost_cap_s = raw.boost_cap_s.unwrap_or(d.boost_cap.as_secs());
+    let stale_s = raw.stale_s.unwrap_or(d.stale.as_secs());
+    check.range("lighting.ramp_up_ms", ramp_up_ms, 0, 60_000);
+    check.range("lighting.hold_s", hold_s, 0, 3600);
+    check.range("lighting.fade_s", fade_s, 0, 600);
+    check.range("lighting.boost_cap_s", boost_cap_s, 1, 86_400);
+    check.range("lighting.stale_s", stale_s, 1, 3600);
+    let classes = raw
+        .presence
+        .classes
+        .clone()
+        .unwrap_or(d.presence.classes.clone());
     for (key, list) in [
         ("lighting.presence.zones", &raw.presence.zones),
         ("lighting.presence.lines", &raw.presence.lines),
@@ -346,7 +325,7 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
             check.fail(key, None, "names must not be empty");
         }
     }
-    for class in &raw.presence.classes {
+    for class in &classes {
         if let Err(reason) = class.parse::<crate::detect::Class>() {
             check.fail(
                 "lighting.presence.classes",
@@ -379,7 +358,7 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
             "needs an output: [lighting.relay], [lighting.dimmer] or both",
         );
     }
-    if check.problems.len() > before {
+    if check.count() > before {
         return None;
     }
     let dimmer: Option<(DimmerSettings, u32)> = dimmer.flatten();
@@ -389,13 +368,13 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
         night,
         boost,
         rated,
-        ramp_up: Duration::from_millis(raw.ramp_up_ms),
-        hold: Duration::from_secs(raw.hold_s),
-        fade: Duration::from_secs(raw.fade_s),
-        boost_cap: Duration::from_secs(raw.boost_cap_s),
-        stale: Duration::from_secs(raw.stale_s),
+        ramp_up: Duration::from_millis(ramp_up_ms),
+        hold: Duration::from_secs(hold_s),
+        fade: Duration::from_secs(fade_s),
+        boost_cap: Duration::from_secs(boost_cap_s),
+        stale: Duration::from_secs(stale_s),
         presence: PresenceSettings {
-            classes: raw.presence.classes,
+            classes,
             zones: raw.presence.zones,
             lines: raw.presence.lines,
         },
@@ -444,19 +423,31 @@ fn validate_relay(
     board: Option<&BoardProfile>,
     check: &mut Check<'_, '_>,
 ) -> Option<RelaySettings> {
-    let backend = match raw.backend.as_str() {
+    let backend = match raw.backend.as_deref().unwrap_or("cdev") {
         "cdev" => RelayBackend::Cdev,
         "rppal" => RelayBackend::Rppal,
+        "simulated" => RelayBackend::Simulated,
         other => {
             check.fail(
                 "lighting.relay.backend",
                 Some(format!("{other:?}")),
-                "must be \"cdev\" or \"rppal\"",
+                "must be \"cdev\", \"rppal\" or \"simulated\"",
             );
             return None;
         }
     };
+    let state_file = state_file(
+        "lighting.relay",
+        backend == RelayBackend::Simulated,
+        &raw.state_file,
+        check,
+    );
     let (chip, line, active_low) = match (&raw.output, raw.chip, raw.line) {
+        (None, None, None) if backend == RelayBackend::Simulated => (
+            String::new(),
+            LineRef::Offset(0),
+            raw.active_low.unwrap_or(false),
+        ),
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             check.fail(
                 "lighting.relay.output",
@@ -535,6 +526,7 @@ fn validate_relay(
         chip,
         line,
         active_low,
+        state_file: state_file?,
     })
 }
 
@@ -544,22 +536,32 @@ fn validate_dimmer(
     board: Option<&BoardProfile>,
     check: &mut Check<'_, '_>,
 ) -> Option<(DimmerSettings, u32)> {
-    let backend = match raw.backend.as_str() {
-        "sysfs" => Some(DimmerBackend::Sysfs),
-        "rppal" => Some(DimmerBackend::Rppal),
-        other => {
+    let d = DimmerSettings::default();
+    let backend = match raw.backend.as_deref() {
+        None => Some(d.backend),
+        Some("sysfs") => Some(DimmerBackend::Sysfs),
+        Some("rppal") => Some(DimmerBackend::Rppal),
+        Some("simulated") => Some(DimmerBackend::Simulated),
+        Some(other) => {
             check.fail(
                 "lighting.dimmer.backend",
                 Some(format!("{other:?}")),
-                "must be \"sysfs\" or \"rppal\"",
+                "must be \"sysfs\", \"rppal\" or \"simulated\"",
             );
             None
         }
     };
-    let polarity = match raw.polarity.as_str() {
-        "normal" => Some(Polarity::Normal),
-        "inversed" => Some(Polarity::Inversed),
-        other => {
+    let state_file = state_file(
+        "lighting.dimmer",
+        backend == Some(DimmerBackend::Simulated),
+        &raw.state_file,
+        check,
+    );
+    let polarity = match raw.polarity.as_deref() {
+        None => Some(d.polarity),
+        Some("normal") => Some(Polarity::Normal),
+        Some("inversed") => Some(Polarity::Inversed),
+        Some(other) => {
             check.fail(
                 "lighting.dimmer.polarity",
                 Some(format!("{other:?}")),
@@ -568,12 +570,8 @@ fn validate_dimmer(
             None
         }
     };
-    check.range(
-        "lighting.dimmer.period_ns",
-        raw.period_ns,
-        1000,
-        1_000_000_000,
-    );
+    let period_ns = raw.period_ns.unwrap_or(d.period_ns);
+    check.range("lighting.dimmer.period_ns", period_ns, 1000, 1_000_000_000);
     let (chip, channel) = match (&raw.output, raw.chip, raw.channel) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             check.fail(
@@ -601,7 +599,7 @@ fn validate_dimmer(
             if chip.is_empty() && backend == Some(DimmerBackend::Sysfs) {
                 check.fail("lighting.dimmer.chip", None, "must name the PWM controller (e.g. \"fe20c000.pwm\") or \"pwmchipN\", or use output with a board");
             }
-            (chip, channel.unwrap_or(0))
+            (chip, channel.unwrap_or(d.channel))
         }
     };
     if backend == Some(DimmerBackend::Rppal) && !cfg!(feature = "rpi") {
@@ -611,24 +609,46 @@ fn validate_dimmer(
             "this build has no rppal support (cargo feature `rpi`)",
         );
     }
-    let steps = raw.steps.unwrap_or_else(|| raw.period_ns.min(1000) as u32);
-    if raw.steps.is_some() && !(1..=raw.period_ns.min(1_000_000)).contains(&u64::from(steps)) {
+    let settings = DimmerSettings {
+        backend: backend?,
+        chip,
+        channel,
+        period_ns,
+        polarity: polarity?,
+        state_file: state_file?,
+    };
+    let steps = raw.steps.unwrap_or_else(|| settings.default_steps());
+    if raw.steps.is_some() && !(1..=period_ns.min(1_000_000)).contains(&u64::from(steps)) {
         check.fail(
             "lighting.dimmer.steps",
             Some(steps.to_string()),
             "must be between 1 and the period in nanoseconds (at most 1000000)",
         );
     }
-    Some((
-        DimmerSettings {
-            backend: backend?,
-            chip,
-            channel,
-            period_ns: raw.period_ns,
-            polarity: polarity?,
-        },
-        steps,
-    ))
+    Some((settings, steps))
+}
+
+/// `state_file` of a relay or dimmer: a path with the simulated backend,
+/// refused with the others (they write real outputs).
+fn state_file(
+    table: &str,
+    simulated: bool,
+    raw: &Option<String>,
+    check: &mut Check<'_, '_>,
+) -> Option<Option<std::path::PathBuf>> {
+    let key = format!("{table}.state_file");
+    match raw {
+        None => Some(None),
+        Some(path) if simulated => check.path(&key, path).map(Some),
+        Some(path) => {
+            check.fail(
+                &key,
+                Some(format!("{path:?}")),
+                "only used with backend = \"simulated\"",
+            );
+            None
+        }
+    }
 }
 
 /// Reads the `[lighting]` section of a configuration file alone, ignoring
@@ -669,12 +689,14 @@ pub fn load(path: &std::path::Path) -> Result<LightingSettings, super::ConfigErr
         });
     }
     let mut locator = super::locate::Locator::new(&text);
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
     let settings = raw.and_then(|raw| {
         validate(
             raw,
             &mut Check {
                 locator: &mut locator,
                 problems: &mut problems,
+                base,
             },
         )
     });

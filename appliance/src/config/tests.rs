@@ -1,4 +1,6 @@
 use super::*;
+use crate::capture::{Pace, PixelFormat, ReplayKind, ReplaySettings, SourceSettings};
+use crate::detect::{Accelerator, Backend};
 
 fn parse_text(text: &str) -> Result<Settings, ConfigError> {
     parse(Path::new("pole.toml"), text)
@@ -21,7 +23,7 @@ device = "/dev/video2"
 fn a_minimal_file_gets_documented_defaults() {
     let settings = parse_text(MINIMAL).unwrap();
     assert_eq!(settings.device.site, "lyon");
-    assert_eq!(settings.device.id, "pole-7");
+    assert_eq!(settings.device.device, "pole-7");
     let camera = settings.camera;
     assert_eq!(
         camera.source,
@@ -349,21 +351,40 @@ fn publishing_without_an_outbox_is_refused() {
 }
 
 #[test]
-fn the_outbox_store_is_sled_unless_redb_is_asked_for() {
-    let sled = parse_text(&format!("{MINIMAL}\n[outbox]\n")).unwrap();
-    assert_eq!(
-        sled.outbox.unwrap().backend,
-        crate::outbox::store::Backend::Sled
-    );
-    let redb = parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"redb\"\n")).unwrap();
-    assert_eq!(
-        redb.outbox.unwrap().backend,
-        crate::outbox::store::Backend::Redb
-    );
+fn the_outbox_has_no_store_choice_any_more() {
+    // redb was measured and removed (docs/performance.md): sled only.
     let lines =
-        messages(parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"rocksdb\"\n")).unwrap_err());
+        messages(parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"redb\"\n")).unwrap_err());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("pole.toml:10 outbox: unknown field `store`"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn environment_references_take_a_fallback_when_unset_or_empty() {
+    let lookup = |name: &str| match name {
+        "HOME" => Some("/home/pole".to_string()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    };
     assert_eq!(
-        lines,
-        vec!["pole.toml:10 outbox.store = \"rocksdb\": must be \"sled\" or \"redb\"".to_string()]
+        expand_vars("${LUCIOLE_CACHE:-${HOME}/.cache/luciole}/footage", lookup).unwrap(),
+        "/home/pole/.cache/luciole/footage"
+    );
+    assert_eq!(
+        expand_vars("${HOME:-/nowhere}/x", lookup).unwrap(),
+        "/home/pole/x"
+    );
+    assert_eq!(expand_vars("${EMPTY:-/d}", lookup).unwrap(), "/d");
+    assert_eq!(expand_vars("${EMPTY}", lookup).unwrap(), "");
+    assert_eq!(
+        expand_vars("${NOPE:-${ALSO_NOPE}}", lookup).unwrap_err(),
+        "environment variable ALSO_NOPE is not set"
+    );
+    assert_eq!(
+        expand_vars("${NOPE:-${HOME}", lookup).unwrap_err(),
+        "has an unclosed ${...}"
     );
 }

@@ -64,6 +64,7 @@ macro_rules! runtime_api {
     };
 }
 
+pub mod fake;
 pub mod litert;
 pub mod manifest;
 pub mod postprocess;
@@ -232,6 +233,45 @@ pub struct DetectSettings {
     pub min_scores: BTreeMap<Class, f32>,
     /// Keep the frame's aspect ratio (pad) instead of stretching it.
     pub letterbox: bool,
+}
+
+/// The minimum score of a reported detection when the configuration
+/// names none (`detect.min_score`); also the tracker's confidence threshold
+/// when there is no detector.
+pub const DEFAULT_MIN_SCORE: f32 = 0.5;
+
+impl DetectSettings {
+    /// The model described by the manifest at `model` (its files beside
+    /// it), on LiteRT's CPU with 2 threads, reporting every class from
+    /// [`DEFAULT_MIN_SCORE`], stretched to the input size.
+    pub fn new(model: PathBuf) -> Self {
+        let model_dir = model.parent().unwrap_or(Path::new(".")).to_owned();
+        let backend = Backend::Litert;
+        Self {
+            model,
+            model_dir,
+            backend,
+            runtime: PathBuf::from(backend.default_library()),
+            accelerator: Accelerator::Cpu,
+            npu_dispatch_dir: None,
+            threads: 2,
+            delegate: None,
+            min_scores: Class::ALL.iter().map(|&c| (c, DEFAULT_MIN_SCORE)).collect(),
+            letterbox: false,
+        }
+    }
+
+    /// The same detector reporting down to `low` for every class: the
+    /// tracker keeps the weak detections to hold tracks (ByteTrack's second
+    /// round) and splits them from confident ones with the configured
+    /// per-class scores.
+    pub fn reporting_down_to(&self, low: f32) -> DetectSettings {
+        let mut settings = self.clone();
+        for score in settings.min_scores.values_mut() {
+            *score = score.min(low);
+        }
+        settings
+    }
 }
 
 /// What a detector reports about itself: what was asked and what runs.

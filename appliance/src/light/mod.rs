@@ -20,12 +20,12 @@
 //! - [`gpio`]: the relay on a Linux GPIO character device (`gpiocdev`).
 //! - [`pwm`]: the dimmer on the Linux PWM sysfs interface.
 //! - `rpi` (cargo feature `rpi`): both through `rppal` on a Raspberry Pi.
+//! - [`simulated`]: outputs that touch no hardware (log, state file), for
+//!   trying the lighting without a lamp.
 //! - [`runner`]: the lighting thread the daemon starts: it feeds the policy
 //!   at 20 Hz from what the pipeline reports and applies the safe state on
 //!   shutdown.
-//! - [`command`]: `luciole light --level/--safe`.
 
-pub mod command;
 pub mod gpio;
 pub mod policy;
 pub mod pwm;
@@ -34,12 +34,14 @@ pub mod rpi;
 pub mod runner;
 pub mod schedule;
 pub mod settings;
+pub mod simulated;
 pub mod sun;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +107,13 @@ pub enum LightError {
     /// The Raspberry Pi backend (feature `rpi`) failed.
     #[error("rppal {what}: {reason}")]
     Rppal { what: String, reason: String },
+    /// A simulated output could not write its state file.
+    #[error("simulated output: cannot write {path}: {source}")]
+    StateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A backend asked for is not built in.
     #[error("{0}")]
     Unsupported(String),
@@ -236,20 +245,17 @@ pub struct Lighting {
     safe_applied: bool,
 }
 
-/// The sysfs root the PWM dimmer uses: `/sys`, or `LUCIOLE_SYSFS` when set
-/// (tests and harnesses point it at a fake tree).
-pub fn sysfs_root() -> PathBuf {
-    std::env::var_os("LUCIOLE_SYSFS").map_or_else(|| "/sys".into(), PathBuf::from)
-}
-
 impl Lighting {
     /// Opens the configured outputs (GPIO character device, PWM under
-    /// `/sys`, or rppal) at the rated level: fail-on until told otherwise.
+    /// `/sys`, rppal, or simulated) at the rated level: fail-on until told
+    /// otherwise.
     pub fn open(settings: &LightingSettings) -> Result<Lighting, LightError> {
         Self::open_with_sysfs(settings, Path::new("/sys"))
     }
 
-    /// [`Lighting::open`] with another sysfs root (tests, harnesses).
+    /// [`Lighting::open`] with the PWM sysfs interface under another root
+    /// (a stand-in file tree in tests and benchmarks; the daemon always
+    /// uses `/sys`).
     pub fn open_with_sysfs(
         settings: &LightingSettings,
         sysfs: &Path,
@@ -259,6 +265,7 @@ impl Lighting {
             Some(relay) => Some(match relay.backend {
                 RelayBackend::Cdev => Box::new(gpio::CdevRelay::open(relay, true)?),
                 RelayBackend::Rppal => rppal_relay(relay)?,
+                RelayBackend::Simulated => Box::new(simulated::SimulatedRelay::open(relay, true)?),
             }),
         };
         let rated = settings.rated;
@@ -267,6 +274,9 @@ impl Lighting {
             Some(dimmer) => Some(match dimmer.backend {
                 DimmerBackend::Sysfs => Box::new(pwm::SysfsPwm::open(sysfs, dimmer, rated)?),
                 DimmerBackend::Rppal => rppal_dimmer(dimmer, rated)?,
+                DimmerBackend::Simulated => {
+                    Box::new(simulated::SimulatedDimmer::open(dimmer, rated)?)
+                }
             }),
         };
         Ok(Self::with_outputs(settings, relay, dimmer))

@@ -7,10 +7,13 @@
 //! turns it into a `light` event), and on shutdown applies the safe state
 //! and reports a `safe_exit` change.
 //!
-//! For the pipeline benchmark the feed also records, for each presence
-//! boost, the time from the arrival of the frame that first showed the
-//! presence to the return of the output write that started the ramp.
+//! The feed also records, for each presence boost, the time from the
+//! arrival of the frame that first showed the presence to the return of
+//! the output write that started the ramp: the last
+//! [`LATENCIES_KEPT`] of them, so memory stays bounded on a pole that runs
+//! for years (the pipeline benchmark reads them).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +24,9 @@ use crate::shutdown::Shutdown;
 /// Time between two policy steps.
 pub const PERIOD: Duration = Duration::from_millis(50);
 
+/// Boost latencies kept (the most recent ones).
+pub const LATENCIES_KEPT: usize = 1024;
+
 #[derive(Debug)]
 struct FeedState {
     presence: bool,
@@ -29,8 +35,9 @@ struct FeedState {
     last_frame: Option<Instant>,
     /// Arrival of the frame that started the current presence.
     presence_since: Option<Instant>,
-    /// Frame arrival → boost write, one per boost.
-    boost_latencies: Vec<Duration>,
+    /// Frame arrival → boost write, one per boost, the last
+    /// [`LATENCIES_KEPT`].
+    boost_latencies: VecDeque<Duration>,
 }
 
 /// What the pipeline tells the lighting thread; cheap to clone.
@@ -58,7 +65,7 @@ impl LightFeed {
                 detector_ok: true,
                 last_frame: None,
                 presence_since: None,
-                boost_latencies: Vec::new(),
+                boost_latencies: VecDeque::new(),
             })),
             wake_tx,
             wake_rx,
@@ -66,8 +73,7 @@ impl LightFeed {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut FeedState) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut state)
+        f(&mut crate::sync::lock(&self.state))
     }
 
     /// A frame went through the pipeline, with or without presence.
@@ -94,15 +100,19 @@ impl LightFeed {
         }
     }
 
-    /// Frame arrival → output write of each presence boost so far.
+    /// Frame arrival → output write of the last [`LATENCIES_KEPT`]
+    /// presence boosts, oldest first.
     pub fn boost_latencies(&self) -> Vec<Duration> {
-        self.with(|s| s.boost_latencies.clone())
+        self.with(|s| s.boost_latencies.iter().copied().collect())
     }
 
     fn record_boost(&self) {
         self.with(|s| {
             if let Some(since) = s.presence_since.take() {
-                s.boost_latencies.push(since.elapsed());
+                if s.boost_latencies.len() == LATENCIES_KEPT {
+                    s.boost_latencies.pop_front();
+                }
+                s.boost_latencies.push_back(since.elapsed());
             }
         });
     }
@@ -119,7 +129,7 @@ impl LightFeed {
 
     /// The inputs as of now.
     pub fn inputs(&self) -> LightInputs {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = crate::sync::lock(&self.state);
         LightInputs {
             presence: state.presence,
             camera_ok: state.camera_ok,
@@ -172,4 +182,25 @@ pub fn spawn(
                 Err(err) => tracing::error!("lighting: cannot apply the safe state: {err}"),
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boost_latencies_keep_only_the_most_recent_ones() {
+        let feed = LightFeed::new();
+        let start = Instant::now();
+        for _ in 0..LATENCIES_KEPT + 10 {
+            feed.frame_arrived(true, start);
+            feed.record_boost();
+            feed.frame_arrived(false, start);
+        }
+        let kept = feed.boost_latencies();
+        assert_eq!(kept.len(), LATENCIES_KEPT);
+        // Only a boost that was started by a frame is recorded.
+        feed.record_boost();
+        assert_eq!(feed.boost_latencies().len(), LATENCIES_KEPT);
+    }
 }

@@ -38,6 +38,35 @@ pub struct LightingSettings {
     pub steps: u32,
 }
 
+impl LightingSettings {
+    /// Lighting by `mode` with no output yet: 30 % at night, 100 % while
+    /// someone is there and as the fail-safe level, a 0.5 s rise, 30 s of
+    /// hold, a 10 s fade, boosts of at most 10 minutes, fail-safe after 5 s
+    /// without a frame; people and bicycles count as presence (in no zone
+    /// and along no line until some are named).
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            night: 0.3,
+            boost: 1.0,
+            rated: 1.0,
+            ramp_up: Duration::from_millis(500),
+            hold: Duration::from_secs(30),
+            fade: Duration::from_secs(10),
+            boost_cap: Duration::from_secs(600),
+            stale: Duration::from_secs(5),
+            presence: PresenceSettings {
+                classes: vec!["person".into(), "bicycle".into()],
+                zones: Vec::new(),
+                lines: Vec::new(),
+            },
+            relay: None,
+            dimmer: None,
+            steps: 1,
+        }
+    }
+}
+
 /// Day and night.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
@@ -84,6 +113,8 @@ pub enum RelayBackend {
     /// rppal on a Raspberry Pi (cargo feature `rpi`); the line is a BCM
     /// GPIO number.
     Rppal,
+    /// No hardware: logged, and written to `state_file` when set.
+    Simulated,
 }
 
 /// `[lighting.relay]`, validated (profile outputs resolved).
@@ -95,6 +126,8 @@ pub struct RelaySettings {
     pub line: LineRef,
     /// Line low means lamp on.
     pub active_low: bool,
+    /// Simulated backend: where the relay's state is written.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// How the dimmer is driven.
@@ -104,6 +137,8 @@ pub enum DimmerBackend {
     Sysfs,
     /// rppal on a Raspberry Pi (cargo feature `rpi`).
     Rppal,
+    /// No hardware: logged, and written to `state_file` when set.
+    Simulated,
 }
 
 /// PWM output polarity, as the kernel names it.
@@ -133,6 +168,31 @@ pub struct DimmerSettings {
     pub channel: u32,
     pub period_ns: u64,
     pub polarity: Polarity,
+    /// Simulated backend: where the dimmer's state is written.
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+impl DimmerSettings {
+    /// Distinct levels above 0 when the configuration names none: 1000, or
+    /// the period in nanoseconds when shorter.
+    pub fn default_steps(&self) -> u32 {
+        self.period_ns.min(1000) as u32
+    }
+}
+
+impl Default for DimmerSettings {
+    /// Channel 0 of no controller yet, through sysfs, at 1 kHz (a period of
+    /// 1 ms), normal polarity.
+    fn default() -> Self {
+        Self {
+            backend: DimmerBackend::Sysfs,
+            chip: String::new(),
+            channel: 0,
+            period_ns: 1_000_000,
+            polarity: Polarity::Normal,
+            state_file: None,
+        }
+    }
 }
 
 /// A board profile (`hw/<name>.toml`).

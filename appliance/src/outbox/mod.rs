@@ -2,12 +2,15 @@
 //! has acknowledged them.
 //!
 //! - **Write before offer.** [`Outbox::push`] gives the event its id and
-//!   writes it; [`Outbox::commit`] (called by the flusher thread every
-//!   `outbox.flush_ms`) makes the writes durable. Only committed events are
-//!   offered to the publisher ([`Outbox::committed_after`]), so an id a
-//!   consumer has seen is never reused after a crash. Durability window: an
-//!   event pushed less than `flush_ms` (plus one fsync) before a power cut
-//!   can be lost; nothing older.
+//!   writes it; [`Outbox::commit`] makes the writes durable. The flusher
+//!   thread ([`Outbox::spawn_flusher`]) sleeps until something is written,
+//!   then commits `outbox.flush_ms` later, so writes are grouped and an idle
+//!   pole does not wake up. Only committed events are offered to the
+//!   publisher ([`Outbox::committed_after`]), so an id a consumer has seen
+//!   is never reused after a crash; each commit that makes new events
+//!   publishable signals the publisher ([`Outbox::on_commit`]). Durability
+//!   window: an event pushed less than `flush_ms` (plus one fsync) before a
+//!   power cut can be lost; nothing older.
 //! - **Delete on acknowledgement.** [`Outbox::ack`] deletes an event once the
 //!   broker's PUBACK arrived. A crash before that deletion is durable means
 //!   the event is sent again, with the same id.
@@ -36,10 +39,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
 use crate::events::{self, Alert, Body, Dropped, Event, Origin};
-use crate::shutdown::Shutdown;
+use crate::sync::lock;
 use ledger::{Gap, Ledger, Limits};
-use store::{Backend, Store, StoreError};
+use store::{Store, StoreError};
 
 /// File inside the store folder recording which ids were surely
 /// committed (`floor`) and which may have been given (`ceiling`); rewritten
@@ -91,17 +96,31 @@ pub enum OutboxError {
     Bare(#[from] StoreError),
 }
 
-/// Where the outbox lives and how big it may grow.
+/// Where the outbox lives and how big it may grow (the `[outbox]`
+/// section, validated).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxSettings {
     /// The database folder.
     pub path: PathBuf,
-    /// The embedded database holding it.
-    pub backend: Backend,
     /// Size and age limits.
     pub limits: Limits,
     /// Longest time between a push and its durable commit.
     pub flush_every: Duration,
+}
+
+impl Default for OutboxSettings {
+    /// `/var/lib/luciole/outbox`, at most 256 MiB, events kept 24 hours,
+    /// committed every 50 ms.
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/luciole/outbox"),
+            limits: Limits {
+                max_bytes: 256 << 20,
+                retention_ms: 24 * 3600 * 1000,
+            },
+            flush_every: Duration::from_millis(50),
+        }
+    }
 }
 
 /// What `luciole events` prints first.
@@ -130,6 +149,10 @@ pub struct Outbox {
     committed: AtomicU64,
     /// Deletions not yet made durable.
     deletions: AtomicBool,
+    /// Wakes the flusher when something was written (coalesced: capacity 1).
+    written: (Sender<()>, Receiver<()>),
+    /// One coalescing channel per [`Outbox::on_commit`] listener.
+    commit_listeners: Mutex<Vec<Sender<()>>>,
 }
 
 /// Stored value: 8 bytes of time (ms, big-endian) then the JSON event.
@@ -173,9 +196,7 @@ impl Outbox {
     ) -> Result<Outbox, OutboxError> {
         let path = settings.path.clone();
         let reservation = read_reservation(&path);
-        let backend = settings.backend;
-        let opened =
-            Self::open_db(&path, backend).and_then(|db| Self::check(&path, &db).map(|()| db));
+        let opened = Self::open_db(&path).and_then(|db| Self::check(&path, &db).map(|()| db));
         let (db, aside) = match opened {
             Ok(db) => (db, None),
             Err(err) if !repair => return Err(err),
@@ -208,7 +229,7 @@ impl Outbox {
                     source,
                 })?;
                 tracing::error!(path = %path.display(), aside = %aside.display(), "outbox corrupted: moved aside, starting a fresh one");
-                (Self::open_db(&path, settings.backend)?, Some(aside))
+                (Self::open_db(&path)?, Some(aside))
             }
         };
         Self::finish_open(settings, origin, db, aside, reservation)
@@ -257,6 +278,15 @@ impl Outbox {
             None if aside.is_some() => found_next.max(events::now_ms() << 10),
             _ => found_next,
         };
+        // The store holds its next id durably before the reservation is
+        // written: from then on, a store without one has lost data. (A
+        // fresh store killed before its first commit would otherwise look
+        // like one that lost everything.)
+        if stored_next.is_none() {
+            db.apply(&[], &[], next_id)
+                .and_then(|()| db.flush())
+                .map_err(store)?;
+        }
         let ceiling = next_id + ID_BLOCK;
         write_reservation(&path, next_id, ceiling)?;
         let outbox = Outbox {
@@ -270,6 +300,8 @@ impl Outbox {
             }),
             committed: AtomicU64::new(next_id - 1),
             deletions: AtomicBool::new(false),
+            written: crossbeam_channel::bounded(1),
+            commit_listeners: Mutex::new(Vec::new()),
         };
         let alert = match (&aside, lost) {
             (Some(aside), _) => Some(Alert {
@@ -297,8 +329,8 @@ impl Outbox {
         Ok(outbox)
     }
 
-    fn open_db(path: &Path, backend: Backend) -> Result<Store, OutboxError> {
-        Store::open(path, backend).map_err(|source| OutboxError::Open {
+    fn open_db(path: &Path) -> Result<Store, OutboxError> {
+        Store::open(path).map_err(|source| OutboxError::Open {
             path: path.to_owned(),
             source,
         })
@@ -359,7 +391,7 @@ impl Outbox {
     /// Writes an event made at `now_ms`, first deleting what the limits
     /// require and recording each deletion as a `dropped` event.
     pub fn push_at(&self, body: Body, now_ms: u64) -> Result<u64, OutboxError> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         let mut removes = Vec::new();
         let mut inserts = Vec::new();
         let mut records = Vec::new();
@@ -402,16 +434,40 @@ impl Outbox {
         self.db
             .apply(&inserts, &removes, state.next_id)
             .map_err(|e| self.store_err(e))?;
+        drop(state);
+        self.wrote();
         Ok(last)
     }
 
-    /// Makes every write so far durable; returns the last durable id.
+    /// Wakes the flusher (a signal already waiting is enough).
+    fn wrote(&self) {
+        let _ = self.written.0.try_send(());
+    }
+
+    /// Makes every write so far durable; returns the last durable id. When
+    /// that makes new events publishable, every [`Outbox::on_commit`]
+    /// listener is signalled.
     pub fn commit(&self) -> Result<u64, OutboxError> {
-        let upto = self.state.lock().unwrap().next_id - 1;
+        let upto = lock(&self.state).next_id - 1;
         self.deletions.store(false, Ordering::SeqCst);
         self.db.flush().map_err(|e| self.store_err(e))?;
-        self.committed.fetch_max(upto, Ordering::SeqCst);
+        if self.committed.fetch_max(upto, Ordering::SeqCst) < upto {
+            lock(&self.commit_listeners).retain(|listener| {
+                !matches!(listener.try_send(()), Err(TrySendError::Disconnected(_)))
+            });
+        }
         Ok(upto)
+    }
+
+    /// A channel that receives a signal after each commit that made new
+    /// events publishable. Signals coalesce: one waiting signal stands for
+    /// any number of commits, so a listener that wakes up reads everything
+    /// committed so far ([`Outbox::committed`]). A dropped receiver is
+    /// forgotten at the next commit.
+    pub fn on_commit(&self) -> Receiver<()> {
+        let (signal, listener) = crossbeam_channel::bounded(1);
+        lock(&self.commit_listeners).push(signal);
+        listener
     }
 
     /// The last id made durable by [`Outbox::commit`].
@@ -421,8 +477,7 @@ impl Outbox {
 
     /// Whether writes (new events or deletions) are waiting for a commit.
     pub fn uncommitted(&self) -> bool {
-        self.deletions.load(Ordering::SeqCst)
-            || self.state.lock().unwrap().next_id - 1 > self.committed()
+        self.deletions.load(Ordering::SeqCst) || lock(&self.state).next_id - 1 > self.committed()
     }
 
     /// Up to `limit` committed events with ids above `after`, oldest first,
@@ -450,29 +505,31 @@ impl Outbox {
 
     /// Deletes an event the broker acknowledged.
     pub fn ack(&self, id: u64) -> Result<(), OutboxError> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         if state.ledger.remove(id) {
             self.db.remove(id).map_err(|e| self.store_err(e))?;
             // The next commit makes the deletion durable too.
             self.deletions.store(true, Ordering::SeqCst);
+            drop(state);
+            self.wrote();
         }
         Ok(())
     }
 
     /// Events held (not yet acknowledged).
     pub fn depth(&self) -> u64 {
-        self.state.lock().unwrap().ledger.len()
+        lock(&self.state).ledger.len()
     }
 
     /// Oldest held id, if any.
     pub fn oldest_id(&self) -> Option<u64> {
-        self.state.lock().unwrap().ledger.span().map(|(a, _)| a)
+        lock(&self.state).ledger.span().map(|(a, _)| a)
     }
 
     /// Count, size, oldest and newest event.
     pub fn summary(&self) -> Result<Summary, OutboxError> {
         let (count, bytes, span) = {
-            let state = self.state.lock().unwrap();
+            let state = lock(&self.state);
             (
                 state.ledger.len(),
                 state.ledger.bytes(),
@@ -513,27 +570,71 @@ impl Outbox {
         out.into_iter()
     }
 
-    /// Runs [`Outbox::commit`] every `every` while anything is uncommitted,
-    /// until `shutdown`; commits once more on the way out.
-    pub fn spawn_flusher(
-        self: &Arc<Self>,
-        every: Duration,
-        shutdown: Shutdown,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// Starts the thread that commits: it sleeps until something is
+    /// written (an event or a deletion), waits `every` so that what comes
+    /// meanwhile shares the commit, commits, and sleeps again. Stopping it
+    /// ([`Flusher::stop`], or dropping it) commits what is left.
+    pub fn spawn_flusher(self: &Arc<Self>, every: Duration) -> std::io::Result<Flusher> {
         let outbox = Arc::clone(self);
-        std::thread::Builder::new()
+        let written = self.written.1.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
             .name("outbox-flush".into())
-            .spawn(move || loop {
-                let running = shutdown.sleep(every);
-                if outbox.uncommitted() {
-                    if let Err(err) = outbox.commit() {
-                        tracing::error!("{err}");
-                    }
+            .spawn(move || outbox.flush_until(&written, &stopped, every))?;
+        Ok(Flusher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The flusher's loop; `stopped` disconnects when it must end.
+    fn flush_until(&self, written: &Receiver<()>, stopped: &Receiver<()>, every: Duration) {
+        loop {
+            let running = crossbeam_channel::select! {
+                recv(written) -> _ => matches!(
+                    stopped.recv_timeout(every),
+                    Err(RecvTimeoutError::Timeout)
+                ),
+                recv(stopped) -> _ => false,
+            };
+            if self.uncommitted() {
+                if let Err(err) = self.commit() {
+                    tracing::error!("{err}");
                 }
-                if !running {
-                    break;
-                }
-            })
+            }
+            if !running {
+                break;
+            }
+        }
+    }
+}
+
+/// The running flusher thread of an outbox ([`Outbox::spawn_flusher`]).
+pub struct Flusher {
+    /// Dropped to stop the thread.
+    stop: Option<Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Commits what is left and ends the thread.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the outbox flusher panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 

@@ -1,6 +1,5 @@
 use super::*;
 use crate::events::{ErrorReport, Status};
-use store::Backend;
 
 fn scratch(name: &str) -> PathBuf {
     let dir =
@@ -10,12 +9,9 @@ fn scratch(name: &str) -> PathBuf {
     dir.join("outbox")
 }
 
-const BACKENDS: [Backend; 2] = [Backend::Sled, Backend::Redb];
-
-fn settings(backend: Backend, path: &Path, max_bytes: u64, retention_ms: u64) -> OutboxSettings {
+fn settings(path: &Path, max_bytes: u64, retention_ms: u64) -> OutboxSettings {
     OutboxSettings {
         path: path.to_owned(),
-        backend,
         limits: Limits {
             max_bytes,
             retention_ms,
@@ -50,14 +46,8 @@ fn kinds_and_ids(outbox: &Outbox) -> Vec<(u64, String)> {
 
 #[test]
 fn ids_continue_across_restarts_even_when_everything_was_acknowledged() {
-    for backend in BACKENDS {
-        ids_continue_across_restarts_even_when_everything_was_acknowledged_on(backend);
-    }
-}
-
-fn ids_continue_across_restarts_even_when_everything_was_acknowledged_on(backend: Backend) {
-    let path = scratch(&format!("ids-{}", backend.name()));
-    let s = settings(backend, &path, 1 << 20, u64::MAX);
+    let path = scratch("ids");
+    let s = settings(&path, 1 << 20, u64::MAX);
     {
         let outbox = Outbox::open(&s, origin()).unwrap();
         for n in 0..3 {
@@ -76,14 +66,8 @@ fn ids_continue_across_restarts_even_when_everything_was_acknowledged_on(backend
 
 #[test]
 fn only_committed_events_are_offered_and_in_id_order() {
-    for backend in BACKENDS {
-        only_committed_events_are_offered_and_in_id_order_on(backend);
-    }
-}
-
-fn only_committed_events_are_offered_and_in_id_order_on(backend: Backend) {
-    let path = scratch(&format!("offer-{}", backend.name()));
-    let outbox = Outbox::open(&settings(backend, &path, 1 << 20, u64::MAX), origin()).unwrap();
+    let path = scratch("offer");
+    let outbox = Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap();
     for n in 0..5 {
         outbox.push(error(n)).unwrap();
     }
@@ -105,14 +89,8 @@ fn only_committed_events_are_offered_and_in_id_order_on(backend: Backend) {
 
 #[test]
 fn acknowledged_events_are_gone_after_a_restart_and_the_rest_remain() {
-    for backend in BACKENDS {
-        acknowledged_events_are_gone_after_a_restart_and_the_rest_remain_on(backend);
-    }
-}
-
-fn acknowledged_events_are_gone_after_a_restart_and_the_rest_remain_on(backend: Backend) {
-    let path = scratch(&format!("ack-{}", backend.name()));
-    let s = settings(backend, &path, 1 << 20, u64::MAX);
+    let path = scratch("ack");
+    let s = settings(&path, 1 << 20, u64::MAX);
     {
         let outbox = Outbox::open(&s, origin()).unwrap();
         for n in 0..4 {
@@ -137,14 +115,8 @@ fn acknowledged_events_are_gone_after_a_restart_and_the_rest_remain_on(backend: 
 
 #[test]
 fn a_full_outbox_drops_the_oldest_and_says_which_with_a_dropped_event() {
-    for backend in BACKENDS {
-        a_full_outbox_drops_the_oldest_and_says_which_with_a_dropped_event_on(backend);
-    }
-}
-
-fn a_full_outbox_drops_the_oldest_and_says_which_with_a_dropped_event_on(backend: Backend) {
-    let path = scratch(&format!("full-{}", backend.name()));
-    let outbox = Outbox::open(&settings(backend, &path, 2000, u64::MAX), origin()).unwrap();
+    let path = scratch("full");
+    let outbox = Outbox::open(&settings(&path, 2000, u64::MAX), origin()).unwrap();
     for n in 0..40 {
         outbox.push(error(n)).unwrap();
     }
@@ -171,7 +143,7 @@ fn a_full_outbox_drops_the_oldest_and_says_which_with_a_dropped_event_on(backend
     check(&outbox);
     outbox.commit().unwrap();
     drop(outbox);
-    let outbox = Outbox::open(&settings(backend, &path, 2000, u64::MAX), origin()).unwrap();
+    let outbox = Outbox::open(&settings(&path, 2000, u64::MAX), origin()).unwrap();
     for n in 40..60 {
         outbox.push(error(n)).unwrap();
     }
@@ -180,14 +152,8 @@ fn a_full_outbox_drops_the_oldest_and_says_which_with_a_dropped_event_on(backend
 
 #[test]
 fn events_older_than_the_retention_expire_into_a_dropped_event() {
-    for backend in BACKENDS {
-        events_older_than_the_retention_expire_into_a_dropped_event_on(backend);
-    }
-}
-
-fn events_older_than_the_retention_expire_into_a_dropped_event_on(backend: Backend) {
-    let path = scratch(&format!("expire-{}", backend.name()));
-    let outbox = Outbox::open(&settings(backend, &path, 1 << 20, 60_000), origin()).unwrap();
+    let path = scratch("expire");
+    let outbox = Outbox::open(&settings(&path, 1 << 20, 60_000), origin()).unwrap();
     outbox.push_at(error(0), 1_000_000).unwrap();
     outbox.push_at(error(1), 1_030_000).unwrap();
     outbox.push_at(error(2), 1_065_000).unwrap();
@@ -206,14 +172,8 @@ fn events_older_than_the_retention_expire_into_a_dropped_event_on(backend: Backe
 
 #[test]
 fn scribbled_data_ends_in_an_alert_and_ids_above_the_lost_ones() {
-    for backend in BACKENDS {
-        scribbled_data_ends_in_an_alert_and_ids_above_the_lost_ones_on(backend);
-    }
-}
-
-fn scribbled_data_ends_in_an_alert_and_ids_above_the_lost_ones_on(backend: Backend) {
-    let path = scratch(&format!("corrupt-{}", backend.name()));
-    let s = settings(backend, &path, 1 << 20, u64::MAX);
+    let path = scratch("corrupt");
+    let s = settings(&path, 1 << 20, u64::MAX);
     {
         let outbox = Outbox::open(&s, origin()).unwrap();
         for n in 0..10 {
@@ -222,10 +182,7 @@ fn scribbled_data_ends_in_an_alert_and_ids_above_the_lost_ones_on(backend: Backe
         outbox.commit().unwrap();
     }
     // Scribble over the data, as a failing SD card would.
-    let data = path.join(match backend {
-        Backend::Sled => "db",
-        Backend::Redb => "events.redb",
-    });
+    let data = path.join("db");
     let len = std::fs::metadata(&data).unwrap().len() as usize;
     std::fs::write(&data, vec![0xA5; len.max(4096)]).unwrap();
     // sled either refuses the store (moved aside) or recovers it without
@@ -252,10 +209,21 @@ fn scribbled_data_ends_in_an_alert_and_ids_above_the_lost_ones_on(backend: Backe
 }
 
 #[test]
+fn an_outbox_reopened_before_anything_was_committed_has_lost_nothing() {
+    let path = scratch("reopen-fresh");
+    let s = settings(&path, 1 << 20, u64::MAX);
+    // A pole killed before its first commit leaves a fresh store and the
+    // id reservation beside it.
+    drop(Outbox::open(&s, origin()).unwrap());
+    let outbox = Outbox::open(&s, origin()).unwrap();
+    assert_eq!(outbox.depth(), 0, "no alert: {:?}", kinds_and_ids(&outbox));
+    assert_eq!(outbox.push(error(0)).unwrap(), 1, "ids start at 1");
+}
+
+#[test]
 fn an_unreadable_outbox_is_moved_aside_and_a_fresh_one_starts_with_an_alert() {
-    let backend = Backend::Sled;
     let path = scratch("unreadable");
-    let s = settings(backend, &path, 1 << 20, u64::MAX);
+    let s = settings(&path, 1 << 20, u64::MAX);
     {
         let outbox = Outbox::open(&s, origin()).unwrap();
         for n in 0..10 {
@@ -287,14 +255,8 @@ fn an_unreadable_outbox_is_moved_aside_and_a_fresh_one_starts_with_an_alert() {
 
 #[test]
 fn inspecting_a_missing_outbox_creates_nothing() {
-    for backend in BACKENDS {
-        inspecting_a_missing_outbox_creates_nothing_on(backend);
-    }
-}
-
-fn inspecting_a_missing_outbox_creates_nothing_on(backend: Backend) {
-    let path = scratch(&format!("missing-{}", backend.name()));
-    let err = Outbox::inspect(&settings(backend, &path, 1 << 20, u64::MAX), origin())
+    let path = scratch("missing");
+    let err = Outbox::inspect(&settings(&path, 1 << 20, u64::MAX), origin())
         .err()
         .unwrap();
     assert!(err.to_string().contains("no outbox here"), "{err}");
@@ -303,14 +265,8 @@ fn inspecting_a_missing_outbox_creates_nothing_on(backend: Backend) {
 
 #[test]
 fn status_events_round_trip_through_the_store() {
-    for backend in BACKENDS {
-        status_events_round_trip_through_the_store_on(backend);
-    }
-}
-
-fn status_events_round_trip_through_the_store_on(backend: Backend) {
-    let path = scratch(&format!("status-{}", backend.name()));
-    let outbox = Outbox::open(&settings(backend, &path, 1 << 20, u64::MAX), origin()).unwrap();
+    let path = scratch("status");
+    let outbox = Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap();
     let body = Body::Status(Status {
         state: "started".into(),
         version: "0.1.0".into(),
@@ -323,4 +279,80 @@ fn status_events_round_trip_through_the_store_on(backend: Backend) {
         (event.site.as_str(), event.device.as_str()),
         ("lyon", "pole-7")
     );
+}
+
+#[test]
+fn a_commit_that_makes_events_publishable_signals_every_listener_once() {
+    let path = scratch("signal");
+    let outbox = Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap();
+    let (first, second) = (outbox.on_commit(), outbox.on_commit());
+    outbox.commit().unwrap();
+    assert!(first.try_recv().is_err(), "nothing new, no signal");
+    outbox.push(error(0)).unwrap();
+    assert!(first.try_recv().is_err(), "written is not publishable");
+    outbox.commit().unwrap();
+    outbox.push(error(1)).unwrap();
+    outbox.commit().unwrap();
+    for listener in [&first, &second] {
+        assert!(listener.try_recv().is_ok());
+        assert!(listener.try_recv().is_err(), "signals coalesce");
+    }
+    outbox.ack(1).unwrap();
+    outbox.commit().unwrap();
+    assert!(first.try_recv().is_err(), "a deletion publishes nothing");
+    drop(second);
+    outbox.push(error(2)).unwrap();
+    outbox.commit().unwrap();
+    assert!(first.try_recv().is_ok());
+    assert_eq!(
+        lock(&outbox.commit_listeners).len(),
+        1,
+        "dropped listeners are forgotten"
+    );
+}
+
+#[test]
+fn the_flusher_commits_writes_within_its_period_and_what_is_left_when_stopped() {
+    let path = scratch("flusher");
+    let outbox = Arc::new(Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap());
+    let commits = outbox.on_commit();
+    let flusher = outbox.spawn_flusher(Duration::from_millis(20)).unwrap();
+    let pushed = std::time::Instant::now();
+    outbox.push(error(0)).unwrap();
+    commits
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the flusher committed");
+    assert!(
+        pushed.elapsed() >= Duration::from_millis(20),
+        "writes are grouped"
+    );
+    assert_eq!(outbox.committed(), 1);
+    outbox.ack(1).unwrap();
+    outbox.push(error(1)).unwrap();
+    flusher.stop();
+    assert!(!outbox.uncommitted(), "stopping commits what is left");
+    assert_eq!(outbox.committed(), 2);
+}
+
+#[test]
+fn a_store_held_elsewhere_is_refused_after_a_bounded_wait_and_opens_once_released() {
+    let path = scratch("locked");
+    let held = store::Store::open(&path).unwrap();
+    let started = std::time::Instant::now();
+    match store::Store::open(&path) {
+        Err(err @ store::StoreError::Locked(_)) => {
+            assert!(err.to_string().contains("locked"), "{err}")
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second handle opened a locked store"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+
+    // Released while the second open is waiting: it gets the store.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    store::Store::open(&path).unwrap();
+    release.join().unwrap();
 }

@@ -1,48 +1,68 @@
 //! Publishing the outbox to the city's MQTT broker (rumqttc, MQTT 3.1.1 or
-//! 5, see [`session`]).
+//! 5, see [`session`]): every committed event is published at QoS 1 and
+//! deleted from the outbox once the broker acknowledged it.
 //!
-//! Two threads share one connection:
-//! - the **connection thread** drives rumqttc's event loop: it connects,
-//!   publishes the retained `online` presence (the last will says
-//!   `offline`), matches each PUBACK to the event it acknowledges and
-//!   deletes that event from the outbox, and on any failure waits an
-//!   exponential, jittered delay before reconnecting;
-//! - the **feeder thread** offers committed events in id order, never more
-//!   than `mqtt.inflight` unacknowledged at once. After each (re)connection
-//!   it starts again from the oldest event still held, so the backlog is
-//!   replayed in order and new events simply queue behind it.
+//! # Design
 //!
-//! A PUBACK names a packet id, not an event: the threads match them by
-//! the order rumqttc sends publishes on its single queue (each offered
-//! event waits in `Link::unnumbered` until its packet id is known). After a
-//! failure, rumqttc's own resend queue is emptied so that only the feeder
-//! decides what is sent, and in which order.
+//! The bookkeeping is a pure type, [`state::Flight`]: what is in flight,
+//! which packet id each publish got, what to offer next. Two threads drive
+//! it ([`Publisher::start`]):
+//! - the **connection thread** only turns rumqttc's `Connection::recv()`
+//!   into [`session::Step`]s (connected, a publish got its packet id, a
+//!   PUBACK, a failure, closed) and forwards them;
+//! - the **publishing thread** owns the `Flight` and the rumqttc client. It
+//!   sleeps until something happens: a step from the connection thread, a
+//!   signal from the outbox that a commit made new events publishable
+//!   ([`Outbox::on_commit`]), the end of a reconnection delay, or a stop.
+//!   After each, it offers what the `Flight` allows. Nothing polls.
 //!
-//! Events are published at QoS 1, not retained. An event whose PUBACK was
-//! lost is sent again after reconnection, with the same id: consumers see
-//! every event at least once and de-duplicate on `id`.
+//! The guarantees:
+//! - **Write before offer.** Only events the outbox has committed (made
+//!   durable) are offered, so an id a consumer saw is never reused.
+//! - **Ordered replay.** On each connection offers start again from the
+//!   oldest event still held, in id order; new events queue behind it.
+//! - **Bounded window.** Never more than `mqtt.inflight` publishes
+//!   unacknowledged (the presence message included).
+//! - **Delete on PUBACK.** An event leaves the outbox only when the broker
+//!   acknowledged the packet that carried it. An event whose PUBACK was
+//!   lost is sent again after reconnection, with the same id: consumers see
+//!   every event at least once and de-duplicate on `id`.
+//! - **Presence.** On connection the pole publishes a retained `online`;
+//!   the broker's last will says `offline`, and a clean stop publishes
+//!   `offline` itself before disconnecting.
+//! - **No stale publish after a failure.** After a failure the connection
+//!   thread waits for the publishing thread's go-ahead before reconnecting,
+//!   and only then empties rumqttc's queues (`forget_in_flight`). The
+//!   go-ahead comes after the publishing thread has seen the failure (and
+//!   waited the jittered [`crate::backoff`] delay), and it publishes nothing
+//!   between seeing a failure and the next connection: so nothing queued
+//!   for the lost connection can go out on the next one ahead of the replay.
+//! - **Clean stop.** [`Publisher::stop`] lets the broker acknowledge what
+//!   is committed for a grace period while connected, publishes `offline`,
+//!   disconnects and waits for the connection thread to end, each step
+//!   waiting on events with a deadline.
 //!
 //! TLS verifies the broker's certificate against `mqtt.ca_file` (and its
 //! host name or IP address); plaintext needs `mqtt.tls = false`.
 
-pub mod backoff;
+mod link;
 pub mod reporter;
 pub mod session;
+pub mod state;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_channel::Sender;
 use rumqttc::{ConnectReturnCode, ConnectionError};
 
+use crate::backoff::Backoff;
 use crate::events::Origin;
 use crate::outbox::Outbox;
-use crate::shutdown::Shutdown;
-use backoff::{Backoff, SplitMix};
-use session::{Connection, Protocol, Session, Step};
+use session::Protocol;
 
 /// What can stop the publisher from starting.
 #[derive(Debug, thiserror::Error)]
@@ -76,24 +96,54 @@ pub struct TlsSettings {
     pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
-/// A validated `[mqtt]` section.
+/// How to reach the broker and publish there (the `[mqtt]` section,
+/// validated). [`MqttSettings::new`] gives every field its default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
     pub protocol: Protocol,
+    /// Broker host name or IP address.
     pub host: String,
     pub port: u16,
-    /// `None` only when the configuration says `tls = false`.
+    /// `None` for a plaintext connection (`tls = false`).
     pub tls: Option<TlsSettings>,
     pub username: Option<String>,
     /// The password is read from this file (first line) at start.
     pub password_file: Option<PathBuf>,
     pub client_id: String,
+    /// First topic level: topics are `<prefix>/<site>/<device>/...`.
     pub topic_prefix: String,
+    /// Time between keep-alive pings when idle.
     pub keep_alive: Duration,
-    pub reconnect_min: Duration,
-    pub reconnect_max: Duration,
-    /// Most events published and not yet acknowledged.
+    /// Delays between reconnection attempts.
+    pub reconnect: Backoff,
+    /// Most publishes sent and not yet acknowledged.
     pub inflight: u16,
+}
+
+impl MqttSettings {
+    /// Publishing to `host` as `origin`, over TLS when `tls` is given, with
+    /// every other setting at its default: MQTT 3.1.1 on port 8883 with TLS
+    /// (1883 without), no user name, client id `luciole-<site>-<device>`,
+    /// topic prefix `luciole`, keep-alive 30 s, reconnection after 500 ms
+    /// doubling up to 60 s, 32 publishes in flight.
+    pub fn new(host: String, origin: &Origin, tls: Option<TlsSettings>) -> Self {
+        Self {
+            protocol: Protocol::V311,
+            port: if tls.is_some() { 8883 } else { 1883 },
+            host,
+            tls,
+            username: None,
+            password_file: None,
+            client_id: format!("luciole-{}-{}", origin.site, origin.device),
+            topic_prefix: "luciole".into(),
+            keep_alive: Duration::from_secs(30),
+            reconnect: Backoff {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(60),
+            },
+            inflight: 32,
+        }
+    }
 }
 
 /// Counters the daemon reports in health events.
@@ -106,30 +156,73 @@ pub struct PublishStats {
     pub acked: AtomicU64,
 }
 
-/// The running publisher; stop it by raising the shutdown flag, then
-/// [`Publisher::join`].
+/// The running publisher. [`Publisher::stop`] ends it cleanly; dropping it
+/// stops it without a grace period.
 pub struct Publisher {
-    threads: Vec<JoinHandle<()>>,
     pub stats: Arc<PublishStats>,
+    /// Carries the drain grace to the publishing thread.
+    stop: Option<Sender<Duration>>,
+    publishing: Option<JoinHandle<bool>>,
+    connection: Option<JoinHandle<()>>,
 }
 
-/// What the two threads share, under one lock so that offering an event
-/// and forgetting in-flight state after a failure cannot interleave.
-#[derive(Debug, Default)]
-struct Link {
-    connected: bool,
-    /// Published, waiting for rumqttc to give them a packet id (`None` is
-    /// the presence message).
-    unnumbered: VecDeque<Option<u64>>,
-    /// Sent, waiting for PUBACK.
-    by_pkid: HashMap<u16, Option<u64>>,
-    /// Highest id offered on this connection.
-    cursor: u64,
+impl Publisher {
+    /// Starts publishing `outbox` with `settings`: opens nothing yet (the
+    /// connection thread connects, and reconnects after failures); fails
+    /// only on unreadable TLS or password files, or if a thread cannot
+    /// start.
+    pub fn start(
+        settings: &MqttSettings,
+        origin: Origin,
+        outbox: Arc<Outbox>,
+    ) -> Result<Publisher, PublishError> {
+        let (client, connection) = session::open(settings, &origin)?;
+        let stats = Arc::new(PublishStats::default());
+        let (stop, stopped) = crossbeam_channel::bounded(1);
+        let (publishing, connection) = link::spawn(
+            settings, origin, outbox, client, connection, &stats, stopped,
+        )?;
+        Ok(Publisher {
+            stats,
+            stop: Some(stop),
+            publishing: Some(publishing),
+            connection: Some(connection),
+        })
+    }
+
+    /// Stops: while connected, gives the broker up to `drain` to take every
+    /// committed event, then publishes `offline`, disconnects and waits for
+    /// both threads.
+    pub fn stop(mut self, drain: Duration) {
+        self.halt(drain);
+    }
+
+    fn halt(&mut self, drain: Duration) {
+        let Some(stop) = self.stop.take() else {
+            return;
+        };
+        let _ = stop.send(drain);
+        let closed = self.publishing.take().is_some_and(|thread| {
+            thread.join().unwrap_or_else(|_| {
+                tracing::error!("the MQTT publishing thread panicked");
+                false
+            })
+        });
+        if let Some(thread) = self.connection.take() {
+            if closed {
+                let _ = thread.join();
+            } else {
+                // Still inside rumqttc (a connection attempt to a silent
+                // broker): it ends on its own once that attempt does.
+                tracing::warn!("the MQTT connection thread did not end in time; leaving it");
+            }
+        }
+    }
 }
 
-impl Link {
-    fn outstanding(&self) -> usize {
-        self.unnumbered.len() + self.by_pkid.len()
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.halt(Duration::ZERO);
     }
 }
 
@@ -140,7 +233,6 @@ fn read(key: &'static str, path: &PathBuf) -> Result<Vec<u8>, PublishError> {
         source,
     })
 }
-
 fn pem(key: &'static str, path: &PathBuf, marker: &str) -> Result<Vec<u8>, PublishError> {
     let bytes = read(key, path)?;
     if !String::from_utf8_lossy(&bytes).contains(marker) {
@@ -195,199 +287,4 @@ pub fn explain(err: &ConnectionError, settings: &MqttSettings) -> String {
         other => Failure::Other(other),
     };
     describe(failure, settings)
-}
-
-impl Publisher {
-    /// Starts publishing `outbox` with `settings` until `shutdown`.
-    pub fn start(
-        settings: &MqttSettings,
-        origin: Origin,
-        outbox: Arc<Outbox>,
-        shutdown: Shutdown,
-    ) -> Result<Publisher, PublishError> {
-        let (client, mut connection) = session::open(settings, &origin)?;
-        let window = usize::from(settings.inflight);
-        let link = Arc::new(Mutex::new(Link::default()));
-        let stats = Arc::new(PublishStats::default());
-
-        let feeder = {
-            let (link, outbox, client, shutdown) = (
-                Arc::clone(&link),
-                Arc::clone(&outbox),
-                client.clone(),
-                shutdown.clone(),
-            );
-            let (prefix, origin) = (settings.topic_prefix.clone(), origin.clone());
-            std::thread::Builder::new()
-                .name("mqtt-feed".into())
-                .spawn(move || feed(&link, &outbox, &client, &prefix, &origin, window, &shutdown))
-                .map_err(|e| PublishError::Thread("mqtt-feed", e))?
-        };
-        let driver = {
-            let (stats, settings) = (Arc::clone(&stats), settings.clone());
-            std::thread::Builder::new()
-                .name("mqtt-conn".into())
-                .spawn(move || {
-                    drive(
-                        &mut connection,
-                        &client,
-                        &link,
-                        &outbox,
-                        &settings,
-                        &origin,
-                        &stats,
-                        &shutdown,
-                    )
-                })
-                .map_err(|e| PublishError::Thread("mqtt-conn", e))?
-        };
-        Ok(Publisher {
-            threads: vec![feeder, driver],
-            stats,
-        })
-    }
-
-    /// Waits for both threads (after the shutdown flag was raised).
-    pub fn join(self) {
-        for thread in self.threads {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// How long a stopping publisher waits for outstanding acknowledgements.
-const STOP_GRACE: Duration = Duration::from_secs(2);
-/// How often the feeder looks for newly committed events.
-const FEED_EVERY: Duration = Duration::from_millis(5);
-
-fn feed(
-    link: &Mutex<Link>,
-    outbox: &Outbox,
-    client: &Session,
-    prefix: &str,
-    origin: &Origin,
-    window: usize,
-    shutdown: &Shutdown,
-) {
-    while shutdown.sleep(FEED_EVERY) {
-        let mut link = link.lock().unwrap();
-        if !link.connected || link.outstanding() >= window {
-            continue;
-        }
-        let batch = match outbox.committed_after(link.cursor, window - link.outstanding()) {
-            Ok(batch) => batch,
-            Err(err) => {
-                tracing::error!("{err}");
-                continue;
-            }
-        };
-        for (id, kind, json) in batch {
-            if !client.publish(origin.event_topic(prefix, &kind), false, json) {
-                break;
-            }
-            link.unnumbered.push_back(Some(id));
-            link.cursor = id;
-        }
-    }
-    // Stopping: let what is in flight be acknowledged, then say goodbye
-    // (a clean disconnect does not trigger the last will).
-    let deadline = std::time::Instant::now() + STOP_GRACE;
-    while std::time::Instant::now() < deadline {
-        let link = link.lock().unwrap();
-        if !link.connected || link.outstanding() == 0 {
-            break;
-        }
-        drop(link);
-        std::thread::sleep(FEED_EVERY);
-    }
-    let link = link.lock().unwrap();
-    if link.connected {
-        client.publish(
-            origin.presence_topic(prefix),
-            true,
-            origin.presence("offline"),
-        );
-    }
-    client.disconnect();
-}
-
-#[allow(clippy::too_many_arguments)]
-fn drive(
-    connection: &mut Connection,
-    client: &Session,
-    link: &Mutex<Link>,
-    outbox: &Outbox,
-    settings: &MqttSettings,
-    origin: &Origin,
-    stats: &PublishStats,
-    shutdown: &Shutdown,
-) {
-    let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
-    let seed = crate::events::now_ms() ^ u64::from(std::process::id()).rotate_left(32);
-    let mut rng = SplitMix::new(seed);
-    let presence = origin.presence_topic(&settings.topic_prefix);
-    // Ends when every session handle is gone, or on a stop.
-    while let Some(step) = connection.next(settings) {
-        match step {
-            Step::Connected => {
-                backoff.reset();
-                let mut link = link.lock().unwrap();
-                *link = Link {
-                    connected: true,
-                    cursor: outbox.oldest_id().map_or(outbox.committed(), |id| id - 1),
-                    ..Link::default()
-                };
-                if client.publish(presence.clone(), true, origin.presence("online")) {
-                    link.unnumbered.push_back(None);
-                }
-                stats.connected.store(true, Ordering::SeqCst);
-                tracing::info!(
-                    broker = %format!("{}:{}", settings.host, settings.port),
-                    backlog = outbox.depth(),
-                    "connected to the broker"
-                );
-            }
-            Step::Sent(pkid) => {
-                let mut link = link.lock().unwrap();
-                if let Some(id) = link.unnumbered.pop_front() {
-                    link.by_pkid.insert(pkid, id);
-                }
-            }
-            Step::Acked(pkid) => {
-                let acked = link.lock().unwrap().by_pkid.remove(&pkid);
-                if let Some(Some(id)) = acked {
-                    match outbox.ack(id) {
-                        Ok(()) => {
-                            stats.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(err) => tracing::error!("{err}"),
-                    }
-                }
-            }
-            Step::Closed => break,
-            Step::Other => {}
-            Step::Failed(why) => {
-                {
-                    // Forget what this connection had in flight: the feeder
-                    // offers it again, in order, after reconnecting.
-                    let mut link = link.lock().unwrap();
-                    link.connected = false;
-                    connection.forget_in_flight();
-                    link.unnumbered.clear();
-                    link.by_pkid.clear();
-                }
-                stats.connected.store(false, Ordering::SeqCst);
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                if shutdown.requested() {
-                    break;
-                }
-                let delay = backoff.next_delay(rng.unit());
-                tracing::warn!(retry_in_ms = delay.as_millis() as u64, "{why}");
-                if !shutdown.sleep(delay) {
-                    break;
-                }
-            }
-        }
-    }
-    stats.connected.store(false, Ordering::SeqCst);
 }

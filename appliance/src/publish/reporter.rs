@@ -1,88 +1,61 @@
-//! The daemon's side of events: one handle that commits what `run` reports
-//! to the outbox (with its flusher thread) and, when a broker is
-//! configured, publishes it.
+//! The daemon's event sink: commits every event the pipeline reports to
+//! the outbox (with its flusher thread) and, when a broker is configured,
+//! publishes it.
+//!
+//! It fills in the figures only it knows in `health` events (events held,
+//! broker reconnections). A storage failure is logged, never fatal: the
+//! pole keeps counting and lighting.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::config::Settings;
-use crate::events::{Body, Health, Origin, Status};
-use crate::outbox::Outbox;
-use crate::shutdown::Shutdown;
+use crate::events::{self, Body, Origin, Status};
+use crate::outbox::{Flusher, Outbox, OutboxSettings};
 
-use super::{PublishError, Publisher};
+use super::{MqttSettings, PublishError, Publisher};
 
-/// How long a stopping daemon waits for the broker to take the last events.
+/// How long a stopping daemon lets a connected broker take the last events.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Health figures the daemon measures; the reporter adds its own.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DaemonHealth {
-    pub fps: f64,
-    pub frames: u64,
-    pub dropped_frames: u64,
-    pub reconnects: u64,
-    pub outage_ms: u64,
-    pub inferences: u64,
-    pub skipped_by_motion: u64,
-    pub queue_dropped: u64,
-    pub inference_ms: f64,
-    pub tracks: u64,
-}
-
-/// Events from the daemon loop to the outbox and the broker.
+/// Events from the daemon to the outbox and the broker.
 pub struct Reporter {
     outbox: Arc<Outbox>,
-    flusher: std::thread::JoinHandle<()>,
+    flusher: Flusher,
     publisher: Option<Publisher>,
-    stop: Shutdown,
-    health_every: Duration,
-    last_health: Instant,
 }
 
 impl Reporter {
-    /// Opens the outbox and starts publishing; `None` when the settings have
-    /// no `[outbox]` (no events are kept then).
-    pub fn start(settings: &Settings) -> Result<Option<Reporter>, PublishError> {
-        let Some(outbox_settings) = &settings.outbox else {
-            return Ok(None);
-        };
-        let origin = Origin {
-            site: settings.device.site.clone(),
-            device: settings.device.id.clone(),
-        };
-        let outbox = Arc::new(Outbox::open(outbox_settings, origin.clone())?);
+    /// Opens the outbox and starts its flusher, and the publisher when
+    /// `mqtt` is given.
+    pub fn start(
+        outbox: &OutboxSettings,
+        mqtt: Option<&MqttSettings>,
+        origin: Origin,
+    ) -> Result<Reporter, PublishError> {
+        let flush_every = outbox.flush_every;
+        let outbox = Arc::new(Outbox::open(outbox, origin.clone())?);
         tracing::info!(
             path = %outbox.path().display(),
             held = outbox.depth(),
             "outbox open"
         );
-        let stop = Shutdown::new();
         let flusher = outbox
-            .spawn_flusher(outbox_settings.flush_every, stop.clone())
+            .spawn_flusher(flush_every)
             .map_err(|e| PublishError::Thread("outbox-flush", e))?;
-        let publisher = match &settings.mqtt {
-            Some(mqtt) => Some(Publisher::start(
-                mqtt,
-                origin,
-                Arc::clone(&outbox),
-                stop.clone(),
-            )?),
+        let publisher = match mqtt {
+            Some(mqtt) => Some(Publisher::start(mqtt, origin, Arc::clone(&outbox))?),
             None => None,
         };
-        Ok(Some(Reporter {
+        Ok(Reporter {
             outbox,
             flusher,
             publisher,
-            stop,
-            health_every: settings.events.health_interval,
-            last_health: Instant::now(),
-        }))
+        })
     }
 
-    /// Commits an event; a storage failure is logged, never fatal.
-    pub fn report(&self, body: Body) {
+    /// Writes an event; the flusher commits it within `outbox.flush_ms`.
+    fn write(&self, body: Body) {
         if let Err(err) = self.outbox.push(body) {
             tracing::error!("event not stored: {err}");
         }
@@ -90,61 +63,97 @@ impl Reporter {
 
     /// A `status` event.
     pub fn status(&self, state: &str, detail: impl Into<String>) {
-        self.report(Body::Status(Status {
+        self.write(Body::Status(Status {
             state: state.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             detail: detail.into(),
         }));
     }
 
-    /// Whether a `health` event is due.
-    pub fn health_due(&self) -> bool {
-        self.last_health.elapsed() >= self.health_every
-    }
-
-    /// A `health` event with the daemon's figures and the outbox's.
-    pub fn health(&mut self, daemon: DaemonHealth) {
-        self.last_health = Instant::now();
-        let broker_reconnects = self
-            .publisher
-            .as_ref()
-            .map_or(0, |p| p.stats.reconnects.load(Ordering::Relaxed));
-        self.report(Body::Health(Health {
-            fps: (daemon.fps * 10.0).round() / 10.0,
-            frames: daemon.frames,
-            dropped_frames: daemon.dropped_frames,
-            reconnects: daemon.reconnects,
-            outage_ms: daemon.outage_ms,
-            outbox_depth: self.outbox.depth(),
-            broker_reconnects,
-            inferences: daemon.inferences,
-            skipped_by_motion: daemon.skipped_by_motion,
-            queue_dropped: daemon.queue_dropped,
-            inference_ms: (daemon.inference_ms * 100.0).round() / 100.0,
-            tracks: daemon.tracks,
-        }));
-    }
-
-    /// Commits what is left, gives a connected broker a moment to take it,
-    /// then stops the threads.
+    /// Commits what is left, lets a connected broker take it for a short
+    /// grace period, then stops the publisher and the flusher (which
+    /// commits the last deletions).
     pub fn finish(self) {
         if let Err(err) = self.outbox.commit() {
             tracing::error!("{err}");
         }
-        if let Some(publisher) = &self.publisher {
-            let deadline = Instant::now() + DRAIN_GRACE;
-            while publisher.stats.connected.load(Ordering::SeqCst)
-                && self.outbox.depth() > 0
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        self.stop.request();
-        let _ = self.flusher.join();
         if let Some(publisher) = self.publisher {
-            publisher.join();
+            publisher.stop(DRAIN_GRACE);
         }
+        self.flusher.stop();
         tracing::info!(held = self.outbox.depth(), "outbox closed");
+    }
+}
+
+impl events::Sink for Reporter {
+    fn event(&mut self, mut body: Body) {
+        if let Body::Health(health) = &mut body {
+            health.outbox_depth = self.outbox.depth();
+            health.broker_reconnects = self
+                .publisher
+                .as_ref()
+                .map_or(0, |p| p.stats.reconnects.load(Ordering::Relaxed));
+        }
+        self.write(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Health, Sink};
+
+    fn origin() -> Origin {
+        Origin {
+            site: "lyon".into(),
+            device: "pole-7".into(),
+        }
+    }
+
+    fn health() -> Health {
+        Health {
+            fps: 10.0,
+            frames: 100,
+            dropped_frames: 0,
+            reconnects: 0,
+            outage_ms: 0,
+            outbox_depth: 999,
+            broker_reconnects: 999,
+            inferences: 10,
+            skipped_by_motion: 90,
+            queue_dropped: 0,
+            inference_ms: 12.5,
+            tracks: 1,
+        }
+    }
+
+    #[test]
+    fn health_events_carry_the_figures_the_reporter_owns_and_everything_is_committed() {
+        let dir = std::env::temp_dir().join(format!(
+            "luciole-reporter-unit-{}-health",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = OutboxSettings {
+            path: dir.join("outbox"),
+            flush_every: Duration::from_secs(3600),
+            ..OutboxSettings::default()
+        };
+        let mut reporter = Reporter::start(&settings, None, origin()).unwrap();
+        reporter.status("started", "test");
+        reporter.event(Body::Health(health()));
+        reporter.finish();
+        let outbox = Outbox::open(&settings, origin()).unwrap();
+        let events: Vec<_> = outbox.all().map(Result::unwrap).collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let Body::Health(h) = &events[1].body else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (h.outbox_depth, h.broker_reconnects),
+            (1, 0),
+            "held before this event; no publisher"
+        );
+        assert_eq!((h.frames, h.inferences), (100, 10), "the rest is kept");
     }
 }

@@ -10,10 +10,9 @@ use crate::events::Origin;
 use super::{describe, explain, pem, read, Failure, MqttSettings, PublishError};
 
 /// The MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// MQTT 3.1.1 (default: every broker speaks it).
-    #[default]
+    /// MQTT 3.1.1: every broker speaks it.
     V311,
     /// MQTT 5.
     V5,
@@ -36,7 +35,8 @@ pub enum Step {
     Other,
 }
 
-/// A handle to publish through; cheap to clone, shared by threads.
+/// A handle to publish through: requests are queued on rumqttc's channel
+/// and sent by whoever drives the [`Connection`].
 #[derive(Clone)]
 pub enum Session {
     V311(rumqttc::Client),
@@ -115,17 +115,33 @@ impl Connection {
         }
     }
 
-    /// Forgets what was queued or in flight: the publisher offers it again,
-    /// in order, after reconnecting.
+    /// Forgets what was queued or in flight, including requests still in
+    /// rumqttc's channel: the publisher offers it again, in order, after
+    /// reconnecting. Called only once the publishing thread has seen the
+    /// failure (see [`super`]), so nothing it queued before can slip onto the
+    /// next connection.
     pub fn forget_in_flight(&mut self) {
         match self {
+            // `clean` moves unacknowledged publishes and queued requests to
+            // `pending`, which is then dropped. Notifications rumqttc still
+            // buffers (a publish's packet id, a PUBACK read before the
+            // failure) belong to the lost connection: reported after the
+            // next CONNACK they would pair packet ids with the wrong
+            // events. A collision held back for the lost connection would
+            // stall the next one.
             Connection::V311(connection) => {
-                connection.eventloop.clean();
-                connection.eventloop.pending.clear();
+                let eventloop = &mut connection.eventloop;
+                eventloop.clean();
+                eventloop.pending.clear();
+                eventloop.state.events.clear();
+                eventloop.state.collision = None;
             }
             Connection::V5(connection) => {
-                connection.eventloop.clean();
-                connection.eventloop.pending.clear();
+                let eventloop = &mut connection.eventloop;
+                eventloop.clean();
+                eventloop.pending.clear();
+                eventloop.state.events.clear();
+                eventloop.state.collision = None;
             }
         }
     }
@@ -257,4 +273,52 @@ pub fn explain_v5(err: &rumqttc::v5::ConnectionError, settings: &MqttSettings) -
         other => Failure::Other(other),
     };
     describe(failure, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> MqttSettings {
+        let origin = Origin {
+            site: "lyon".into(),
+            device: "pole-7".into(),
+        };
+        // A port nothing listens on: these tests never connect.
+        let mut settings = MqttSettings::new("127.0.0.1".into(), &origin, None);
+        settings.port = 9;
+        settings
+    }
+
+    #[test]
+    fn forgetting_drops_requests_and_notifications_left_by_the_lost_connection() {
+        let origin = Origin {
+            site: "lyon".into(),
+            device: "pole-7".into(),
+        };
+        for protocol in [Protocol::V311, Protocol::V5] {
+            let mut settings = settings();
+            settings.protocol = protocol;
+            let (session, mut connection) = open(&settings, &origin).unwrap();
+            assert!(session.publish("a/b".into(), false, b"queued".to_vec()));
+            match &mut connection {
+                Connection::V311(c) => c
+                    .eventloop
+                    .state
+                    .events
+                    .push_back(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(7))),
+                Connection::V5(c) => c
+                    .eventloop
+                    .state
+                    .events
+                    .push_back(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Publish(7))),
+            }
+            connection.forget_in_flight();
+            let (pending, events) = match &connection {
+                Connection::V311(c) => (c.eventloop.pending.len(), c.eventloop.state.events.len()),
+                Connection::V5(c) => (c.eventloop.pending.len(), c.eventloop.state.events.len()),
+            };
+            assert_eq!((pending, events), (0, 0), "{protocol:?}");
+        }
+    }
 }

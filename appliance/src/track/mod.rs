@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::detect::{Class, Detection};
+use crate::detect::{Class, Detection, DEFAULT_MIN_SCORE};
 
 /// Tracker tuning (the `[tracking]` configuration section).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ impl Default for TrackSettings {
     fn default() -> Self {
         TrackSettings {
             low_score: 0.2,
-            high_scores: Class::ALL.iter().map(|&c| (c, 0.4)).collect(),
+            high_scores: Class::ALL.iter().map(|&c| (c, DEFAULT_MIN_SCORE)).collect(),
             match_iou: 0.2,
             low_match_iou: 0.4,
             min_hits: 3,
@@ -62,7 +62,10 @@ impl Default for TrackSettings {
 
 impl TrackSettings {
     fn high_score(&self, class: Class) -> f32 {
-        self.high_scores.get(&class).copied().unwrap_or(0.5)
+        self.high_scores
+            .get(&class)
+            .copied()
+            .unwrap_or(DEFAULT_MIN_SCORE)
     }
 }
 

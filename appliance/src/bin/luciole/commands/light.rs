@@ -10,13 +10,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-
-use super::{Lighting, OutputReport};
-use crate::shutdown::Shutdown;
+use luciole::light::{Lighting, OutputReport};
+use luciole::shutdown::Shutdown;
 
 /// Runs `luciole light --config FILE (--level PERCENT | --safe)`.
 pub fn run(config: &Path, level: Option<f64>, safe: bool) -> anyhow::Result<ExitCode> {
-    let settings = crate::config::load_lighting(config)?;
+    let settings = luciole::config::load_lighting(config)?;
     if let Some(level) = level {
         if !(0.0..=100.0).contains(&level) {
             bail!("--level {level}: must be a percentage between 0 and 100");
@@ -24,19 +23,14 @@ pub fn run(config: &Path, level: Option<f64>, safe: bool) -> anyhow::Result<Exit
     }
     // Signals first: a SIGTERM right after the first line must not be lost.
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
-    // LUCIOLE_SYSFS replaces /sys for the PWM dimmer (tests, harnesses).
-    let sysfs = super::sysfs_root();
-    let mut lighting =
-        Lighting::open_with_sysfs(&settings, &sysfs).context("cannot open the lighting outputs")?;
+    let mut lighting = Lighting::open(&settings).context("cannot open the lighting outputs")?;
     match (level, safe) {
         (Some(level), _) => {
             lighting
                 .write(level / 100.0)
                 .context("cannot write the level")?;
             print_report(&lighting.report())?;
-            while !shutdown.requested() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            while shutdown.sleep(Duration::from_secs(3600)) {}
             tracing::info!("stopping on signal: applying the safe state");
             lighting.safe().context("cannot apply the safe state")?;
             print_report(&lighting.report())?;

@@ -1,0 +1,23 @@
+//! `luciole check-config FILE`: load and validate a configuration; print a
+//! one-line summary, or every problem (`file:line key = value: reason`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use luciole::config::{self, ConfigError};
+
+pub fn run(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(settings) => {
+            println!("{}", super::summary(&settings));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            if let ConfigError::Invalid { problems, .. } = &err {
+                eprintln!("{} problem(s) found", problems.len());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The commands behind the CLI, one file each. A command reads the
+//! configuration, opens what it needs (camera, detector, lamp, outbox,
+//! broker) and hands it to the library; what is shared by several
+//! commands (opening the pipeline's stages, the one-line summary of a
+//! configuration, the end of a run) lives here.
+
+mod capture;
+mod check_config;
+mod demo;
+mod detect;
+mod events;
+mod light;
+mod run;
+
+use std::process::ExitCode;
+
+use luciole::config::Settings;
+use luciole::events::{Body, ErrorReport, Sink};
+use luciole::light::Lighting;
+use luciole::pipeline::{self, Lamp, PipelineError, Stages, Summary};
+use luciole::publish::reporter::Reporter;
+use luciole::shutdown::Shutdown;
+
+use crate::cli::Command;
+
+/// Runs one CLI command.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { file } => Ok(check_config::run(&file)),
+        Command::Capture {
+            config,
+            frames,
+            out,
+        } => capture::run(&config, frames, &out),
+        Command::Run { config } => run::run(&config),
+        Command::Demo {
+            config,
+            frames,
+            broker,
+            no_motion,
+            json,
+        } => demo::run(&config, frames, broker.as_deref(), no_motion, json),
+        Command::Detect { config, images } => detect::run(&config, &images),
+        Command::Events { config, all } => events::run(&config, all),
+        Command::Light {
+            config,
+            level,
+            safe,
+        } => light::run(&config, level, safe),
+    }
+}
+
+/// One line describing valid settings.
+pub fn summary(settings: &Settings) -> String {
+    let mut line = format!(
+        "{}: OK: site {}, device {}, camera {}",
+        settings.file.display(),
+        settings.device.site,
+        settings.device.device,
+        settings.camera.describe()
+    );
+    if let Some(detect) = &settings.detect {
+        let model = detect
+            .model
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        line += &format!(
+            ", detect {model} on {} {} x{}",
+            detect.backend.name(),
+            detect.accelerator,
+            detect.threads
+        );
+    }
+    if let Some(outbox) = &settings.outbox {
+        line += &format!(", outbox {}", outbox.path.display());
+    }
+    if let Some(mqtt) = &settings.mqtt {
+        let tls = if mqtt.tls.is_some() { "mqtts" } else { "mqtt" };
+        line += &format!(", {tls}://{}:{}", mqtt.host, mqtt.port);
+    }
+    if let Some(lighting) = &settings.lighting {
+        let outputs: Vec<String> = lighting
+            .relay
+            .iter()
+            .map(|r| format!("relay {:?}", r.backend).to_lowercase())
+            .chain(
+                lighting
+                    .dimmer
+                    .iter()
+                    .map(|d| format!("dimmer {:?}", d.backend).to_lowercase()),
+            )
+            .collect();
+        line += &format!(", lighting ({})", outputs.join(", "));
+    }
+    line
+}
+
+/// Events nowhere: a pole without `[outbox]` keeps none.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn event(&mut self, _body: Body) {}
+}
+
+/// The daemon's sink: the outbox (and broker) when configured.
+pub fn reporter(settings: &Settings) -> anyhow::Result<Option<Reporter>> {
+    let Some(outbox) = &settings.outbox else {
+        return Ok(None);
+    };
+    Ok(Some(Reporter::start(
+        outbox,
+        settings.mqtt.as_ref(),
+        settings.device.clone(),
+    )?))
+}
+
+fn error(sink: &mut dyn Sink, code: &str, message: String) {
+    sink.event(Body::Error(ErrorReport {
+        code: code.into(),
+        message,
+    }));
+}
+
+/// Opens the camera, the detector and the lamp the settings describe. A
+/// camera or detector that cannot be opened is an error (reported to the
+/// sink too); a lamp that cannot be opened is reported and the pipeline
+/// runs without it, so the pole keeps counting (its relay, wired fail-on,
+/// keeps the lamp lit).
+pub fn open_stages(
+    settings: &Settings,
+    shutdown: &Shutdown,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Stages> {
+    let source = luciole::capture::open(&settings.camera, shutdown)
+        .inspect_err(|err| error(sink, "camera_unavailable", err.to_string()))?;
+    let detector = match settings.detector() {
+        Some(detect) => {
+            let detector = luciole::detect::open(&detect)
+                .inspect_err(|err| error(sink, "detector_unavailable", err.to_string()))?;
+            let status = detector.status();
+            tracing::info!(model = %status.model, backend = status.backend.name(), accelerator = %status.accelerator, threads = status.threads, fallback = status.fallback.as_deref().unwrap_or("none"), "detector ready");
+            Some(detector)
+        }
+        None => None,
+    };
+    let lamp = match &settings.lighting {
+        Some(light) => match Lighting::open(light) {
+            Ok(lighting) => Some(Lamp {
+                lighting,
+                presence: light.presence.clone(),
+            }),
+            Err(err) => {
+                tracing::error!("lighting: {err}");
+                error(sink, "lighting_unavailable", err.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(Stages {
+        source,
+        detector,
+        lamp,
+    })
+}
+
+/// The last events of a run (how it ended), then the log's summary line.
+pub fn finish(sink: &mut dyn Sink, outcome: &Result<Summary, PipelineError>, shutdown: &Shutdown) {
+    let detail = match outcome {
+        Ok(_) if shutdown.requested() => "stopping on signal".to_string(),
+        Ok(_) => "source ended".to_string(),
+        Err(err) => {
+            // Detection and capture failures were reported as they
+            // happened; anything else is reported here.
+            if !matches!(
+                err,
+                PipelineError::Detect { .. } | PipelineError::Capture(_)
+            ) {
+                error(sink, "pipeline_failed", err.to_string());
+            }
+            format!("stopping: {err}")
+        }
+    };
+    sink.event(Body::Status(luciole::events::Status {
+        state: "stopping".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        detail: detail.clone(),
+    }));
+    if let Ok(done) = outcome {
+        let secs = done.elapsed.as_secs_f64();
+        tracing::info!(
+            frames = done.frames,
+            inferences = done.inferences,
+            skipped_by_motion = done.skipped_by_motion,
+            queue_dropped = done.queue_dropped,
+            dropped = done.source.dropped,
+            reconnects = done.source.reconnects,
+            outage_ms = done.source.outage_ms,
+            fps = (done.frames as f64 / secs.max(1e-9) * 10.0).round() / 10.0,
+            "pipeline finished"
+        );
+    }
+    tracing::info!("{detail}");
+}
+
+/// Runs the pipeline with the settings' stages into `sink`.
+pub fn run_pipeline(
+    settings: &Settings,
+    options: &pipeline::Options,
+    shutdown: &Shutdown,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Result<Summary, PipelineError>> {
+    let stages = open_stages(settings, shutdown, sink)?;
+    let outcome = pipeline::run(stages, options, sink, shutdown);
+    finish(sink, &outcome, shutdown);
+    Ok(outcome)
+}

@@ -1,0 +1,184 @@
+//! `[mqtt]`: the city's broker, and how the pole talks to it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::Check;
+use crate::backoff::Backoff;
+use crate::events::Origin;
+use crate::publish::session::Protocol;
+use crate::publish::{MqttSettings, TlsSettings};
+
+/// `[mqtt]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
+    pub protocol: Option<String>,
+    /// Broker port (default 8883 with TLS, 1883 without).
+    pub port: Option<u16>,
+    /// TLS with the broker's certificate checked against `ca_file`. Turning
+    /// it off sends everything, credentials included, in clear: only for a
+    /// broker on the same host or a trusted link.
+    pub tls: Option<bool>,
+    /// PEM file of the CA(s) that signed the broker's certificate (required
+    /// with TLS). Same path rules as `outbox.path`.
+    pub ca_file: Option<String>,
+    /// PEM client certificate chain, for brokers that authenticate clients
+    /// by certificate (with `client_key_file`).
+    pub client_cert_file: Option<String>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<String>,
+    /// User name, when the broker asks for one.
+    pub username: Option<String>,
+    /// File whose first line is the password (never written in this file).
+    pub password_file: Option<String>,
+    /// MQTT client id (default `luciole-<site>-<device>`).
+    pub client_id: Option<String>,
+    /// First topic level: topics are `<prefix>/<site>/<device>/...`.
+    pub topic_prefix: Option<String>,
+    /// Seconds between keep-alive pings when idle, 5 to 3600.
+    pub keep_alive_s: Option<u64>,
+    /// First delay before reconnecting, in milliseconds; doubles on each
+    /// failure, with random jitter.
+    pub reconnect_min_ms: Option<u64>,
+    /// Longest delay between reconnection attempts, in milliseconds.
+    pub reconnect_max_ms: Option<u64>,
+    /// Most events published and not yet acknowledged, 1 to 1000.
+    pub inflight: Option<u16>,
+}
+
+pub(super) fn validate(
+    raw: RawMqtt,
+    origin: &Origin,
+    check: &mut Check<'_, '_>,
+) -> Option<MqttSettings> {
+    let before = check.count();
+    if raw.host.is_empty() || raw.host.contains(['/', ' ']) {
+        check.fail(
+            "mqtt.host",
+            Some(format!("{:?}", raw.host)),
+            "must be a host name or IP address (no scheme, port or path)",
+        );
+    }
+    // `Ok(None)`: not written, the default applies.
+    let protocol = match raw.protocol.as_deref() {
+        None => Ok(None),
+        Some("3.1.1") => Ok(Some(Protocol::V311)),
+        Some("5") => Ok(Some(Protocol::V5)),
+        Some(other) => {
+            check.fail(
+                "mqtt.protocol",
+                Some(format!("{other:?}")),
+                "must be \"3.1.1\" or \"5\"",
+            );
+            Err(())
+        }
+    };
+    if raw.port == Some(0) {
+        check.fail("mqtt.port", Some("0".into()), "must be between 1 and 65535");
+    }
+    let file = |key: &str, value: &Option<String>, check: &mut Check<'_, '_>| {
+        check.file(key, value.as_deref()?)
+    };
+    let ca_file = file("mqtt.ca_file", &raw.ca_file, check);
+    let cert = file("mqtt.client_cert_file", &raw.client_cert_file, check);
+    let key = file("mqtt.client_key_file", &raw.client_key_file, check);
+    let password_file = file("mqtt.password_file", &raw.password_file, check);
+    let tls = if raw.tls.unwrap_or(true) {
+        if raw.ca_file.is_none() {
+            check.fail(
+                "mqtt.ca_file",
+                None,
+                "TLS needs the CA that signed the broker's certificate; set mqtt.ca_file (or mqtt.tls = false for a plaintext broker)",
+            );
+        }
+        if raw.client_cert_file.is_some() != raw.client_key_file.is_some() {
+            check.fail(
+                "mqtt.client_key_file",
+                None,
+                "mqtt.client_cert_file and mqtt.client_key_file go together: set both or neither",
+            );
+        }
+        Some(TlsSettings {
+            ca_file: ca_file.unwrap_or_default(),
+            client_cert: cert.zip(key),
+        })
+    } else {
+        for (name, value) in [
+            ("mqtt.ca_file", &raw.ca_file),
+            ("mqtt.client_cert_file", &raw.client_cert_file),
+            ("mqtt.client_key_file", &raw.client_key_file),
+        ] {
+            if value.is_some() {
+                check.fail(name, None, "only used with mqtt.tls = true");
+            }
+        }
+        None
+    };
+    if raw.password_file.is_some() && raw.username.is_none() {
+        check.fail("mqtt.password_file", None, "only used with mqtt.username");
+    }
+    let d = MqttSettings::new(raw.host.clone(), origin, tls);
+    let client_id = raw.client_id.clone().unwrap_or(d.client_id.clone());
+    if client_id.is_empty() || client_id.len() > 128 {
+        check.fail(
+            "mqtt.client_id",
+            Some(format!("{client_id:?}")),
+            "must be 1 to 128 characters",
+        );
+    }
+    let topic_prefix = raw.topic_prefix.clone().unwrap_or(d.topic_prefix.clone());
+    if topic_prefix.is_empty()
+        || topic_prefix.starts_with('/')
+        || topic_prefix.ends_with('/')
+        || topic_prefix.contains(['+', '#'])
+    {
+        check.fail(
+            "mqtt.topic_prefix",
+            Some(format!("{topic_prefix:?}")),
+            "must be a non-empty topic without wildcards (+, #) or leading/trailing '/'",
+        );
+    }
+    let keep_alive_s = raw.keep_alive_s.unwrap_or(d.keep_alive.as_secs());
+    let reconnect_min_ms = raw
+        .reconnect_min_ms
+        .unwrap_or(d.reconnect.min.as_millis() as u64);
+    let reconnect_max_ms = raw
+        .reconnect_max_ms
+        .unwrap_or(d.reconnect.max.as_millis() as u64);
+    let inflight = raw.inflight.unwrap_or(d.inflight);
+    check.range("mqtt.keep_alive_s", keep_alive_s, 5, 3600);
+    check.range("mqtt.reconnect_min_ms", reconnect_min_ms, 10, 600_000);
+    if check.range("mqtt.reconnect_max_ms", reconnect_max_ms, 10, 3_600_000)
+        && reconnect_max_ms < reconnect_min_ms
+    {
+        check.fail(
+            "mqtt.reconnect_max_ms",
+            Some(reconnect_max_ms.to_string()),
+            format!("must not be below mqtt.reconnect_min_ms ({reconnect_min_ms})"),
+        );
+    }
+    check.range("mqtt.inflight", inflight.into(), 1, 1000);
+    if check.count() > before {
+        return None;
+    }
+    Some(MqttSettings {
+        protocol: protocol.ok()?.unwrap_or(d.protocol),
+        port: raw.port.unwrap_or(d.port),
+        username: raw.username,
+        password_file,
+        client_id,
+        topic_prefix,
+        keep_alive: Duration::from_secs(keep_alive_s),
+        reconnect: Backoff {
+            min: Duration::from_millis(reconnect_min_ms),
+            max: Duration::from_millis(reconnect_max_ms),
+        },
+        inflight,
+        ..d
+    })
+}
