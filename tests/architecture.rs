@@ -406,48 +406,49 @@ fn scan(src: &str, module: &[String]) -> FileScan {
                     }
                 }
             }
-            Tok::Ident(word) if word == "use" => {
-                // `impl Trait + use<'a>` (precise capturing) is not an import.
-                if toks.get(i + 1).map(|t| &t.tok) != Some(&Tok::Punct('<')) {
-                    let from = here(&scopes);
-                    let end = find_semicolon(&toks, i + 1);
-                    let mut leaves = Vec::new();
-                    parse_use_tree(&toks[i + 1..end], &mut Vec::new(), &mut leaves);
-                    for (path, alias, line) in leaves {
-                        note_forbidden(&mut scan, &path, line);
-                        if scopes.is_empty() {
-                            let name =
-                                alias.unwrap_or_else(|| path.last().cloned().unwrap_or_default());
-                            if let Some(abs) = absolute(&path, &from, true) {
-                                scan.uses_at_top.push(ReExport { name, path: abs });
-                            }
-                        }
-                        if let Some(abs) = absolute(&path, &from, false) {
-                            scan.references.push(Reference {
-                                from: from.clone(),
-                                path: abs,
-                                line,
-                            });
+            // `impl Trait + use<'a>` (precise capturing) is not an import.
+            Tok::Ident(word)
+                if word == "use" && toks.get(i + 1).map(|t| &t.tok) != Some(&Tok::Punct('<')) =>
+            {
+                let from = here(&scopes);
+                let end = find_semicolon(&toks, i + 1);
+                let mut leaves = Vec::new();
+                parse_use_tree(&toks[i + 1..end], &mut Vec::new(), &mut leaves);
+                for (path, alias, line) in leaves {
+                    note_forbidden(&mut scan, &path, line);
+                    if scopes.is_empty() {
+                        let name =
+                            alias.unwrap_or_else(|| path.last().cloned().unwrap_or_default());
+                        if let Some(abs) = absolute(&path, &from, true) {
+                            scan.uses_at_top.push(ReExport { name, path: abs });
                         }
                     }
-                    pending_path = None;
-                    i = end + 1;
-                    continue;
-                }
-            }
-            Tok::Ident(word) if word == "crate" || word == "super" => {
-                if toks.get(i + 1).map(|t| &t.tok) == Some(&Tok::PathSep) {
-                    let (path, next) = read_path(&toks, i);
-                    if let Some(abs) = absolute(&path, &here(&scopes), false) {
+                    if let Some(abs) = absolute(&path, &from, false) {
                         scan.references.push(Reference {
-                            from: here(&scopes),
+                            from: from.clone(),
                             path: abs,
-                            line: toks[i].line,
+                            line,
                         });
                     }
-                    i = next;
-                    continue;
                 }
+                pending_path = None;
+                i = end + 1;
+                continue;
+            }
+            Tok::Ident(word)
+                if (word == "crate" || word == "super")
+                    && toks.get(i + 1).map(|t| &t.tok) == Some(&Tok::PathSep) =>
+            {
+                let (path, next) = read_path(&toks, i);
+                if let Some(abs) = absolute(&path, &here(&scopes), false) {
+                    scan.references.push(Reference {
+                        from: here(&scopes),
+                        path: abs,
+                        line: toks[i].line,
+                    });
+                }
+                i = next;
+                continue;
             }
             Tok::Ident(word) if FORBIDDEN_IN_LIBRARY.contains(&word.as_str()) => {
                 scan.forbidden.push((word.clone(), toks[i].line));

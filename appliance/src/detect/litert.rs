@@ -314,8 +314,8 @@ impl LiteRtEngine {
         check(status, "loading the model").map_err(&bad)?;
         let api = &self.api;
         let mut count = 0usize;
-        // SAFETY: the model handle is valid; out-pointers are ours.
         check(
+            // SAFETY: the model handle is valid; out-pointers are ours.
             unsafe { (api.LiteRtGetNumModelSignatures)(self.model, &mut count) },
             "reading signatures",
         )
@@ -378,16 +378,16 @@ impl LiteRtEngine {
             }
         };
         let mut tensor = ptr::null_mut();
-        // SAFETY: index 0 < inputs.
         check(
+            // SAFETY: index 0 < inputs.
             unsafe { (api.LiteRtGetSignatureInputTensorByIndex)(signature, 0, &mut tensor) },
             "reading the input tensor",
         )
         .map_err(&bad)?;
         self.input = describe(tensor).map_err(&bad)?;
         for index in 0..outputs {
-            // SAFETY: index < outputs.
             check(
+                // SAFETY: index < outputs.
                 unsafe {
                     (api.LiteRtGetSignatureOutputTensorByIndex)(signature, index, &mut tensor)
                 },
@@ -492,8 +492,8 @@ impl LiteRtEngine {
     fn make_buffers(&mut self) -> Result<(), String> {
         let api = &self.api;
         let mut layouts = vec![Layout::EMPTY; self.outputs.len()];
-        // SAFETY: layouts holds one entry per output of signature 0.
         check(
+            // SAFETY: layouts holds one entry per output of signature 0.
             unsafe {
                 (api.LiteRtGetCompiledModelOutputTensorLayouts)(
                     self.compiled,
@@ -594,8 +594,8 @@ impl LiteRtEngine {
 
     fn buffer_len(&self, buffer: Handle) -> Result<usize, String> {
         let mut size = 0usize;
-        // SAFETY: buffer is ours.
         check(
+            // SAFETY: buffer is ours.
             unsafe { (self.api.LiteRtGetTensorBufferSize)(buffer, &mut size) },
             "reading a buffer size",
         )?;
@@ -661,15 +661,17 @@ impl Engine for LiteRtEngine {
         fill: &mut dyn FnMut(&mut [u8]) -> Result<(), DetectError>,
     ) -> Result<(), DetectError> {
         let mut memory = ptr::null_mut();
-        // SAFETY: the input buffer is ours; while locked, `memory` points at
-        // input_len writable bytes.
         check(
+            // SAFETY: the input buffer is ours; while locked, `memory` points at
+            // input_len writable bytes.
             unsafe {
                 (self.api.LiteRtLockTensorBuffer)(self.input_buffer, &mut memory, LOCK_WRITE)
             },
             "locking the input buffer",
         )
         .map_err(DetectError::Inference)?;
+        // SAFETY: while the buffer is locked for writing, `memory` points at
+        // input_len writable bytes that nothing else reads or writes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(memory.cast::<u8>(), self.input_len) };
         let expected = self
             .input
@@ -716,6 +718,9 @@ impl Engine for LiteRtEngine {
                 break;
             }
             locked += 1;
+            // SAFETY: locked for reading, `memory` points at `len` floats
+            // (checked in make_buffers), valid until the unlock below,
+            // which comes after `views` is dropped.
             views.push(unsafe { std::slice::from_raw_parts(memory.cast::<f32>(), len) });
         }
         if failure.is_none() {

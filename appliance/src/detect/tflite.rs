@@ -267,6 +267,8 @@ impl TfLiteEngine {
     /// `tensor` must be a tensor of this interpreter.
     unsafe fn info(&self, tensor: Handle) -> TensorInfo {
         let api = &self.api;
+        // SAFETY: the caller guarantees `tensor` belongs to this
+        // interpreter; the name and dims it returns live as long as it.
         unsafe {
             let name = (api.TfLiteTensorName)(tensor);
             TensorInfo {
