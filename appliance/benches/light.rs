@@ -5,26 +5,17 @@
 //!
 //! Run: `cargo bench --bench light`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use luciole::light::schedule::Schedule;
 use luciole::light::{LightInputs, LightingSettings, Mode, Policy, PresenceSettings};
 
+/// The default policy, seen with no presence rules and 1000 dimmer steps.
 fn settings(mode: Mode) -> LightingSettings {
     LightingSettings {
-        mode,
-        night: 0.3,
-        boost: 1.0,
-        rated: 1.0,
-        ramp_up: Duration::from_millis(500),
-        hold: Duration::from_secs(30),
-        fade: Duration::from_secs(10),
-        boost_cap: Duration::from_secs(600),
-        stale: Duration::from_secs(5),
         presence: PresenceSettings::default(),
-        relay: None,
-        dimmer: None,
         steps: 1000,
+        ..LightingSettings::new(mode)
     }
 }
 

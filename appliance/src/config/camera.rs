@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Check;
-use crate::backoff::Backoff;
 use crate::capture::{
     CameraSettings, Pace, PixelFormat, ReplayKind, ReplaySettings, SourceSettings,
 };
@@ -69,21 +68,15 @@ pub(super) fn validate(raw: RawCamera, check: &mut Check<'_, '_>) -> Option<Came
     let fps = raw.fps.unwrap_or(d.fps);
     let buffers = raw.buffers.unwrap_or(d.buffers);
     let frame_timeout_ms = raw.frame_timeout_ms.unwrap_or(ms(d.frame_timeout));
-    let reconnect_min_ms = raw.reconnect_min_ms.unwrap_or(ms(d.reconnect.min));
-    let reconnect_max_ms = raw.reconnect_max_ms.unwrap_or(ms(d.reconnect.max));
     check.range("camera.fps", fps.into(), 1, 120);
     check.range("camera.buffers", buffers.into(), 2, 32);
     check.range("camera.frame_timeout_ms", frame_timeout_ms, 100, 60_000);
-    check.range("camera.reconnect_min_ms", reconnect_min_ms, 10, 60_000);
-    if check.range("camera.reconnect_max_ms", reconnect_max_ms, 10, 600_000)
-        && reconnect_max_ms < reconnect_min_ms
-    {
-        check.fail(
-            "camera.reconnect_max_ms",
-            Some(reconnect_max_ms.to_string()),
-            format!("must not be below camera.reconnect_min_ms ({reconnect_min_ms})"),
-        );
-    }
+    let reconnect = check.backoff(
+        "camera",
+        (raw.reconnect_min_ms, raw.reconnect_max_ms),
+        d.reconnect,
+        (60_000, 600_000),
+    );
     if fps > 0 && frame_timeout_ms > 0 && frame_timeout_ms < 2 * 1000 / u64::from(fps) {
         check.fail(
             "camera.frame_timeout_ms",
@@ -203,10 +196,7 @@ pub(super) fn validate(raw: RawCamera, check: &mut Check<'_, '_>) -> Option<Came
         pixel_formats,
         buffers,
         frame_timeout: Duration::from_millis(frame_timeout_ms),
-        reconnect: Backoff {
-            min: Duration::from_millis(reconnect_min_ms),
-            max: Duration::from_millis(reconnect_max_ms),
-        },
+        reconnect: reconnect?,
     })
 }
 

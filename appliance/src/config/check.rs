@@ -4,9 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use super::locate::Locator;
 use super::Problem;
 use crate::analytics::geometry::Point;
+use crate::backoff::Backoff;
 use crate::detect::Class;
 
 /// Collects problems with their place in the file.
@@ -45,6 +48,36 @@ impl Check<'_, '_> {
             );
             false
         }
+    }
+
+    /// `<section>.reconnect_min_ms` and `<section>.reconnect_max_ms`
+    /// (`None` keeps the default's), each between 10 ms and its ceiling, the
+    /// maximum not below the minimum; `None` after a problem.
+    pub fn backoff(
+        &mut self,
+        section: &str,
+        (min_ms, max_ms): (Option<u64>, Option<u64>),
+        default: Backoff,
+        (min_ceiling, max_ceiling): (u64, u64),
+    ) -> Option<Backoff> {
+        let min = min_ms.unwrap_or(default.min.as_millis() as u64);
+        let max = max_ms.unwrap_or(default.max.as_millis() as u64);
+        let min_key = format!("{section}.reconnect_min_ms");
+        let max_key = format!("{section}.reconnect_max_ms");
+        let min_ok = self.range(&min_key, min, 10, min_ceiling);
+        let max_ok = self.range(&max_key, max, 10, max_ceiling);
+        if max_ok && max < min {
+            self.fail(
+                &max_key,
+                Some(max.to_string()),
+                format!("must not be below {min_key} ({min})"),
+            );
+            return None;
+        }
+        (min_ok && max_ok).then(|| Backoff {
+            min: Duration::from_millis(min),
+            max: Duration::from_millis(max),
+        })
     }
 
     /// A finite `min <= value <= max`, or a problem.

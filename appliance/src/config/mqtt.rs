@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Check;
-use crate::backoff::Backoff;
 use crate::events::Origin;
 use crate::publish::session::Protocol;
 use crate::publish::{MqttSettings, TlsSettings};
@@ -144,24 +143,14 @@ pub(super) fn validate(
         );
     }
     let keep_alive_s = raw.keep_alive_s.unwrap_or(d.keep_alive.as_secs());
-    let reconnect_min_ms = raw
-        .reconnect_min_ms
-        .unwrap_or(d.reconnect.min.as_millis() as u64);
-    let reconnect_max_ms = raw
-        .reconnect_max_ms
-        .unwrap_or(d.reconnect.max.as_millis() as u64);
     let inflight = raw.inflight.unwrap_or(d.inflight);
     check.range("mqtt.keep_alive_s", keep_alive_s, 5, 3600);
-    check.range("mqtt.reconnect_min_ms", reconnect_min_ms, 10, 600_000);
-    if check.range("mqtt.reconnect_max_ms", reconnect_max_ms, 10, 3_600_000)
-        && reconnect_max_ms < reconnect_min_ms
-    {
-        check.fail(
-            "mqtt.reconnect_max_ms",
-            Some(reconnect_max_ms.to_string()),
-            format!("must not be below mqtt.reconnect_min_ms ({reconnect_min_ms})"),
-        );
-    }
+    let reconnect = check.backoff(
+        "mqtt",
+        (raw.reconnect_min_ms, raw.reconnect_max_ms),
+        d.reconnect,
+        (600_000, 3_600_000),
+    );
     check.range("mqtt.inflight", inflight.into(), 1, 1000);
     if check.count() > before {
         return None;
@@ -174,10 +163,7 @@ pub(super) fn validate(
         client_id,
         topic_prefix,
         keep_alive: Duration::from_secs(keep_alive_s),
-        reconnect: Backoff {
-            min: Duration::from_millis(reconnect_min_ms),
-            max: Duration::from_millis(reconnect_max_ms),
-        },
+        reconnect: reconnect?,
         inflight,
         ..d
     })

@@ -20,21 +20,13 @@ fn schedule(on: &str, off: &str, tz: &str) -> Mode {
     Mode::Schedule(Schedule::parse(on, off, tz).unwrap())
 }
 
+/// The defaults, with no presence classes and 1000 dimmer steps (a
+/// PWM dimmer's resolution).
 fn settings(mode: Mode) -> LightingSettings {
     LightingSettings {
-        mode,
-        night: 0.3,
-        boost: 1.0,
-        rated: 1.0,
-        ramp_up: Duration::from_millis(500),
-        hold: Duration::from_secs(30),
-        fade: Duration::from_secs(10),
-        boost_cap: Duration::from_secs(600),
-        stale: Duration::from_secs(5),
         presence: PresenceSettings::default(),
-        relay: None,
-        dimmer: None,
         steps: 1000,
+        ..LightingSettings::new(mode)
     }
 }
 
