@@ -3,7 +3,6 @@
 //! points, and paths with `${NAME}` references.
 
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use super::locate::Locator;
@@ -66,15 +65,15 @@ impl Check<'_, '_> {
         let max_key = format!("{section}.reconnect_max_ms");
         let min_ok = self.range(&min_key, min, 10, min_ceiling);
         let max_ok = self.range(&max_key, max, 10, max_ceiling);
-        if max_ok && max < min {
+        let ordered = max >= min;
+        if max_ok && !ordered {
             self.fail(
                 &max_key,
                 Some(max.to_string()),
                 format!("must not be below {min_key} ({min})"),
             );
-            return None;
         }
-        (min_ok && max_ok).then(|| Backoff {
+        (min_ok && max_ok && ordered).then(|| Backoff {
             min: Duration::from_millis(min),
             max: Duration::from_millis(max),
         })
