@@ -58,7 +58,7 @@ fn mqtt(port: u16) -> MqttSettings {
 
 fn event(n: u64) -> Body {
     Body::Error(ErrorReport {
-        code: "test".into(),
+        code: luciole::events::ErrorCode::PipelineFailed,
         message: format!("event {n}"),
     })
 }

@@ -252,7 +252,7 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
             tracks: 0,
         }),
         Body::Error(ErrorReport {
-            code: "camera_lost".into(),
+            code: luciole::events::ErrorCode::CameraLost,
             message: "x".into(),
         }),
         Body::Dropped(Dropped {

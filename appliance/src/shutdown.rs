@@ -1,8 +1,12 @@
-//! Clean stop on SIGINT and SIGTERM.
+//! Clean stop on SIGINT and SIGTERM, and the reload asked by SIGHUP.
 //!
 //! The signal handler only sets a flag; every loop that can block (capture,
 //! reconnect backoff, replay pacing) polls [`Shutdown::requested`] and winds
-//! down, so outputs are flushed and devices released in order.
+//! down, so outputs are flushed and devices released in order. The daemon
+//! also wires SIGHUP ([`Shutdown::with_reload`]) to a second flag, which
+//! stops nothing by itself: the daemon takes it with
+//! [`Shutdown::take_reload`], checks the configuration file again and
+//! restarts its stages only when the new file is valid.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
     flag: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -27,6 +32,25 @@ impl Shutdown {
             signal_hook::flag::register(signal, Arc::clone(&shutdown.flag))?;
         }
         Ok(shutdown)
+    }
+
+    /// A flag raised by SIGINT or SIGTERM, and a reload flag raised by
+    /// SIGHUP (the daemon; tools keep SIGHUP's default).
+    pub fn with_reload() -> std::io::Result<Self> {
+        let shutdown = Self::from_signals()?;
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&shutdown.reload))?;
+        Ok(shutdown)
+    }
+
+    /// Asks for a reload of the configuration (what SIGHUP does).
+    pub fn request_reload(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a reload was asked for since the last [`Shutdown::take_reload`],
+    /// clearing the request.
+    pub fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::SeqCst)
     }
 
     /// Asks every loop holding this flag to stop.
@@ -72,6 +96,17 @@ mod tests {
         assert!(!shutdown.sleep(Duration::from_secs(30)));
         assert!(started.elapsed() < Duration::from_secs(5));
         waker.join().unwrap();
+    }
+
+    #[test]
+    fn a_reload_request_is_taken_once_and_stops_nothing() {
+        let shutdown = Shutdown::new();
+        let other = shutdown.clone();
+        assert!(!shutdown.take_reload());
+        other.request_reload();
+        assert!(!shutdown.requested());
+        assert!(shutdown.take_reload());
+        assert!(!shutdown.take_reload());
     }
 
     #[test]

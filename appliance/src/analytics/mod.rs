@@ -2,7 +2,9 @@
 //! and traffic and crowd flows aggregated over fixed intervals.
 //!
 //! Pure logic over the tracker's output, driven by frame time (never the
-//! wall clock), so a recording gives the same numbers on every run:
+//! wall clock), so a recording gives the same numbers on every run. Only
+//! the UTC times written in events follow a stepped system clock
+//! ([`anchor`]):
 //!
 //! - **Counting lines** are segments with two named sides. An object
 //!   crosses when the middle of its box's bottom edge (where it stands)
@@ -17,6 +19,7 @@
 //!   zone and class, and the mean speed per class in pixels per second, and
 //!   in metres per second when a ground calibration is configured.
 
+pub mod anchor;
 pub mod geometry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -168,10 +171,23 @@ pub struct Analytics {
     totals: BTreeMap<(String, String, Class), u64>,
     presence: Presence,
     last_time: Option<(Duration, u64)>,
+    anchor: anchor::WallAnchor,
 }
 
 impl Analytics {
+    /// Analytics on the system's clocks.
     pub fn new(settings: AnalyticsSettings) -> Self {
+        Self::with_clocks(
+            settings,
+            std::sync::Arc::new(anchor::SystemClocks::default()),
+        )
+    }
+
+    /// Analytics whose wall-clock steps are watched on `clocks` (tests).
+    pub fn with_clocks(
+        settings: AnalyticsSettings,
+        clocks: std::sync::Arc<dyn anchor::Clocks>,
+    ) -> Self {
         Analytics {
             settings,
             tracks: HashMap::new(),
@@ -179,6 +195,7 @@ impl Analytics {
             totals: BTreeMap::new(),
             presence: Presence::default(),
             last_time: None,
+            anchor: anchor::WallAnchor::new(clocks),
         }
     }
 
@@ -199,8 +216,18 @@ impl Analytics {
     }
 
     /// Takes one frame's tracker update. `time` is the frame time, `wall_ms`
-    /// the same instant in UTC milliseconds (for timestamps in events).
+    /// the same instant in UTC milliseconds as anchored at start (for
+    /// timestamps in events; corrected here after a clock step).
     pub fn frame(&mut self, time: Duration, wall_ms: u64, update: &Update, out: &mut Vec<Output>) {
+        let step = self.anchor.observe();
+        if step != 0 {
+            // The open interval's start follows the corrected clock too, so
+            // `to - from` stays the interval's frame-time length.
+            if let Some((_, start_wall)) = &mut self.interval.start {
+                *start_wall = anchor::shift(*start_wall, step);
+            }
+        }
+        let wall_ms = self.anchor.apply(wall_ms);
         if let Some((start, _)) = self.interval.start {
             if time.saturating_sub(start) >= self.settings.flow_interval {
                 out.push(Output::Flow(self.close_interval(time, wall_ms)));

@@ -272,3 +272,91 @@ fn presence_reports_zones_and_tracks_approaching_a_line() {
         .contains(&("gate".to_string(), Class::Person)));
     assert!(presence.zones.is_empty(), "walked out of the zone");
 }
+
+/// Clocks a test sets by hand: monotonic and wall milliseconds.
+#[derive(Default)]
+struct HandClocks {
+    mono_ms: std::sync::atomic::AtomicU64,
+    wall_ms: std::sync::atomic::AtomicU64,
+}
+
+impl anchor::Clocks for HandClocks {
+    fn now(&self) -> (Duration, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            Duration::from_millis(self.mono_ms.load(SeqCst)),
+            self.wall_ms.load(SeqCst),
+        )
+    }
+}
+
+/// 25 s of empty frames at 10 frames/s with 10 s flows; the system clock is
+/// stepped by `step_ms` at 15 s. Returns each flow's (from, to, interval_s).
+fn flows_across_a_clock_step(step_ms: i64) -> Vec<(String, String, f64)> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let clocks = std::sync::Arc::new(HandClocks::default());
+    let mut analytics = Analytics::with_clocks(settings(), clocks.clone());
+    let mut tracker = Tracker::with_first_id(TrackSettings::default(), 1);
+    let start_wall = 1_795_948_000_000_u64;
+    let mut out = Vec::new();
+    for f in 0..250_u64 {
+        let time = Duration::from_millis(100 * f);
+        let stepped = if time >= Duration::from_secs(15) {
+            step_ms
+        } else {
+            0
+        };
+        clocks.mono_ms.store(time.as_millis() as u64, SeqCst);
+        clocks.wall_ms.store(
+            anchor::shift(start_wall + time.as_millis() as u64, stepped),
+            SeqCst,
+        );
+        let update = tracker.update(time, Some(&[]));
+        // The pipeline's frame clock keeps the anchor it took at start.
+        analytics.frame(
+            time,
+            start_wall + time.as_millis() as u64,
+            &update,
+            &mut out,
+        );
+    }
+    analytics.finish(&tracker.finish(), &mut out);
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Flow(f) => Some((f.from.clone(), f.to.clone(), f.interval_s)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn flow_times_follow_a_clock_stepped_forward_and_intervals_keep_their_length() {
+    let day = 86_400_000;
+    let t = |ms: u64| crate::events::rfc3339_ms(1_795_948_000_000 + ms);
+    let flows = flows_across_a_clock_step(day);
+    assert_eq!(
+        flows,
+        vec![
+            (t(0), t(10_000), 10.0),
+            // Stepped during this interval: its start moves with the clock.
+            (t(day as u64 + 10_000), t(day as u64 + 20_000), 10.0),
+            (t(day as u64 + 20_000), t(day as u64 + 24_900), 4.9),
+        ]
+    );
+}
+
+#[test]
+fn flow_times_follow_a_clock_stepped_backwards() {
+    let hour = 3_600_000;
+    let t = |ms: i64| crate::events::rfc3339_ms((1_795_948_000_000 + ms) as u64);
+    let flows = flows_across_a_clock_step(-hour);
+    assert_eq!(flows[0], (t(0), t(10_000), 10.0));
+    assert_eq!(flows[1], (t(10_000 - hour), t(20_000 - hour), 10.0));
+}
+
+#[test]
+fn a_slow_drift_within_the_tolerance_moves_nothing() {
+    let flows = flows_across_a_clock_step(anchor::TOLERANCE_MS);
+    let t = |ms: u64| crate::events::rfc3339_ms(1_795_948_000_000 + ms);
+    assert_eq!(flows[1], (t(10_000), t(20_000), 10.0));
+}

@@ -35,6 +35,7 @@ pub mod motion;
 pub mod mqtt;
 pub mod outbox;
 pub mod pipeline;
+pub mod preflight;
 pub mod tracking;
 
 use std::fmt;
@@ -227,18 +228,46 @@ impl ConfigError {
     }
 }
 
+/// How far loading checks a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// The file's own keys and values (tools that only need the settings:
+    /// `light --safe`, `events`, `capture`).
+    File,
+    /// Also every check the daemon's start-up runs short of opening devices
+    /// and the network ([`preflight`]): credentials, certificates, model
+    /// files, runtime libraries.
+    Startup,
+}
+
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_to(path, Depth::File)
+}
+
+/// Reads, parses and validates a configuration file, then runs the
+/// start-up checks on it: what the daemon (at start and on SIGHUP) and
+/// `check-config` use, so they cannot disagree.
+pub fn load_for_daemon(path: &Path) -> Result<Settings, ConfigError> {
+    load_to(path, Depth::Startup)
+}
+
+fn load_to(path: &Path, depth: Depth) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(path, &text)
+    parse_to(path, &text, depth)
 }
 
 /// Parses and validates configuration text; `path` names it in problems and
 /// anchors relative paths inside it.
 pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    parse_to(path, text, Depth::File)
+}
+
+/// [`parse`], checking as far as `depth`.
+pub fn parse_to(path: &Path, text: &str, depth: Depth) -> Result<Settings, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_owned(),
         problems,
@@ -257,13 +286,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let raw = read_sections(text, root.into_inner(), &mut problems);
     let base = path.parent().unwrap_or(Path::new("."));
-    let settings = validate(
-        path,
-        base,
-        raw,
-        &mut locate::Locator::new(text),
-        &mut problems,
-    );
+    let mut locator = locate::Locator::new(text);
+    let settings = validate(path, base, raw, &mut locator, &mut problems);
+    if let (Some(settings), true, Depth::Startup) = (&settings, problems.is_empty(), depth) {
+        let mut check = Check {
+            locator: &mut locator,
+            problems: &mut problems,
+            base,
+        };
+        preflight::run(settings, &mut check);
+    }
     // Sections are read in key order; report in file order.
     problems.sort_by_key(|p| p.line.unwrap_or(0));
     match settings {

@@ -195,6 +195,31 @@ fn bad(path: &Path, key: &str, reason: impl Into<String>) -> DetectError {
     }
 }
 
+/// A model or label file that cannot be read: which file, the reason once,
+/// and what the person at the pole can do about it.
+fn missing(
+    manifest: &Path,
+    key: &str,
+    what: &str,
+    file: &Path,
+    err: &std::io::Error,
+) -> DetectError {
+    let folder = file.parent().unwrap_or(Path::new("."));
+    let reason = match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => err.to_string(),
+    };
+    bad(
+        manifest,
+        key,
+        format!(
+            "{what} file {}: {reason}; install the model's files in {} (the model package does), or set detect.model_dir to the folder holding them",
+            file.display(),
+            folder.display()
+        ),
+    )
+}
+
 impl Model {
     /// Reads the manifest at `manifest_path` and the label file, looking for
     /// the model and label files in `model_dir`. The model file must exist
@@ -247,12 +272,8 @@ impl Model {
         }
         let output = output_kind(p, &manifest.output)?;
         let labels_path = model_dir.join(&manifest.labels.file);
-        let labels_text =
-            std::fs::read_to_string(&labels_path).map_err(|source| DetectError::Io {
-                path: labels_path.clone(),
-                what: "cannot read the label file (run models/fetch)",
-                source,
-            })?;
+        let labels_text = std::fs::read_to_string(&labels_path)
+            .map_err(|err| missing(p, "labels.file", "label", &labels_path, &err))?;
         let labels = parse_labels(&labels_text, &manifest.labels.format).map_err(|reason| {
             bad(
                 p,
@@ -293,13 +314,7 @@ impl Model {
                     ),
                 })
             }
-            Err(source) => {
-                return Err(DetectError::Io {
-                    path,
-                    what: "cannot read the model file (run models/fetch)",
-                    source,
-                })
-            }
+            Err(err) => return Err(missing(p, "file", "model", &path, &err)),
         }
         Ok(Model {
             manifest,

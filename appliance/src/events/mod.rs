@@ -12,9 +12,13 @@
 //! presence message (`online` on connect, `offline` as the broker's last
 //! will).
 
+pub mod clock;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+pub use clock::ClockMark;
 
 /// Version of the envelope and bodies below; bumped on any change a
 /// consumer could notice.
@@ -41,6 +45,10 @@ pub struct Event {
     pub id: u64,
     /// UTC time the event was made, RFC 3339 with milliseconds.
     pub time: String,
+    /// `unsynchronised` when the event was made before the system clock was
+    /// synchronised (`time` may then be far off); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockMark>,
     /// `device.site` of the configuration.
     pub site: String,
     /// `device.id` of the configuration.
@@ -240,10 +248,79 @@ pub struct FlowSpeed {
 /// `error` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReport {
-    /// Stable machine-readable code, e.g. `camera_lost`.
-    pub code: String,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
     /// Free text for people.
     pub message: String,
+}
+
+/// The codes of `error` events: the one list. The `error` schema's `code`
+/// enum and the table in docs/events.md say the same (a test checks), and
+/// an error event cannot be made with a code that is not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The camera could not be opened at start.
+    CameraUnavailable,
+    /// No frame for the camera's timeout; it is reopened with backoff.
+    CameraLost,
+    /// The source failed in a way reopening cannot cure.
+    CaptureFailed,
+    /// The model or its runtime could not be loaded at start.
+    DetectorUnavailable,
+    /// Detection failed while running.
+    DetectorFailed,
+    /// The lamp's outputs could not be opened; counting goes on.
+    LightingUnavailable,
+    /// The pipeline stopped on another error.
+    PipelineFailed,
+    /// SIGHUP: the configuration file is invalid; the daemon runs on.
+    ConfigRejected,
+    /// SIGHUP: the new configuration's stages failed to open; the daemon
+    /// went back to the previous configuration.
+    ConfigRolledBack,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the documentation lists them.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::CameraUnavailable,
+        ErrorCode::CameraLost,
+        ErrorCode::DetectorUnavailable,
+        ErrorCode::DetectorFailed,
+        ErrorCode::LightingUnavailable,
+        ErrorCode::CaptureFailed,
+        ErrorCode::PipelineFailed,
+        ErrorCode::ConfigRejected,
+        ErrorCode::ConfigRolledBack,
+    ];
+
+    /// The code as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::CameraUnavailable => "camera_unavailable",
+            ErrorCode::CameraLost => "camera_lost",
+            ErrorCode::CaptureFailed => "capture_failed",
+            ErrorCode::DetectorUnavailable => "detector_unavailable",
+            ErrorCode::DetectorFailed => "detector_failed",
+            ErrorCode::LightingUnavailable => "lighting_unavailable",
+            ErrorCode::PipelineFailed => "pipeline_failed",
+            ErrorCode::ConfigRejected => "config_rejected",
+            ErrorCode::ConfigRolledBack => "config_rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// `dropped` body: the gap a consumer will see in ids.
@@ -280,12 +357,26 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The full event with the outbox's id and time.
+    /// The full event with the outbox's id and time, marked when the
+    /// system clock is not synchronised.
     pub fn event(&self, id: u64, time_ms: u64, body: Body) -> Event {
+        self.event_marked(id, time_ms, clock::system_mark(), body)
+    }
+
+    /// The full event with the outbox's id and time, and a given clock
+    /// mark.
+    pub fn event_marked(
+        &self,
+        id: u64,
+        time_ms: u64,
+        clock: Option<ClockMark>,
+        body: Body,
+    ) -> Event {
         Event {
             schema: SCHEMA_VERSION,
             id,
             time: rfc3339_ms(time_ms),
+            clock,
             site: self.site.clone(),
             device: self.device.clone(),
             body,
@@ -436,7 +527,7 @@ mod tests {
             42,
             0,
             Body::Error(ErrorReport {
-                code: "camera_lost".into(),
+                code: ErrorCode::CameraLost,
                 message: "no frame for 2 s".into(),
             }),
         );
@@ -450,5 +541,59 @@ mod tests {
             origin.event_topic("luciole", event.body.kind()),
             "luciole/lyon/pole-7/events/error"
         );
+    }
+
+    #[test]
+    fn an_event_made_before_the_clock_was_synchronised_says_so_in_its_envelope() {
+        let origin = Origin {
+            site: "lyon".into(),
+            device: "pole-7".into(),
+        };
+        let body = || {
+            Body::Error(ErrorReport {
+                code: ErrorCode::CameraLost,
+                message: "x".into(),
+            })
+        };
+        let marked = origin.event_marked(1, 0, Some(ClockMark::Unsynchronised), body());
+        let json: serde_json::Value = serde_json::from_slice(&marked.encode()).unwrap();
+        assert_eq!(json["clock"], "unsynchronised");
+        assert_eq!(Event::decode(1, &marked.encode()).unwrap(), marked);
+        let plain = origin.event_marked(2, 0, None, body());
+        let json: serde_json::Value = serde_json::from_slice(&plain.encode()).unwrap();
+        assert!(json.get("clock").is_none(), "{json}");
+        // Events stored before the mark existed still decode.
+        assert_eq!(Event::decode(2, &plain.encode()).unwrap().clock, None);
+    }
+
+    #[test]
+    fn error_codes_are_one_list_in_the_code_the_schema_and_the_docs() {
+        let in_code: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            let back: ErrorCode = serde_json::from_value(code.as_str().into()).unwrap();
+            assert_eq!(back, code);
+        }
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/error.json")).unwrap();
+        let in_schema: Vec<&str> = schema["properties"]["data"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("error.json: data.code has an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(in_schema, in_code, "appliance/schemas/error.json");
+        let docs = include_str!("../../../docs/events.md");
+        let table = docs
+            .split("`error` codes (")
+            .nth(1)
+            .expect("docs/events.md has an `error` codes table");
+        let in_docs: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| `"))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        assert_eq!(in_docs, in_code, "docs/events.md");
     }
 }

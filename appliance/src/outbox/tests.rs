@@ -29,7 +29,7 @@ fn origin() -> Origin {
 
 fn error(n: u32) -> Body {
     Body::Error(ErrorReport {
-        code: "test".into(),
+        code: crate::events::ErrorCode::PipelineFailed,
         message: format!("event {n}"),
     })
 }

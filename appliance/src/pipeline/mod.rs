@@ -59,7 +59,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::analytics::{Analytics, AnalyticsSettings, Output, Presence};
 use crate::capture::{CaptureError, FrameLayout, FrameRef, FrameSource, SourceStats};
 use crate::detect::{Class, DetectError, Detection, Detector};
-use crate::events::{self, Body, ErrorReport, Origin, Sink, Status};
+use crate::events::{self, Body, ErrorCode, ErrorReport, Origin, Sink, Status};
 use crate::light::runner::LightFeed;
 use crate::light::{LightState, Lighting, PresenceSettings};
 use crate::motion::{MotionGate, MotionSettings};
@@ -386,7 +386,7 @@ pub fn run(
                     }
                     tracing::warn!("no frame for {} ms: camera lost", waited.as_millis());
                     sink.event(Body::Error(ErrorReport {
-                        code: "camera_lost".into(),
+                        code: ErrorCode::CameraLost,
                         message: format!(
                             "no frame from {} for {} ms; reopening with backoff",
                             info.origin,
@@ -433,7 +433,7 @@ pub fn run(
     let mut failure = None;
     if let Ok(Err(err)) | Err(err) = captured {
         sink.event(Body::Error(ErrorReport {
-            code: "capture_failed".into(),
+            code: ErrorCode::CaptureFailed,
             message: err.to_string(),
         }));
         failure = Some(err);
@@ -601,7 +601,7 @@ impl Analysis {
                         feed.detector(false);
                     }
                     let _ = notes.send(Note::Failed(ErrorReport {
-                        code: "detector_failed".into(),
+                        code: ErrorCode::DetectorFailed,
                         message: format!("{err}; the daemon stops"),
                     }));
                     // Wind everything down: the capture thread may be

@@ -1,5 +1,8 @@
-//! `luciole check-config FILE`: load and validate a configuration; print a
-//! one-line summary, or every problem (`file:line key = value: reason`).
+//! `luciole check-config FILE`: load and validate a configuration with the
+//! daemon's own start-up checks ([`config::load_for_daemon`]: certificates,
+//! password, model files, runtime libraries; no device or network is
+//! opened); print a one-line summary, or every problem
+//! (`file:line key = value: reason`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,7 +10,7 @@ use std::process::ExitCode;
 use luciole::config::{self, ConfigError};
 
 pub fn run(file: &Path) -> ExitCode {
-    match config::load(file) {
+    match config::load_for_daemon(file) {
         Ok(settings) => {
             println!("{}", super::summary(&settings));
             ExitCode::SUCCESS

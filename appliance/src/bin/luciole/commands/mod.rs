@@ -10,12 +10,13 @@ mod demo;
 mod detect;
 mod events;
 mod light;
+mod reload;
 mod run;
 
 use std::process::ExitCode;
 
 use luciole::config::Settings;
-use luciole::events::{Body, ErrorReport, Sink};
+use luciole::events::{Body, ErrorCode, ErrorReport, Sink};
 use luciole::light::Lighting;
 use luciole::pipeline::{self, Lamp, PipelineError, Stages, Summary};
 use luciole::publish::reporter::Reporter;
@@ -96,13 +97,6 @@ pub fn summary(settings: &Settings) -> String {
     line
 }
 
-/// Events nowhere: a pole without `[outbox]` keeps none.
-pub struct Discard;
-
-impl Sink for Discard {
-    fn event(&mut self, _body: Body) {}
-}
-
 /// The daemon's sink: the outbox (and broker) when configured.
 pub fn reporter(settings: &Settings) -> anyhow::Result<Option<Reporter>> {
     let Some(outbox) = &settings.outbox else {
@@ -115,11 +109,17 @@ pub fn reporter(settings: &Settings) -> anyhow::Result<Option<Reporter>> {
     )?))
 }
 
-fn error(sink: &mut dyn Sink, code: &str, message: String) {
-    sink.event(Body::Error(ErrorReport {
-        code: code.into(),
-        message,
-    }));
+fn error(sink: &mut dyn Sink, code: ErrorCode, message: String) {
+    sink.event(Body::Error(ErrorReport { code, message }));
+}
+
+/// A `status` event of this daemon.
+fn status(state: &str, detail: String) -> Body {
+    Body::Status(luciole::events::Status {
+        state: state.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        detail,
+    })
 }
 
 /// Opens the camera, the detector and the lamp the settings describe. A
@@ -133,11 +133,11 @@ pub fn open_stages(
     sink: &mut dyn Sink,
 ) -> anyhow::Result<Stages> {
     let source = luciole::capture::open(&settings.camera, shutdown)
-        .inspect_err(|err| error(sink, "camera_unavailable", err.to_string()))?;
+        .inspect_err(|err| error(sink, ErrorCode::CameraUnavailable, err.to_string()))?;
     let detector = match settings.detector() {
         Some(detect) => {
             let detector = luciole::detect::open(&detect)
-                .inspect_err(|err| error(sink, "detector_unavailable", err.to_string()))?;
+                .inspect_err(|err| error(sink, ErrorCode::DetectorUnavailable, err.to_string()))?;
             let status = detector.status();
             tracing::info!(model = %status.model, backend = status.backend.name(), accelerator = %status.accelerator, threads = status.threads, fallback = status.fallback.as_deref().unwrap_or("none"), "detector ready");
             Some(detector)
@@ -152,7 +152,7 @@ pub fn open_stages(
             }),
             Err(err) => {
                 tracing::error!("lighting: {err}");
-                error(sink, "lighting_unavailable", err.to_string());
+                error(sink, ErrorCode::LightingUnavailable, err.to_string());
                 None
             }
         },
@@ -177,16 +177,12 @@ pub fn finish(sink: &mut dyn Sink, outcome: &Result<Summary, PipelineError>, shu
                 err,
                 PipelineError::Detect { .. } | PipelineError::Capture(_)
             ) {
-                error(sink, "pipeline_failed", err.to_string());
+                error(sink, ErrorCode::PipelineFailed, err.to_string());
             }
             format!("stopping: {err}")
         }
     };
-    sink.event(Body::Status(luciole::events::Status {
-        state: "stopping".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        detail: detail.clone(),
-    }));
+    sink.event(status("stopping", detail.clone()));
     if let Ok(done) = outcome {
         let secs = done.elapsed.as_secs_f64();
         tracing::info!(
