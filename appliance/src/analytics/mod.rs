@@ -490,6 +490,7 @@ impl Analytics {
             lines,
             zones,
             speeds,
+            part: None,
         }
     }
 }
