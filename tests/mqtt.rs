@@ -38,6 +38,7 @@ fn outbox(dir: &Path, max_bytes: u64) -> Arc<Outbox> {
             retention_ms: 24 * 3600 * 1000,
         },
         flush_every: Duration::from_millis(20),
+        cache_bytes: 4 << 20,
     };
     Arc::new(Outbox::open(&settings, origin()).unwrap())
 }

@@ -322,6 +322,7 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
                 speed_px_s: 220.0,
                 speed_m_s: Some(8.1),
             }],
+            part: None,
         }),
         Body::Fiware(serde_json::json!({
             "id": "urn:ngsi-ld:CrowdFlowObserved:test-site:pole-1:gate:19700101000000000",
@@ -387,4 +388,320 @@ fn a_daemon_whose_credentials_are_refused_says_so_retries_and_keeps_its_events()
     assert!(text.contains("oldest: id 1 at "), "{text}");
     let held = text.lines().filter(|l| l.starts_with('{')).count();
     assert!(held >= 5, "{text}");
+}
+
+/// Ids every delivered `dropped` event reports as lost.
+fn reported_lost(received: &[broker::Received]) -> std::collections::BTreeSet<u64> {
+    let mut lost = std::collections::BTreeSet::new();
+    for r in received.iter().filter(|r| r.payload["kind"] == "dropped") {
+        let data = &r.payload["data"];
+        let (first, last) = (
+            data["first_id"].as_u64().unwrap(),
+            data["last_id"].as_u64().unwrap(),
+        );
+        lost.extend(first..=last);
+    }
+    lost
+}
+
+/// The delivery contract: every id up to the last one received arrived or
+/// is reported by a `dropped` event; in order per topic; duplicates equal.
+fn check_contract(received: &[broker::Received]) {
+    let last = received.iter().map(|r| r.id).max().unwrap();
+    let lost = reported_lost(received);
+    let delivered: std::collections::BTreeSet<u64> = received.iter().map(|r| r.id).collect();
+    check_delivery(
+        received,
+        (1..=last).filter(|id| !lost.contains(id) || delivered.contains(id)),
+    );
+}
+
+/// Runs the daemon without a broker for a moment so events are held, and
+/// stops it cleanly.
+fn hold_some_events(config: &Path) {
+    let child = start(config);
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn stored_events_a_newer_firmware_wrote_are_set_aside_and_reported_and_the_rest_arrive_in_order() {
+    let dir = scratch("outbox-future");
+    let offline = pole_config(&dir, "");
+    hold_some_events(&offline);
+    // A newer firmware (before a rollback) left two records this one cannot
+    // read: one in a storage format it does not know, one in the first
+    // storage format (8 bytes of time, then JSON) but of a newer schema.
+    let (second, fourth, held_last) = {
+        let db = sled::open(dir.join("outbox")).unwrap();
+        let ids: Vec<u64> = db
+            .scan_prefix(b"e")
+            .keys()
+            .map(|k| u64::from_be_bytes(k.unwrap()[1..9].try_into().unwrap()))
+            .collect();
+        assert!(ids.len() >= 5, "held: {ids:?}");
+        let key = |id: u64| {
+            let mut key = vec![b'e'];
+            key.extend_from_slice(&id.to_be_bytes());
+            key
+        };
+        let mut unknown_format = vec![0x7f];
+        unknown_format.extend_from_slice(b"\x00\x01future storage format");
+        db.insert(key(ids[1]), unknown_format).unwrap();
+        let future = format!(
+            r#"{{"schema":3,"id":{},"time":"2026-01-01T00:00:00.000Z","site":"test-site","device":"pole-1","kind":"hologram","data":{{"depth":3}}}}"#,
+            ids[3]
+        );
+        let mut value = 1_767_225_600_000u64.to_be_bytes().to_vec();
+        value.extend_from_slice(future.as_bytes());
+        db.insert(key(ids[3]), value).unwrap();
+        db.flush().unwrap();
+        (ids[1], ids[3], *ids.last().unwrap())
+    };
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/events/#");
+    let config = pole_config(&dir, &mqtt_section(broker.port));
+    let child = start(&config);
+    consumer.wait_for(
+        Duration::from_secs(60),
+        "the held events, the report of the unreadable ones and new events",
+        |received| {
+            received
+                .iter()
+                .any(|r| r.payload["data"]["reason"] == "unreadable")
+                && received.iter().filter(|r| r.id > held_last).count() >= 5
+        },
+    );
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let received = consumer.events();
+    let dropped: Vec<&serde_json::Value> = received
+        .iter()
+        .filter(|r| r.payload["data"]["reason"] == "unreadable")
+        .map(|r| &r.payload["data"])
+        .collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(
+        (
+            dropped[0]["first_id"].as_u64(),
+            dropped[0]["last_id"].as_u64(),
+            dropped[0]["count"].as_u64()
+        ),
+        (Some(second), Some(fourth), Some(2))
+    );
+    assert!(received.iter().all(|r| r.id != second && r.id != fourth));
+    check_contract(&received);
+    let schemas = schemas();
+    for r in &received {
+        assert_valid(&schemas, &r.payload);
+    }
+    // Said once (rate-limited), not once per retry.
+    let lines = log.lines().filter(|l| l.contains("cannot be read")).count();
+    assert!((1..=2).contains(&lines), "{lines} lines:\n{log}");
+    let listing = run(&["events", "--config", config.to_str().unwrap()]);
+    assert!(
+        stdout(&listing).contains(&format!(
+            "set aside (unreadable, reported): ids [{second}, {fourth}]"
+        )),
+        "{}{}",
+        stdout(&listing),
+        stderr(&listing)
+    );
+}
+
+#[test]
+fn luciole_events_says_once_that_the_running_daemon_holds_the_outbox() {
+    let dir = scratch("outbox-held");
+    let config = pole_config(&dir, "");
+    let child = start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("outbox").join("id-reservation").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never opened its outbox"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listing = run(&["events", "--config", config.to_str().unwrap()]);
+    signal(&child, "TERM");
+    assert!(child.wait_with_output().unwrap().status.success());
+    let err = stderr(&listing);
+    assert_eq!(listing.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("held by a running daemon").count(), 1, "{err}");
+    assert!(!err.contains("could not acquire lock"), "{err}");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> SmallDisk {
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&uid.stdout).trim() == "0",
+            "this test mounts a small tmpfs of its own and must run as root (tests/run runs as root)"
+        );
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount (util-linux) is needed");
+        assert!(status.success(), "mount -t tmpfs {} failed", path.display());
+        SmallDisk(path.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem of `dir` to the last byte; returns the filler.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a; 4096];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if err.raw_os_error() == Some(28) => break,
+            Err(err) => panic!("filling {}: {err}", path.display()),
+        }
+    }
+    path
+}
+
+#[test]
+fn a_full_disk_under_the_running_daemon_is_reported_and_survived_and_nothing_is_lost_silently() {
+    let dir = scratch("outbox-enospc");
+    let disk = SmallDisk::mount(&dir.join("small"), "24m");
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/events/#");
+    let path = pole_config(&dir, &mqtt_section(broker.port));
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("path = \"{}\"", dir.join("outbox").display()),
+        &format!("path = \"{}\"", disk.0.join("outbox").display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let child = start(&path);
+    consumer.wait_for(Duration::from_secs(60), "the first events", |r| {
+        r.len() >= 5
+    });
+    let filler = fill(&disk.0);
+    // Full for a while: health events every 100 ms cannot be stored.
+    std::thread::sleep(Duration::from_secs(5));
+    let before = consumer.events().iter().map(|r| r.id).max().unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    consumer.wait_for(
+        Duration::from_secs(90),
+        "the disk-error alert and events after it",
+        |received| {
+            let alert = received
+                .iter()
+                .find(|r| r.payload["data"]["code"] == "outbox_disk_error");
+            alert.is_some_and(|a| received.iter().filter(|r| r.id > a.id).count() >= 5)
+        },
+    );
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let received = consumer.events();
+    let alert = received
+        .iter()
+        .find(|r| r.payload["data"]["code"] == "outbox_disk_error")
+        .unwrap();
+    let message = alert.payload["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not be stored") || message.contains("are lost"),
+        "{message}"
+    );
+    assert!(alert.id > before || received.iter().any(|r| r.id > before));
+    check_contract(&received);
+    let schemas = schemas();
+    for r in &received {
+        assert_valid(&schemas, &r.payload);
+    }
+    let errors = log.lines().filter(|l| l.contains("ERROR")).count();
+    assert!(
+        errors < 40,
+        "errors are rate-limited, not one per event:\n{log}"
+    );
+    drop(disk);
+}
+
+#[test]
+fn a_flow_of_a_busy_junction_is_stored_in_parts_that_each_fit_the_event_limit() {
+    use luciole::outbox::{Outbox, OutboxSettings};
+    let dir = scratch("outbox-big-flow");
+    let settings = OutboxSettings {
+        path: dir.join("outbox"),
+        ..OutboxSettings::default()
+    };
+    let origin = luciole::events::Origin {
+        site: "test-site".into(),
+        device: "pole-1".into(),
+    };
+    // 150 counting lines, 4 classes, both directions, one-minute interval.
+    let mut lines = Vec::new();
+    for l in 0..150 {
+        for class in ["person", "bicycle", "car", "truck"] {
+            for direction in ["north_to_south", "south_to_north"] {
+                lines.push(serde_json::json!({
+                    "line": format!("junction-line-{l:03}"),
+                    "direction": direction,
+                    "class": class,
+                    "count": 7,
+                }));
+            }
+        }
+    }
+    let body: luciole::events::Body = serde_json::from_value(serde_json::json!({
+        "kind": "flow",
+        "data": {
+            "from": "2026-11-29T10:00:00.000Z",
+            "to": "2026-11-29T10:01:00.000Z",
+            "interval_s": 60.0,
+            "lines": lines,
+            "zones": [],
+            "speeds": [],
+        }
+    }))
+    .unwrap();
+    let whole = origin.event(1, 0, body.clone()).encode().len();
+    assert!(whole > luciole::events::MAX_EVENT_BYTES, "{whole}");
+    let outbox = Outbox::open(&settings, origin).unwrap();
+    outbox.push(body).unwrap();
+    outbox.commit().unwrap();
+    let stored = outbox.committed_after(0, 1000).unwrap();
+    let schemas = schemas();
+    let mut counted = 0;
+    for (_, kind, json) in &stored {
+        assert_eq!(kind, "flow");
+        assert!(
+            json.len() <= luciole::events::MAX_EVENT_BYTES,
+            "a stored event of {} bytes",
+            json.len()
+        );
+        let event: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_valid(&schemas, &event);
+        counted += event["data"]["lines"].as_array().unwrap().len();
+    }
+    assert_eq!(counted, 150 * 8, "every count is in one part");
+    assert!(stored.len() >= 2);
 }

@@ -99,6 +99,7 @@ fn open(dir: &Path) -> Arc<Outbox> {
             retention_ms: 24 * 3600 * 1000,
         },
         flush_every: FLUSH,
+        cache_bytes: OutboxSettings::default().cache_bytes,
     };
     Arc::new(Outbox::open(&settings, origin()).unwrap())
 }

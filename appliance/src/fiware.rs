@@ -156,6 +156,7 @@ mod tests {
                 speed_px_s: 100.0,
                 speed_m_s: Some(10.0),
             }],
+            part: None,
         };
         let mapper = Mapper::new(Origin {
             site: "lyon".into(),

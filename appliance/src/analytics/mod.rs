@@ -517,6 +517,7 @@ impl Analytics {
             lines,
             zones,
             speeds,
+            part: None,
         }
     }
 }

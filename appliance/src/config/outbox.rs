@@ -25,6 +25,10 @@ pub struct RawOutbox {
     /// Milliseconds between durable commits, 1 to 1000: the most recent
     /// events a power cut can lose.
     pub flush_ms: Option<u64>,
+    /// sled's page cache in bytes, 1 048 576 (1 MiB) to 268 435 456
+    /// (256 MiB); default 16 MiB (sled's own default, 1 GiB, is too much
+    /// for a 1-2 GB board).
+    pub cache_bytes: Option<u64>,
 }
 
 pub(super) fn validate(raw: RawOutbox, check: &mut Check<'_, '_>) -> Option<OutboxSettings> {
@@ -40,6 +44,8 @@ pub(super) fn validate(raw: RawOutbox, check: &mut Check<'_, '_>) -> Option<Outb
     check.range("outbox.max_bytes", max_bytes, 65_536, 16 << 30);
     check.range("outbox.retention_s", retention_s, 60, 30 * 86_400);
     check.range("outbox.flush_ms", flush_ms, 1, 1000);
+    let cache_bytes = raw.cache_bytes.unwrap_or(d.cache_bytes);
+    check.range("outbox.cache_bytes", cache_bytes, 1 << 20, 256 << 20);
     if check.count() > before {
         return None;
     }
@@ -50,5 +56,6 @@ pub(super) fn validate(raw: RawOutbox, check: &mut Check<'_, '_>) -> Option<Outb
             retention_ms: retention_s * 1000,
         },
         flush_every: Duration::from_millis(flush_ms),
+        cache_bytes,
     })
 }

@@ -388,3 +388,15 @@ fn environment_references_take_a_fallback_when_unset_or_empty() {
         "has an unclosed ${...}"
     );
 }
+
+#[test]
+fn the_outbox_page_cache_is_small_by_default_and_bounded() {
+    let text = format!("{MINIMAL}\n[outbox]\npath = \"spool\"\n");
+    let outbox = parse_text(&text).unwrap().outbox.unwrap();
+    assert_eq!(outbox.cache_bytes, 16 << 20);
+    let text = format!("{MINIMAL}\n[outbox]\ncache_bytes = 1073741824\n");
+    let lines = messages(parse_text(&text).unwrap_err());
+    let expected =
+        "pole.toml:10 outbox.cache_bytes = 1073741824: must be between 1048576 and 268435456";
+    assert!(lines.contains(&expected.to_string()), "{lines:#?}");
+}

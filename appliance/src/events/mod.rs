@@ -24,6 +24,12 @@ pub use clock::ClockMark;
 /// consumer could notice.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// Largest encoded event (the JSON payload published), bytes. The outbox
+/// stores nothing larger: a `flow` is split into parts, anything else is
+/// replaced by an `event_too_large` alert. The MQTT packet limit is set
+/// above it.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+
 /// Problems turning bytes back into an event.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -207,6 +213,20 @@ pub struct Flow {
     pub zones: Vec<FlowZone>,
     /// Mean speed per class of the tracks seen moving.
     pub speeds: Vec<FlowSpeed>,
+    /// Set when the interval was too large for one event
+    /// ([`MAX_EVENT_BYTES`]) and is sent in parts: each part carries some
+    /// of the lists, all with the same interval.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub part: Option<FlowPart>,
+}
+
+/// Which part of a split `flow` this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowPart {
+    /// 1-based.
+    pub index: u32,
+    /// How many parts the interval was split into.
+    pub of: u32,
 }
 
 /// Crossings of one line in one direction by one class.

@@ -11,17 +11,36 @@
 //!   publishable signals the publisher ([`Outbox::on_commit`]). Durability
 //!   window: an event pushed less than `flush_ms` (plus one fsync) before a
 //!   power cut can be lost; nothing older.
+//! - **Write first, then book.** The ledger and the id counter move only
+//!   once the store has taken a write: a failed write leaves no phantom
+//!   entry and gives no id.
 //! - **Delete on acknowledgement.** [`Outbox::ack`] deletes an event once the
-//!   broker's PUBACK arrived. A crash before that deletion is durable means
-//!   the event is sent again, with the same id.
-//! - **Bounded.** Size (`outbox.max_bytes`) and age (`outbox.retention_s`)
-//!   limits delete the oldest events; each deletion is followed by a
-//!   `dropped` event naming the ids and time range, so the gap is visible.
-//! - **Corruption.** A database sled cannot open (or whose records do not
-//!   decode) is moved aside (`<path>.corrupt-<unix-seconds>`), a fresh one
-//!   is started and an `alert` event (`outbox_corrupted`) says so. A store
-//!   that opens but has lost committed data (found through the id
-//!   reservation below) raises `outbox_lost_events`.
+//!   broker's PUBACK arrived. The deletion gets no fsync of its own: it
+//!   becomes durable with the next commit of new events (or at stop). A
+//!   crash before that means the event is sent again, with the same id and
+//!   content (the at-least-once contract).
+//! - **Bounded.** Every event fits in [`events::MAX_EVENT_BYTES`] (a `flow`
+//!   is split into parts, anything else too large is replaced by an
+//!   `event_too_large` alert; see [`bound`]). Size (`outbox.max_bytes`,
+//!   measured as the store's real size on disk, and the free space of the
+//!   filesystem) and age (`outbox.retention_s`, on the boot clock: see
+//!   [`clock`]) limits delete the oldest events; each deletion is followed
+//!   by a `dropped` event naming the ids and time range, so the gap is
+//!   visible.
+//! - **Unreadable records.** A stored record this firmware cannot read (a
+//!   newer firmware's schema after a rollback, damaged bytes) is set aside
+//!   (a bounded tree of its own, kept for diagnosis) and a `dropped` event
+//!   with reason `unreadable` names its id; everything else is published.
+//! - **Disk errors.** sled keeps an I/O error (ENOSPC, EIO) as a permanent
+//!   state of its handle. The outbox then stops writing, and the flusher
+//!   reopens the store (retrying with a growing delay while it fails); once
+//!   open, an `outbox_disk_error` alert says what failed and how many
+//!   events could not be stored meanwhile. The daemon keeps running.
+//! - **Corruption.** A database sled cannot open is moved aside
+//!   (`<path>.corrupt-<unix-seconds>`, the newest [`KEEP_CORRUPT`] kept), a
+//!   fresh one is started and an `alert` event (`outbox_corrupted`) says
+//!   so. A store that opens but has lost committed data (found through the
+//!   id reservation below) raises `outbox_lost_events`.
 //!
 //! Ids are contiguous: the next id is written in the same atomic batch as
 //! the events, so a restart continues where the last committed event left
@@ -31,19 +50,22 @@
 //! fsync and rename) records which ids may have been given, so that after
 //! corruption ids continue above every id a consumer may have seen.
 
+pub mod bound;
+pub mod clock;
 pub mod ledger;
 pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::events::{self, Alert, Body, Dropped, Event, Origin};
 use crate::sync::lock;
-use ledger::{Gap, Ledger, Limits};
+use clock::{BootId, Clock, Now, SystemClock};
+use ledger::{DropReason, Gap, Ledger, Limits, Times};
 use store::{Store, StoreError};
 
 /// File inside the store folder recording which ids were surely
@@ -56,6 +78,26 @@ const RESERVATION_FILE: &str = "id-reservation";
 const ID_BLOCK: u64 = 4096;
 /// Room kept for the `dropped` event that follows an overflow.
 const DROPPED_RESERVE: u64 = 512;
+/// Corrupted stores moved aside that are kept (the newest).
+pub const KEEP_CORRUPT: usize = 2;
+/// Free space left on the outbox's filesystem for everything else (logs,
+/// the system): the outbox shrinks before the filesystem fills.
+pub const FREE_RESERVE: u64 = 4 << 20;
+/// How often the real size on disk and the free space are measured.
+const CAPACITY_EVERY: Duration = Duration::from_secs(1);
+/// First and longest delay between attempts to reopen a failed store.
+const RECOVER_MIN: Duration = Duration::from_millis(500);
+const RECOVER_MAX: Duration = Duration::from_secs(30);
+/// A repeated log line is written at most once per this period.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Stored value, current format: this byte, the wall-clock time (ms,
+/// big-endian u64), the boot-clock time (ms, u64), the boot id (16 bytes),
+/// then the JSON event. The first format (8 bytes of wall-clock time then
+/// the JSON) starts with a 0 byte, as every time before the year 10 million
+/// does; any other first byte is a format this firmware does not know.
+const FORMAT_V1: u8 = 1;
+const HEADER_V1: usize = 1 + 8 + 8 + 16;
 
 /// What can go wrong with the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +108,8 @@ pub enum OutboxError {
         #[source]
         source: StoreError,
     },
+    #[error("{path}: the outbox is held by a running daemon (or another `luciole` command); stop it first, or wait")]
+    Held { path: PathBuf },
     #[error("{path}: cannot move the corrupted outbox aside to {aside}: {source}")]
     MoveAside {
         path: PathBuf,
@@ -79,8 +123,10 @@ pub enum OutboxError {
         #[source]
         source: StoreError,
     },
-    #[error("{path}: stored event {id} is damaged ({len} bytes)")]
-    Damaged { path: PathBuf, id: u64, len: usize },
+    #[error(
+        "{path}: the outbox's disk failed ({reason}); events are not stored until it is reopened"
+    )]
+    Unavailable { path: PathBuf, reason: String },
     #[error("{path}: cannot write the id reservation: {source}")]
     Reservation {
         path: PathBuf,
@@ -106,11 +152,13 @@ pub struct OutboxSettings {
     pub limits: Limits,
     /// Longest time between a push and its durable commit.
     pub flush_every: Duration,
+    /// sled's page cache, bytes.
+    pub cache_bytes: u64,
 }
 
 impl Default for OutboxSettings {
     /// `/var/lib/luciole/outbox`, at most 256 MiB, events kept 24 hours,
-    /// committed every 50 ms.
+    /// committed every 50 ms, a 16 MiB page cache.
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/luciole/outbox"),
@@ -119,6 +167,7 @@ impl Default for OutboxSettings {
                 retention_ms: 24 * 3600 * 1000,
             },
             flush_every: Duration::from_millis(50),
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -128,8 +177,119 @@ impl Default for OutboxSettings {
 pub struct Summary {
     pub count: u64,
     pub bytes: u64,
+    /// The store's real size on disk.
+    pub size_on_disk: u64,
+    /// The byte limit in force (the configured one, or less when the disk
+    /// is the tighter bound).
+    pub max_bytes: u64,
     pub oldest: Option<Event>,
     pub newest: Option<Event>,
+    /// Records that could not be read (set aside at the daemon's next
+    /// start), and records already set aside.
+    pub unreadable: Vec<Unreadable>,
+    pub set_aside: Vec<u64>,
+}
+
+/// A stored record this firmware cannot read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Unreadable {
+    pub id: u64,
+    pub reason: String,
+}
+
+/// One held event as `luciole events --json` shows it: the event and how
+/// the outbox ages it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Held {
+    pub event: Event,
+    /// The boot the event was made in (hex), if recorded.
+    pub boot: Option<String>,
+    /// Whether that boot is this one.
+    pub this_boot: bool,
+    /// Age on the boot clock (ms); for an event of an earlier boot, the
+    /// time since this boot began (a lower bound).
+    pub age_ms: u64,
+    /// Time left before retention deletes it (ms).
+    pub expires_in_ms: u64,
+}
+
+/// A decoded stored value.
+struct Record<'a> {
+    wall_ms: u64,
+    stamp: Option<(BootId, u64)>,
+    json: &'a [u8],
+}
+
+/// Splits a stored value; `Err` says why it cannot be read.
+fn read_value(value: &[u8]) -> Result<Record<'_>, String> {
+    let u64_at = |at: usize| u64::from_be_bytes(value[at..at + 8].try_into().unwrap());
+    match value.first() {
+        Some(0) if value.len() >= 9 => Ok(Record {
+            wall_ms: u64_at(0),
+            stamp: None,
+            json: &value[8..],
+        }),
+        Some(&FORMAT_V1) if value.len() > HEADER_V1 => Ok(Record {
+            wall_ms: u64_at(1),
+            stamp: Some((value[17..33].try_into().unwrap(), u64_at(9))),
+            json: &value[HEADER_V1..],
+        }),
+        Some(0 | &FORMAT_V1) | None => Err(format!("truncated record ({} bytes)", value.len())),
+        Some(other) => Err(format!(
+            "stored in a format this firmware does not know ({other})"
+        )),
+    }
+}
+
+/// A stored value as an event, or why it cannot be read.
+fn decode_value(id: u64, value: &[u8]) -> Result<(Record<'_>, Event), String> {
+    let record = read_value(value)?;
+    let event = Event::decode(id, record.json).map_err(|e| match e {
+        events::EventError::Decode { source, .. } => {
+            format!("not an event this firmware knows: {source}")
+        }
+    })?;
+    if event.schema > events::SCHEMA_VERSION {
+        return Err(format!(
+            "schema {} is newer than this firmware's {}",
+            event.schema,
+            events::SCHEMA_VERSION
+        ));
+    }
+    Ok((record, event))
+}
+
+fn encode_value(now: &Now, json: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER_V1 + json.len());
+    value.push(FORMAT_V1);
+    value.extend_from_slice(&now.wall_ms.to_be_bytes());
+    value.extend_from_slice(&now.boot_ms.to_be_bytes());
+    value.extend_from_slice(&now.boot);
+    value.extend_from_slice(json);
+    value
+}
+
+/// Bytes an event takes in the ledger: key and value.
+fn held_bytes(value: &[u8]) -> u64 {
+    (9 + value.len()) as u64
+}
+
+/// Events that could not be stored while the disk failed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Unstored {
+    count: u64,
+    from_ms: u64,
+    to_ms: u64,
+}
+
+impl Unstored {
+    fn add(&mut self, wall_ms: u64) {
+        if self.count == 0 {
+            self.from_ms = wall_ms;
+        }
+        self.count += 1;
+        self.to_ms = wall_ms;
+    }
 }
 
 struct State {
@@ -137,108 +297,227 @@ struct State {
     next_id: u64,
     /// Ids below this may have been given (see [`RESERVATION_FILE`]).
     ceiling: u64,
+    /// The disk error that stopped writing, until the store is reopened.
+    broken: Option<String>,
+    unstored: Unstored,
+    /// Acknowledged ids whose deletion failed: deleted after a reopen.
+    pending_acks: Vec<u64>,
+    /// When the disk capacity was last measured.
+    measured: Option<Instant>,
 }
 
 /// The event store. Shared between the producers, the flusher and the
 /// publisher behind an `Arc`.
 pub struct Outbox {
     path: PathBuf,
-    db: Store,
+    settings: OutboxSettings,
+    db: RwLock<Option<Store>>,
     origin: Origin,
+    clock: Box<dyn Clock>,
     state: Mutex<State>,
     committed: AtomicU64,
     /// Deletions not yet made durable.
     deletions: AtomicBool,
-    /// Wakes the flusher when something was written (coalesced: capacity 1).
+    /// Wakes the flusher when new events were written (coalesced:
+    /// capacity 1). Deletions do not: they ride on the next commit.
     written: (Sender<()>, Receiver<()>),
     /// One coalescing channel per [`Outbox::on_commit`] listener.
     commit_listeners: Mutex<Vec<Sender<()>>>,
+    log: LogLimit,
 }
 
-/// Stored value: 8 bytes of time (ms, big-endian) then the JSON event.
-fn split_value<'a>(path: &Path, id: u64, value: &'a [u8]) -> Result<(u64, &'a [u8]), OutboxError> {
-    if value.len() < 9 {
-        return Err(OutboxError::Damaged {
-            path: path.to_owned(),
-            id,
-            len: value.len(),
-        });
+/// Rate limit for repeated log lines: one line per [`LOG_EVERY`], with the
+/// number of lines held back.
+struct LogLimit(Mutex<Option<(Instant, u64)>>);
+
+impl LogLimit {
+    fn new() -> Self {
+        Self(Mutex::new(None))
     }
-    Ok((
-        u64::from_be_bytes(value[..8].try_into().unwrap()),
-        &value[8..],
-    ))
+
+    /// Whether to log now, and how many lines were held back before.
+    fn allow(&self) -> Option<u64> {
+        let mut last = lock(&self.0);
+        match &mut *last {
+            Some((at, held)) if at.elapsed() < LOG_EVERY => {
+                *held += 1;
+                None
+            }
+            slot => {
+                let held = slot.as_ref().map_or(0, |(_, held)| *held);
+                *slot = Some((Instant::now(), 0));
+                Some(held)
+            }
+        }
+    }
+}
+
+/// What a scan of the store found.
+struct Scan {
+    ledger: Ledger,
+    last: u64,
+    unreadable: Vec<(u64, Vec<u8>, String)>,
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox at `settings.path`. A corrupted
-    /// database is moved aside and replaced; the `alert` event saying so is
-    /// already in the new outbox when this returns.
+    /// database is moved aside and replaced, unreadable records are set
+    /// aside; the events saying so are already in the outbox when this
+    /// returns.
     pub fn open(settings: &OutboxSettings, origin: Origin) -> Result<Outbox, OutboxError> {
-        Self::open_with(settings, origin, true)
+        Self::open_with_clock(settings, origin, Box::new(SystemClock::new()))
     }
 
-    /// Opens an existing outbox to look at it: nothing is created, and a
-    /// corrupted one is reported, not moved.
+    /// [`Outbox::open`] with the given clock.
+    pub fn open_with_clock(
+        settings: &OutboxSettings,
+        origin: Origin,
+        clock: Box<dyn Clock>,
+    ) -> Result<Outbox, OutboxError> {
+        let path = settings.path.clone();
+        let reservation = read_reservation(&path);
+        match Self::open_db(settings) {
+            Ok(db) => Self::finish_open(settings, origin, clock, db, None, reservation),
+            Err(OutboxError::Open { source, .. }) if source.is_unreadable() => {
+                let (db, aside) = Self::repair(settings)?;
+                Self::finish_open(settings, origin, clock, db, Some(aside), reservation)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Opens an existing outbox to look at it: nothing is created or
+    /// changed, and a corrupted one is reported, not moved.
     pub fn inspect(settings: &OutboxSettings, origin: Origin) -> Result<Outbox, OutboxError> {
         if !settings.path.is_dir() {
             return Err(OutboxError::Missing {
                 path: settings.path.clone(),
             });
         }
-        Self::open_with(settings, origin, false)
+        let clock: Box<dyn Clock> = Box::new(SystemClock::new());
+        let db = Self::open_db(settings)?;
+        let now = clock.now();
+        let scan = Self::scan(settings, &db, &now)?;
+        let next_id = db
+            .next_id()
+            .map_err(|source| OutboxError::Store {
+                path: settings.path.clone(),
+                source,
+            })?
+            .unwrap_or(1)
+            .max(scan.last + 1);
+        Ok(Self::assemble(
+            settings,
+            origin,
+            clock,
+            db,
+            scan.ledger,
+            next_id,
+            next_id,
+        ))
     }
 
-    fn open_with(
-        settings: &OutboxSettings,
-        origin: Origin,
-        repair: bool,
-    ) -> Result<Outbox, OutboxError> {
-        let path = settings.path.clone();
-        let reservation = read_reservation(&path);
-        let opened = Self::open_db(&path).and_then(|db| Self::check(&path, &db).map(|()| db));
-        let (db, aside) = match opened {
-            Ok(db) => (db, None),
-            Err(err) if !repair => return Err(err),
-            Err(OutboxError::Open { source, .. }) if source.is_unreadable() => {
-                return Self::repair(settings, origin, reservation)
+    /// Moves an unreadable store aside (bounding the older ones) and starts
+    /// a fresh one.
+    fn repair(settings: &OutboxSettings) -> Result<(Store, PathBuf), OutboxError> {
+        let path = &settings.path;
+        let aside = PathBuf::from(format!(
+            "{}.corrupt-{}",
+            path.display(),
+            events::now_ms() / 1000
+        ));
+        std::fs::rename(path, &aside).map_err(|source| OutboxError::MoveAside {
+            path: path.clone(),
+            aside: aside.clone(),
+            source,
+        })?;
+        tracing::error!(path = %path.display(), aside = %aside.display(), "outbox corrupted: moved aside, starting a fresh one");
+        prune_corrupt(path, KEEP_CORRUPT);
+        Ok((Self::open_db(settings)?, aside))
+    }
+
+    /// Reads every stored record: the ledger of the readable ones and the
+    /// list of the others.
+    fn scan(settings: &OutboxSettings, db: &Store, now: &Now) -> Result<Scan, OutboxError> {
+        let path = &settings.path;
+        let mut ledger = Ledger::new(settings.limits);
+        let mut last = 0;
+        let mut unreadable = Vec::new();
+        db.for_each(|id, value| {
+            last = id;
+            match decode_value(id, value) {
+                Ok((record, event)) => {
+                    let times = Times {
+                        wall_ms: record.wall_ms,
+                        age_ms: clock::age_time(now, record.stamp),
+                    };
+                    let bytes = held_bytes(value);
+                    match reported_gap(&event) {
+                        Some(gap) => ledger.insert_report(id, bytes, times, &gap),
+                        None => ledger.insert(id, bytes, times),
+                    }
+                }
+                Err(reason) => unreadable.push((id, value.to_vec(), reason)),
             }
-            Err(OutboxError::Damaged { .. }) => return Self::repair(settings, origin, reservation),
-            Err(err) => return Err(err),
-        };
-        Self::finish_open(settings, origin, db, aside, reservation)
-    }
-
-    /// Moves an unreadable store aside and starts a fresh one.
-    fn repair(
-        settings: &OutboxSettings,
-        origin: Origin,
-        reservation: Option<Reservation>,
-    ) -> Result<Outbox, OutboxError> {
-        let path = settings.path.clone();
-        let (db, aside) = {
-            {
-                let aside = PathBuf::from(format!(
-                    "{}.corrupt-{}",
-                    path.display(),
-                    events::now_ms() / 1000
-                ));
-                std::fs::rename(&path, &aside).map_err(|source| OutboxError::MoveAside {
+            Ok::<(), StoreError>(())
+        })
+        .map_err(|source| {
+            if source.is_unreadable() {
+                OutboxError::Open {
                     path: path.clone(),
-                    aside: aside.clone(),
                     source,
-                })?;
-                tracing::error!(path = %path.display(), aside = %aside.display(), "outbox corrupted: moved aside, starting a fresh one");
-                (Self::open_db(&path)?, Some(aside))
+                }
+            } else {
+                OutboxError::Store {
+                    path: path.clone(),
+                    source,
+                }
             }
-        };
-        Self::finish_open(settings, origin, db, aside, reservation)
+        })?;
+        Ok(Scan {
+            ledger,
+            last,
+            unreadable,
+        })
+    }
+
+    fn assemble(
+        settings: &OutboxSettings,
+        origin: Origin,
+        clock: Box<dyn Clock>,
+        db: Store,
+        ledger: Ledger,
+        next_id: u64,
+        ceiling: u64,
+    ) -> Outbox {
+        Outbox {
+            path: settings.path.clone(),
+            settings: settings.clone(),
+            db: RwLock::new(Some(db)),
+            origin,
+            clock,
+            state: Mutex::new(State {
+                ledger,
+                next_id,
+                ceiling,
+                broken: None,
+                unstored: Unstored::default(),
+                pending_acks: Vec::new(),
+                measured: None,
+            }),
+            committed: AtomicU64::new(next_id - 1),
+            deletions: AtomicBool::new(false),
+            written: crossbeam_channel::bounded(1),
+            commit_listeners: Mutex::new(Vec::new()),
+            log: LogLimit::new(),
+        }
     }
 
     /// Rebuilds the bookkeeping from an open store and settles the next id.
     fn finish_open(
         settings: &OutboxSettings,
         origin: Origin,
+        clock: Box<dyn Clock>,
         db: Store,
         aside: Option<PathBuf>,
         reservation: Option<Reservation>,
@@ -248,22 +527,9 @@ impl Outbox {
             path: path.clone(),
             source,
         };
-        let mut ledger = Ledger::new(settings.limits);
-        let mut last = 0;
-        db.for_each(|id, value| {
-            let (time_ms, json) = split_value(&path, id, value)?;
-            let bytes = (9 + value.len()) as u64;
-            match reported_gap(id, json)? {
-                Some(gap) => ledger.insert_report(id, bytes, time_ms, &gap),
-                None => ledger.insert(id, bytes, time_ms),
-            }
-            last = id;
-            Ok::<(), OutboxError>(())
-        })
-        .map_err(|err| match err {
-            OutboxError::Bare(source) => store(source),
-            other => other,
-        })?;
+        let now = clock.now();
+        let scan = Self::scan(settings, &db, &now)?;
+        let last = scan.last;
         let stored_next = db.next_id().map_err(store)?;
         let found_next = stored_next.unwrap_or(1).max(last + 1);
         // A store that comes back below what the reservation file proves
@@ -289,20 +555,7 @@ impl Outbox {
         }
         let ceiling = next_id + ID_BLOCK;
         write_reservation(&path, next_id, ceiling)?;
-        let outbox = Outbox {
-            path: path.clone(),
-            db,
-            origin,
-            state: Mutex::new(State {
-                ledger,
-                next_id,
-                ceiling,
-            }),
-            committed: AtomicU64::new(next_id - 1),
-            deletions: AtomicBool::new(false),
-            written: crossbeam_channel::bounded(1),
-            commit_listeners: Mutex::new(Vec::new()),
-        };
+        let outbox = Self::assemble(settings, origin, clock, db, scan.ledger, next_id, ceiling);
         let alert = match (&aside, lost) {
             (Some(aside), _) => Some(Alert {
                 code: "outbox_corrupted".into(),
@@ -324,41 +577,23 @@ impl Outbox {
         if let Some(alert) = alert {
             tracing::error!(code = %alert.code, "{}", alert.message);
             outbox.push(Body::Alert(alert))?;
-            outbox.commit()?;
         }
+        if !scan.unreadable.is_empty() {
+            outbox.set_aside(scan.unreadable)?;
+        }
+        outbox.commit()?;
+        outbox.measure_capacity(true);
         Ok(outbox)
     }
 
-    fn open_db(path: &Path) -> Result<Store, OutboxError> {
-        Store::open(path).map_err(|source| OutboxError::Open {
-            path: path.to_owned(),
-            source,
-        })
-    }
-
-    /// Reads every stored value once, so damage shows at open, not later.
-    fn check(path: &Path, db: &Store) -> Result<(), OutboxError> {
-        db.for_each(|id, value| {
-            let (_, json) = split_value(path, id, value)?;
-            if serde_json::from_slice::<serde::de::IgnoredAny>(json).is_err() {
-                return Err(OutboxError::Damaged {
-                    path: path.to_owned(),
-                    id,
-                    len: value.len(),
-                });
-            }
-            Ok(())
-        })
-        .map_err(|err| match err {
-            OutboxError::Bare(source) if source.is_unreadable() => OutboxError::Open {
-                path: path.to_owned(),
+    fn open_db(settings: &OutboxSettings) -> Result<Store, OutboxError> {
+        let path = &settings.path;
+        Store::open(path, settings.cache_bytes).map_err(|source| match source {
+            StoreError::Locked(_) => OutboxError::Held { path: path.clone() },
+            source => OutboxError::Open {
+                path: path.clone(),
                 source,
             },
-            OutboxError::Bare(source) => OutboxError::Store {
-                path: path.to_owned(),
-                source,
-            },
-            other => other,
         })
     }
 
@@ -367,76 +602,239 @@ impl Outbox {
         &self.path
     }
 
-    fn store_err(&self, source: StoreError) -> OutboxError {
-        OutboxError::Store {
+    /// The open store (None only during a reopen or after one failed).
+    fn db(&self) -> RwLockReadGuard<'_, Option<Store>> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the store, putting this outbox's path on its error.
+    /// (Takes no lock but the store's: callers may hold the state.)
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, OutboxError> {
+        let db = self.db();
+        let Some(store) = db.as_ref() else {
+            return Err(OutboxError::Unavailable {
+                path: self.path.clone(),
+                reason: "the store is closed for a reopen".into(),
+            });
+        };
+        f(store).map_err(|source| OutboxError::Store {
             path: self.path.clone(),
             source,
+        })
+    }
+
+    /// Notes a disk error in `result` (which stops writing until the
+    /// flusher reopens the store). Not with the state held.
+    fn noted<T>(&self, result: Result<T, OutboxError>) -> Result<T, OutboxError> {
+        if let Err(OutboxError::Store { source, .. }) = &result {
+            if source.is_disk() {
+                self.broke(&source.to_string());
+            }
+        }
+        result
+    }
+
+    fn is_disk(err: &OutboxError) -> bool {
+        matches!(err, OutboxError::Store { source, .. } if source.is_disk())
+    }
+
+    fn unavailable(&self) -> OutboxError {
+        OutboxError::Unavailable {
+            path: self.path.clone(),
+            reason: lock(&self.state)
+                .broken
+                .clone()
+                .unwrap_or_else(|| "store closed".into()),
         }
     }
 
-    /// Puts this outbox's path on a bare store error.
-    fn located(&self, err: OutboxError) -> OutboxError {
-        match err {
-            OutboxError::Bare(source) => self.store_err(source),
-            other => other,
+    /// Notes a disk error; the flusher reopens the store.
+    fn broke(&self, reason: &str) {
+        self.broke_locked(&mut lock(&self.state), reason);
+    }
+
+    fn broke_locked(&self, state: &mut State, reason: &str) {
+        if state.broken.is_none() {
+            tracing::error!(path = %self.path.display(), "outbox disk error: {reason}; writing stopped until the store is reopened");
+            state.broken = Some(reason.to_string());
         }
+        self.wrote();
+    }
+
+    /// Logs a repeated error at most once a minute.
+    fn log_limited(&self, err: &dyn std::fmt::Display) {
+        if let Some(held) = self.log.allow() {
+            if held > 0 {
+                tracing::error!("{err} ({held} similar line(s) not shown)");
+            } else {
+                tracing::error!("{err}");
+            }
+        }
+    }
+
+    /// Whether the store has failed and waits to be reopened.
+    pub fn broken(&self) -> bool {
+        lock(&self.state).broken.is_some()
     }
 
     /// Writes an event made now; returns its id. Not durable until the next
     /// [`Outbox::commit`].
     pub fn push(&self, body: Body) -> Result<u64, OutboxError> {
-        self.push_at(body, events::now_ms())
+        self.push_at(body, self.clock.now())
     }
 
-    /// Writes an event made at `now_ms`, first deleting what the limits
-    /// require and recording each deletion as a `dropped` event.
-    pub fn push_at(&self, body: Body, now_ms: u64) -> Result<u64, OutboxError> {
+    /// Writes an event made at `now`, first deleting what the limits
+    /// require and recording each deletion as a `dropped` event. An event
+    /// too large is split or replaced ([`bound::bound`]). The ledger and
+    /// the id counter move only once the store has taken the write.
+    pub fn push_at(&self, body: Body, now: Now) -> Result<u64, OutboxError> {
+        let bodies = bound::bound(&self.origin, body, now.wall_ms);
         let mut state = lock(&self.state);
-        let mut removes = Vec::new();
-        let mut inserts = Vec::new();
-        let mut records = Vec::new();
-        let expired = state.ledger.expire(now_ms);
-        let event = self.origin.event(0, now_ms, body);
-        let size = 9 + 8 + event.encode().len() as u64;
-        let reserve = if state.ledger.bytes() + size > state.ledger.limits().max_bytes {
+        if state.broken.is_some() {
+            state.unstored.add(now.wall_ms);
+            drop(state);
+            let err = self.unavailable();
+            self.log_limited(&err);
+            return Err(err);
+        }
+        let written = self.write_locked(&mut state, bodies, Vec::new(), &now);
+        match written {
+            Ok(last) => {
+                drop(state);
+                self.wrote();
+                Ok(last)
+            }
+            Err(err) => {
+                if Self::is_disk(&err) {
+                    self.broke_locked(&mut state, &err.to_string());
+                    state.unstored.add(now.wall_ms);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes `bodies` (with the `dropped` events the limits require) and
+    /// removes `extra_removes`, in one batch; then books it all.
+    fn write_locked(
+        &self,
+        state: &mut State,
+        bodies: Vec<Body>,
+        extra_removes: Vec<u64>,
+        now: &Now,
+    ) -> Result<u64, OutboxError> {
+        let sizes: u64 = bodies
+            .iter()
+            .map(|b| {
+                let json = self.origin.event(u64::MAX, now.wall_ms, b.clone()).encode();
+                HEADER_V1 as u64 + 9 + json.len() as u64
+            })
+            .sum();
+        let reserve = if state.ledger.bytes() + sizes > state.ledger.max_bytes() {
             DROPPED_RESERVE
         } else {
             0
         };
-        let overflow = state.ledger.make_room(size + reserve);
-        for gap in [expired, overflow].into_iter().flatten() {
+        let plan = state.ledger.plan(now.boot_ms, sizes + reserve);
+        let mut removes = extra_removes;
+        let mut records: Vec<(Body, Option<&Gap>)> = Vec::new();
+        for gap in &plan {
             removes.extend_from_slice(&gap.ids);
-            records.push((Body::Dropped(dropped_body(&gap)), Some(gap)));
+            records.push((Body::Dropped(dropped_body(gap)), Some(gap)));
         }
-        records.push((event.body, None));
-        let needed = state.next_id + records.len() as u64;
+        records.extend(bodies.into_iter().map(|b| (b, None)));
+        let mut next_id = state.next_id;
+        let needed = next_id + records.len() as u64;
         if needed > state.ceiling {
             let ceiling = needed + ID_BLOCK;
             write_reservation(&self.path, self.committed() + 1, ceiling)?;
             state.ceiling = ceiling;
         }
-        let mut last = 0;
+        let mut inserts = Vec::with_capacity(records.len());
+        let mut books = Vec::with_capacity(records.len());
         for (body, gap) in records {
-            let id = state.next_id;
-            state.next_id += 1;
-            let json = self.origin.event(id, now_ms, body).encode();
-            let mut value = Vec::with_capacity(8 + json.len());
-            value.extend_from_slice(&now_ms.to_be_bytes());
-            value.extend_from_slice(&json);
-            let bytes = (9 + value.len()) as u64;
-            match &gap {
-                Some(gap) => state.ledger.insert_report(id, bytes, now_ms, gap),
-                None => state.ledger.insert(id, bytes, now_ms),
-            }
+            let id = next_id;
+            next_id += 1;
+            let json = self.origin.event(id, now.wall_ms, body).encode();
+            let value = encode_value(now, &json);
+            books.push((id, held_bytes(&value), gap));
             inserts.push((id, value));
-            last = id;
         }
-        self.db
-            .apply(&inserts, &removes, state.next_id)
-            .map_err(|e| self.store_err(e))?;
+        self.with_db(|db| db.apply(&inserts, &removes, next_id))?;
+        // The store has it: now the bookkeeping.
+        state.next_id = next_id;
+        for gap in &plan {
+            state.ledger.forget(gap);
+        }
+        for id in &removes {
+            state.ledger.remove(*id);
+        }
+        let times = Times {
+            wall_ms: now.wall_ms,
+            age_ms: now.boot_ms,
+        };
+        for (id, bytes, gap) in books {
+            match gap {
+                Some(gap) => state.ledger.insert_report(id, bytes, times, gap),
+                None => state.ledger.insert(id, bytes, times),
+            }
+        }
+        Ok(next_id - 1)
+    }
+
+    /// Moves unreadable records to the set-aside tree and writes one
+    /// `dropped` event (reason `unreadable`) naming them.
+    fn set_aside(&self, records: Vec<(u64, Vec<u8>, String)>) -> Result<(), OutboxError> {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        let mut gap: Option<Gap> = None;
+        for (id, value, reason) in &records {
+            if let Err(err) = self.with_db(|db| db.set_aside(*id, value)) {
+                if Self::is_disk(&err) {
+                    self.broke_locked(&mut state, &err.to_string());
+                }
+                return Err(err);
+            }
+            state.ledger.remove(*id);
+            let time = read_value(value).map_or(now.wall_ms, |r| r.wall_ms);
+            let gap = gap.get_or_insert(Gap {
+                reason: DropReason::Unreadable,
+                ids: Vec::new(),
+                first_id: *id,
+                last_id: *id,
+                count: 0,
+                from_ms: time,
+                to_ms: time,
+                freed: 0,
+            });
+            gap.count += 1;
+            gap.first_id = gap.first_id.min(*id);
+            gap.last_id = gap.last_id.max(*id);
+            gap.from_ms = gap.from_ms.min(time);
+            gap.to_ms = gap.to_ms.max(time);
+            if let Some(held) = self.log.allow() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    id,
+                    "stored event cannot be read: {reason}; set aside and reported by a `dropped` event ({held} similar line(s) not shown)"
+                );
+            }
+        }
+        if let Some(gap) = gap {
+            let body = Body::Dropped(dropped_body(&gap));
+            if let Err(err) = self.write_locked(&mut state, vec![body], Vec::new(), &now) {
+                if Self::is_disk(&err) {
+                    self.broke_locked(&mut state, &err.to_string());
+                }
+                return Err(err);
+            }
+        }
         drop(state);
         self.wrote();
-        Ok(last)
+        Ok(())
     }
 
     /// Wakes the flusher (a signal already waiting is enough).
@@ -449,8 +847,13 @@ impl Outbox {
     /// listener is signalled.
     pub fn commit(&self) -> Result<u64, OutboxError> {
         let upto = lock(&self.state).next_id - 1;
-        self.deletions.store(false, Ordering::SeqCst);
-        self.db.flush().map_err(|e| self.store_err(e))?;
+        let deletions = self.deletions.swap(false, Ordering::SeqCst);
+        if let Err(err) = self.noted(self.with_db(Store::flush)) {
+            if deletions {
+                self.deletions.store(true, Ordering::SeqCst);
+            }
+            return Err(err);
+        }
         if self.committed.fetch_max(upto, Ordering::SeqCst) < upto {
             lock(&self.commit_listeners).retain(|listener| {
                 !matches!(listener.try_send(()), Err(TrySendError::Disconnected(_)))
@@ -475,13 +878,15 @@ impl Outbox {
         self.committed.load(Ordering::SeqCst)
     }
 
-    /// Whether writes (new events or deletions) are waiting for a commit.
+    /// Whether new events are waiting for a commit (deletions wait for
+    /// the next commit of events, or [`Outbox::commit`]).
     pub fn uncommitted(&self) -> bool {
-        self.deletions.load(Ordering::SeqCst) || lock(&self.state).next_id - 1 > self.committed()
+        lock(&self.state).next_id - 1 > self.committed()
     }
 
     /// Up to `limit` committed events with ids above `after`, oldest first,
-    /// as `(id, kind, JSON bytes)`.
+    /// as `(id, kind, JSON bytes)`. A record that cannot be read is set
+    /// aside (and reported by a `dropped` event) and skipped.
     pub fn committed_after(
         &self,
         after: u64,
@@ -492,28 +897,58 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        self.db
-            .for_range(after + 1, upto, limit, |id, value| {
-                let (_, json) = split_value(&self.path, id, value)?;
-                let kind = Event::decode(id, json)?.body.kind().to_string();
-                out.push((id, kind, json.to_vec()));
-                Ok::<(), OutboxError>(())
+        let mut unreadable = Vec::new();
+        let read = self.with_db(|db| {
+            db.for_range(after + 1, upto, usize::MAX, |id, value| {
+                if out.len() >= limit {
+                    return Err(Stop::Enough);
+                }
+                match decode_value(id, value) {
+                    Ok((record, event)) => {
+                        out.push((id, event.body.kind().to_string(), record.json.to_vec()))
+                    }
+                    Err(reason) => unreadable.push((id, value.to_vec(), reason)),
+                }
+                Ok(())
             })
-            .map_err(|e| self.located(e))?;
+            .or_else(|stop| match stop {
+                Stop::Enough => Ok(()),
+                Stop::Store(err) => Err(err),
+            })
+        });
+        self.noted(read)?;
+        if !unreadable.is_empty() {
+            self.set_aside(unreadable)?;
+        }
         Ok(out)
     }
 
-    /// Deletes an event the broker acknowledged.
+    /// Deletes an event the broker acknowledged. The deletion is made
+    /// durable by the next commit; it does not wake the flusher.
     pub fn ack(&self, id: u64) -> Result<(), OutboxError> {
         let mut state = lock(&self.state);
-        if state.ledger.remove(id) {
-            self.db.remove(id).map_err(|e| self.store_err(e))?;
-            // The next commit makes the deletion durable too.
-            self.deletions.store(true, Ordering::SeqCst);
-            drop(state);
-            self.wrote();
+        if state.ledger.age_time(id).is_none() {
+            return Ok(());
         }
-        Ok(())
+        if state.broken.is_some() {
+            state.pending_acks.push(id);
+            return Ok(());
+        }
+        match self.with_db(|db| db.remove(id)) {
+            Ok(()) => {
+                state.ledger.remove(id);
+                self.deletions.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(err) => {
+                state.pending_acks.push(id);
+                if Self::is_disk(&err) {
+                    self.broke_locked(&mut state, &err.to_string());
+                    return Ok(());
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Events held (not yet acknowledged).
@@ -526,53 +961,216 @@ impl Outbox {
         lock(&self.state).ledger.span().map(|(a, _)| a)
     }
 
-    /// Count, size, oldest and newest event.
+    /// Count, size, oldest and newest event, and what cannot be read.
     pub fn summary(&self) -> Result<Summary, OutboxError> {
-        let (count, bytes, span) = {
+        let (count, bytes, max_bytes, span) = {
             let state = lock(&self.state);
             (
                 state.ledger.len(),
                 state.ledger.bytes(),
+                state.ledger.max_bytes(),
                 state.ledger.span(),
             )
         };
         let load = |id| self.get(id);
+        let mut unreadable = Vec::new();
+        self.with_db(|db| {
+            db.for_each(|id, value| {
+                if let Err(reason) = decode_value(id, value) {
+                    unreadable.push(Unreadable { id, reason });
+                }
+                Ok::<(), StoreError>(())
+            })
+        })?;
         Ok(Summary {
             count,
             bytes,
+            size_on_disk: self.with_db(Store::size_on_disk)?,
+            max_bytes,
             oldest: span.map(|(a, _)| load(a)).transpose()?.flatten(),
             newest: span.map(|(_, b)| load(b)).transpose()?.flatten(),
+            unreadable,
+            set_aside: self.with_db(Store::set_aside_ids)?,
         })
     }
 
-    /// One held event.
+    /// One held, readable event.
     pub fn get(&self, id: u64) -> Result<Option<Event>, OutboxError> {
-        let Some(value) = self.db.get(id).map_err(|e| self.store_err(e))? else {
+        let Some(value) = self.with_db(|db| db.get(id))? else {
             return Ok(None);
         };
-        let (_, json) = split_value(&self.path, id, &value)?;
-        Ok(Some(Event::decode(id, json)?))
+        Ok(decode_value(id, &value).ok().map(|(_, event)| event))
     }
 
-    /// Every held event, oldest first.
+    /// Every held readable event, oldest first.
     pub fn all(&self) -> impl Iterator<Item = Result<Event, OutboxError>> {
+        self.held()
+            .into_iter()
+            .map(|held| held.map(|held| held.event))
+    }
+
+    /// Every held readable event, oldest first, with how it is aged.
+    pub fn held(&self) -> Vec<Result<Held, OutboxError>> {
+        let now = self.clock.now();
+        let retention = self.settings.limits.retention_ms;
         let mut out = Vec::new();
-        let scanned = self.db.for_each(|id, value| {
-            out.push(
-                split_value(&self.path, id, value)
-                    .and_then(|(_, json)| Event::decode(id, json).map_err(Into::into)),
-            );
-            Ok::<(), OutboxError>(())
+        let scanned = self.with_db(|db| {
+            db.for_each(|id, value| {
+                if let Ok((record, event)) = decode_value(id, value) {
+                    let age = now.boot_ms - clock::age_time(&now, record.stamp);
+                    out.push(Ok(Held {
+                        event,
+                        boot: record.stamp.map(|(boot, _)| hex(&boot)),
+                        this_boot: record.stamp.is_some_and(|(boot, _)| boot == now.boot),
+                        age_ms: age,
+                        expires_in_ms: retention.saturating_sub(age),
+                    }));
+                }
+                Ok::<(), StoreError>(())
+            })
         });
         if let Err(err) = scanned {
-            out.push(Err(self.located(err)));
+            out.push(Err(err));
         }
-        out.into_iter()
+        out
+    }
+
+    /// Measures the store's real size on disk and the free space of its
+    /// filesystem, and tightens the byte limit when the disk is the closer
+    /// bound (at most once per [`CAPACITY_EVERY`] unless `now`).
+    fn measure_capacity(&self, force: bool) {
+        {
+            let mut state = lock(&self.state);
+            if !force
+                && state
+                    .measured
+                    .is_some_and(|at| at.elapsed() < CAPACITY_EVERY)
+            {
+                return;
+            }
+            state.measured = Some(Instant::now());
+        }
+        let Ok(on_disk) = self.with_db(Store::size_on_disk) else {
+            return;
+        };
+        let free = match rustix::fs::statvfs(&self.path) {
+            Ok(fs) => fs.f_bavail.saturating_mul(fs.f_frsize),
+            Err(_) => u64::MAX,
+        };
+        let mut state = lock(&self.state);
+        let cap = disk_cap(
+            state.ledger.bytes(),
+            on_disk,
+            free,
+            self.settings.limits.max_bytes,
+        );
+        if cap < self.settings.limits.max_bytes && cap != state.ledger.max_bytes() {
+            tracing::warn!(
+                on_disk,
+                free,
+                cap,
+                "outbox limited by the disk: {cap} bytes of events held at most"
+            );
+        }
+        state.ledger.set_disk_cap(cap);
+    }
+
+    /// Reopens a store that failed; on success, writes an
+    /// `outbox_disk_error` alert. Returns whether the store works again.
+    fn recover(&self) -> bool {
+        let mut state = lock(&self.state);
+        let Some(reason) = state.broken.clone() else {
+            return true;
+        };
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // sled releases its lock only once the old handle is gone.
+        drop(db.take());
+        let store = match Store::open(&self.path, self.settings.cache_bytes) {
+            Ok(store) => store,
+            Err(err) => {
+                self.log_limited(&format!(
+                    "{}: cannot reopen the outbox: {err}",
+                    self.path.display()
+                ));
+                return false;
+            }
+        };
+        let now = self.clock.now();
+        let scan = match Self::scan(&self.settings, &store, &now) {
+            Ok(scan) => scan,
+            Err(err) => {
+                self.log_limited(&err);
+                return false;
+            }
+        };
+        let stored_next = store.next_id().ok().flatten().unwrap_or(1);
+        *db = Some(store);
+        drop(db);
+        // What the store has is the truth: anything written after its last
+        // durable commit and lost was never offered.
+        let given = state.next_id;
+        state.ledger = scan.ledger;
+        state.ledger.set_disk_cap(u64::MAX);
+        state.next_id = stored_next.max(scan.last + 1).max(self.committed() + 1);
+        // Written but not yet durable when the disk failed, and not in the
+        // store now: never offered (their ids are given again), but lost.
+        let vanished = given.saturating_sub(state.next_id);
+        state.broken = None;
+        let unstored = std::mem::take(&mut state.unstored);
+        let acks = std::mem::take(&mut state.pending_acks);
+        let acks: Vec<u64> = acks
+            .into_iter()
+            .filter(|id| state.ledger.age_time(*id).is_some())
+            .collect();
+        let mut message = format!("the outbox's disk failed ({reason}); the store was reopened");
+        if unstored.count > 0 {
+            message += &format!(
+                "; {} event(s) made from {} to {} could not be stored and are lost",
+                unstored.count,
+                events::rfc3339_ms(unstored.from_ms),
+                events::rfc3339_ms(unstored.to_ms)
+            );
+        }
+        if vanished > 0 {
+            message += &format!(
+                "; {vanished} event(s) written but not yet durable when it failed are lost"
+            );
+        }
+        let alert = Body::Alert(Alert {
+            code: "outbox_disk_error".into(),
+            message: message.clone(),
+        });
+        match self.write_locked(&mut state, vec![alert], acks, &now) {
+            Ok(_) => {
+                drop(state);
+                match self.commit() {
+                    Ok(_) => {
+                        tracing::warn!(path = %self.path.display(), "{message}");
+                        self.measure_capacity(true);
+                        true
+                    }
+                    Err(err) => {
+                        self.log_limited(&err);
+                        let mut state = lock(&self.state);
+                        self.broke_locked(&mut state, &err.to_string());
+                        state.unstored = unstored;
+                        false
+                    }
+                }
+            }
+            Err(err) => {
+                self.log_limited(&err);
+                self.broke_locked(&mut state, &err.to_string());
+                state.unstored = unstored;
+                false
+            }
+        }
     }
 
     /// Starts the thread that commits: it sleeps until something is
-    /// written (an event or a deletion), waits `every` so that what comes
-    /// meanwhile shares the commit, commits, and sleeps again. Stopping it
+    /// written, waits `every` so that what comes meanwhile shares the
+    /// commit, commits, and sleeps again. It also measures the disk
+    /// capacity and reopens a store that failed. Stopping it
     /// ([`Flusher::stop`], or dropping it) commits what is left.
     pub fn spawn_flusher(self: &Arc<Self>, every: Duration) -> std::io::Result<Flusher> {
         let outbox = Arc::clone(self);
@@ -589,7 +1187,20 @@ impl Outbox {
 
     /// The flusher's loop; `stopped` disconnects when it must end.
     fn flush_until(&self, written: &Receiver<()>, stopped: &Receiver<()>, every: Duration) {
+        let mut retry = RECOVER_MIN;
         loop {
+            if self.broken() {
+                let running = matches!(stopped.recv_timeout(retry), Err(RecvTimeoutError::Timeout));
+                if self.recover() {
+                    retry = RECOVER_MIN;
+                } else {
+                    retry = (retry * 2).min(RECOVER_MAX);
+                }
+                if !running {
+                    break;
+                }
+                continue;
+            }
             let running = crossbeam_channel::select! {
                 recv(written) -> _ => matches!(
                     stopped.recv_timeout(every),
@@ -597,13 +1208,78 @@ impl Outbox {
                 ),
                 recv(stopped) -> _ => false,
             };
-            if self.uncommitted() {
+            let finish = !running && self.deletions.load(Ordering::SeqCst);
+            if self.uncommitted() || finish {
                 if let Err(err) = self.commit() {
-                    tracing::error!("{err}");
+                    self.log_limited(&err);
                 }
             }
+            self.measure_capacity(false);
             if !running {
                 break;
+            }
+        }
+    }
+}
+
+/// Ends a store scan early.
+enum Stop {
+    Enough,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(err: StoreError) -> Self {
+        Stop::Store(err)
+    }
+}
+
+/// The byte limit the disk allows: the store may take at most
+/// `max_bytes` on disk and must leave [`FREE_RESERVE`] free; its logical
+/// bytes (`held`) are scaled by how much larger it is on disk.
+pub fn disk_cap(held: u64, on_disk: u64, free: u64, max_bytes: u64) -> u64 {
+    let allowed = max_bytes.min((on_disk + free).saturating_sub(FREE_RESERVE));
+    if on_disk == 0 || held == 0 {
+        return allowed;
+    }
+    let cap = (held as u128 * allowed as u128 / on_disk as u128) as u64;
+    // Room for at least a few events and their `dropped` report, so the
+    // outbox never locks itself out.
+    cap.max(4 * (events::MAX_EVENT_BYTES as u64 + DROPPED_RESERVE))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deletes all but the newest `keep` `<path>.corrupt-<seconds>` folders.
+pub fn prune_corrupt(path: &Path, keep: usize) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    }) else {
+        return;
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stamp = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((stamp, e.path()))
+        })
+        .collect();
+    found.sort();
+    let excess = found.len().saturating_sub(keep);
+    for (_, old) in found.into_iter().take(excess) {
+        match std::fs::remove_dir_all(&old) {
+            Ok(()) => tracing::warn!(path = %old.display(), "old corrupted outbox deleted"),
+            Err(err) => {
+                tracing::error!(path = %old.display(), "cannot delete an old corrupted outbox: {err}")
             }
         }
     }
@@ -670,23 +1346,20 @@ fn write_reservation(dir: &Path, floor: u64, ceiling: u64) -> Result<(), OutboxE
 
 /// The gap a stored `dropped` event reports, so that a restart keeps the
 /// folding rule of [`ledger::Gap`].
-fn reported_gap(id: u64, json: &[u8]) -> Result<Option<Gap>, OutboxError> {
-    const MARK: &[u8] = b"\"kind\":\"dropped\"";
-    if !json.windows(MARK.len()).any(|w| w == MARK) {
-        return Ok(None);
-    }
-    let Body::Dropped(d) = Event::decode(id, json)?.body else {
-        return Ok(None);
+fn reported_gap(event: &Event) -> Option<Gap> {
+    let Body::Dropped(d) = &event.body else {
+        return None;
     };
-    Ok(Some(Gap {
-        reason: ledger::DropReason::Overflow,
+    Some(Gap {
+        reason: DropReason::Overflow,
         ids: Vec::new(),
         first_id: d.first_id,
         last_id: d.last_id,
         count: d.count,
         from_ms: events::parse_rfc3339_ms(&d.from).unwrap_or(0),
         to_ms: events::parse_rfc3339_ms(&d.to).unwrap_or(0),
-    }))
+        freed: 0,
+    })
 }
 
 fn dropped_body(gap: &Gap) -> Dropped {

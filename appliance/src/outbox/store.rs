@@ -22,6 +22,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("the store is locked by another handle or process (still locked after {0:?})")]
     Locked(Duration),
+    /// A write refused on purpose (unit tests of the write-first rule).
+    #[cfg(test)]
+    #[error("injected write failure")]
+    Injected,
 }
 
 impl StoreError {
@@ -33,16 +37,37 @@ impl StoreError {
             StoreError::Sled(sled::Error::Corruption { .. } | sled::Error::Unsupported(_))
         )
     }
+
+    /// Whether this is a disk error (ENOSPC, EIO, ...). sled keeps such an
+    /// error as a permanent state: every later operation of the same
+    /// handle fails until the store is opened again.
+    pub fn is_disk(&self) -> bool {
+        match self {
+            StoreError::Sled(sled::Error::Io(io)) => !is_lock_conflict_io(io),
+            StoreError::Sled(sled::Error::ReportableBug(_)) => true,
+            #[cfg(test)]
+            StoreError::Injected => true,
+            _ => false,
+        }
+    }
 }
 
 /// Whether sled refused to open because another handle holds its file
 /// lock. sled reports this only as an I/O error of kind `Other` with a
 /// fixed message, so the message is what is matched.
 fn is_lock_conflict(err: &sled::Error) -> bool {
-    matches!(err, sled::Error::Io(io)
-        if io.kind() == std::io::ErrorKind::Other
-            && io.to_string().starts_with("could not acquire lock"))
+    matches!(err, sled::Error::Io(io) if is_lock_conflict_io(io))
 }
+
+fn is_lock_conflict_io(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::Other && io.to_string().starts_with("could not acquire lock")
+}
+
+/// Name of the tree holding records set aside because they could not be
+/// read (kept for diagnosis, bounded by [`ASIDE_MAX`]).
+const ASIDE_TREE: &[u8] = b"set-aside";
+/// Most records kept set aside; the oldest go first.
+pub const ASIDE_MAX: usize = 32;
 
 /// Key prefix of events (followed by the big-endian id).
 const EVENT_PREFIX: u8 = b'e';
@@ -66,6 +91,10 @@ fn event_id(key: &[u8]) -> Option<u64> {
 /// An open store.
 pub struct Store {
     db: sled::Db,
+    aside: sled::Tree,
+    /// Unit tests: every write fails while set.
+    #[cfg(test)]
+    pub fail_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -73,11 +102,26 @@ impl Store {
     /// its own: [`Store::flush`] decides what is durable.
     /// A lock still held after [`LOCK_WAIT`] is [`StoreError::Locked`]
     /// (another daemon is using the store).
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// `cache_bytes` is sled's page cache (its default, 1 GiB, is too much
+    /// for a small board).
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let started = Instant::now();
         loop {
-            match sled::Config::new().path(path).flush_every_ms(None).open() {
-                Ok(db) => return Ok(Store { db }),
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => {
+                    let aside = db.open_tree(ASIDE_TREE)?;
+                    return Ok(Store {
+                        db,
+                        aside,
+                        #[cfg(test)]
+                        fail_writes: std::sync::atomic::AtomicBool::new(false),
+                    });
+                }
                 Err(err) if is_lock_conflict(&err) => {
                     if started.elapsed() >= LOCK_WAIT {
                         return Err(StoreError::Locked(LOCK_WAIT));
@@ -140,6 +184,7 @@ impl Store {
         removes: &[u64],
         next_id: u64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let mut batch = sled::Batch::default();
         for id in removes {
             batch.remove(&event_key(*id));
@@ -154,13 +199,61 @@ impl Store {
 
     /// Removes one event; not durable until [`Store::flush`].
     pub fn remove(&self, id: u64) -> Result<(), StoreError> {
+        self.writable()?;
         self.db.remove(event_key(id))?;
         Ok(())
     }
 
     /// Makes every earlier write durable.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.writable()?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Moves an event that cannot be read to the set-aside tree (keeping
+    /// at most [`ASIDE_MAX`] there, the newest), removing it from the
+    /// events. Not durable until [`Store::flush`].
+    pub fn set_aside(&self, id: u64, value: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
+        self.aside.insert(id.to_be_bytes(), value)?;
+        while self.aside.len() > ASIDE_MAX {
+            match self.aside.pop_min()? {
+                Some(_) => {}
+                None => break,
+            }
+        }
+        self.db.remove(event_key(id))?;
+        Ok(())
+    }
+
+    /// Ids of the records set aside, oldest first.
+    pub fn set_aside_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::new();
+        for item in self.aside.iter().keys() {
+            if let Ok(bytes) = <[u8; 8]>::try_from(item?.as_ref()) {
+                ids.push(u64::from_be_bytes(bytes));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The store's real size on disk (its files, not the logical bytes of
+    /// its events).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    #[cfg(not(test))]
+    fn writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Injected);
+        }
         Ok(())
     }
 }

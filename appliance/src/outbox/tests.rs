@@ -17,7 +17,30 @@ fn settings(path: &Path, max_bytes: u64, retention_ms: u64) -> OutboxSettings {
             retention_ms,
         },
         flush_every: Duration::from_millis(10),
+        cache_bytes: 4 << 20,
     }
+}
+
+const BOOT: clock::BootId = [7; 16];
+
+/// Both clocks at `ms` (wall clock in step with the boot clock).
+fn at(ms: u64) -> Now {
+    Now {
+        wall_ms: ms,
+        boot_ms: ms,
+        boot: BOOT,
+    }
+}
+
+fn fake_clock(now: Now) -> (Arc<Mutex<Now>>, Box<dyn Clock>) {
+    struct Shared(Arc<Mutex<Now>>);
+    impl Clock for Shared {
+        fn now(&self) -> Now {
+            *lock(&self.0)
+        }
+    }
+    let shared = Arc::new(Mutex::new(now));
+    (Arc::clone(&shared), Box::new(Shared(shared)))
 }
 
 fn origin() -> Origin {
@@ -154,9 +177,9 @@ fn a_full_outbox_drops_the_oldest_and_says_which_with_a_dropped_event() {
 fn events_older_than_the_retention_expire_into_a_dropped_event() {
     let path = scratch("expire");
     let outbox = Outbox::open(&settings(&path, 1 << 20, 60_000), origin()).unwrap();
-    outbox.push_at(error(0), 1_000_000).unwrap();
-    outbox.push_at(error(1), 1_030_000).unwrap();
-    outbox.push_at(error(2), 1_065_000).unwrap();
+    outbox.push_at(error(0), at(1_000_000)).unwrap();
+    outbox.push_at(error(1), at(1_030_000)).unwrap();
+    outbox.push_at(error(2), at(1_065_000)).unwrap();
     let events: Vec<Event> = outbox.all().map(Result::unwrap).collect();
     let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids, vec![2, 3, 4], "event 1 expired, 3 reports it");
@@ -337,9 +360,9 @@ fn the_flusher_commits_writes_within_its_period_and_what_is_left_when_stopped() 
 #[test]
 fn a_store_held_elsewhere_is_refused_after_a_bounded_wait_and_opens_once_released() {
     let path = scratch("locked");
-    let held = store::Store::open(&path).unwrap();
+    let held = store::Store::open(&path, 4 << 20).unwrap();
     let started = std::time::Instant::now();
-    match store::Store::open(&path) {
+    match store::Store::open(&path, 4 << 20) {
         Err(err @ store::StoreError::Locked(_)) => {
             assert!(err.to_string().contains("locked"), "{err}")
         }
@@ -353,6 +376,320 @@ fn a_store_held_elsewhere_is_refused_after_a_bounded_wait_and_opens_once_release
         std::thread::sleep(Duration::from_millis(300));
         drop(held);
     });
-    store::Store::open(&path).unwrap();
+    store::Store::open(&path, 4 << 20).unwrap();
     release.join().unwrap();
+}
+
+#[test]
+fn a_failed_write_gives_no_id_and_leaves_no_entry_and_a_reopen_reports_it() {
+    let path = scratch("write-first");
+    let outbox = Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap();
+    assert_eq!(outbox.push(error(0)).unwrap(), 1);
+    outbox.commit().unwrap();
+    let fail = |on: bool| {
+        let db = outbox.db();
+        db.as_ref().unwrap().fail_writes.store(on, Ordering::SeqCst);
+    };
+    fail(true);
+    assert!(matches!(
+        outbox.push(error(1)),
+        Err(OutboxError::Store { .. })
+    ));
+    assert_eq!(outbox.depth(), 1, "no phantom entry");
+    assert_eq!(lock(&outbox.state).next_id, 2, "no id given");
+    assert!(outbox.broken());
+    // Until the store is reopened, nothing is written (and nothing given).
+    assert!(matches!(
+        outbox.push(error(2)),
+        Err(OutboxError::Unavailable { .. })
+    ));
+    outbox.ack(1).unwrap();
+    assert_eq!(outbox.depth(), 1, "the deletion waits for the reopen");
+    assert!(outbox.recover());
+    assert!(!outbox.broken());
+    let events: Vec<Event> = outbox.all().map(Result::unwrap).collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "event 1 deleted after the reopen: {events:?}"
+    );
+    let Body::Alert(alert) = &events[0].body else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (events[0].id, alert.code.as_str()),
+        (2, "outbox_disk_error")
+    );
+    assert!(
+        alert.message.contains("2 event(s) made from"),
+        "{}",
+        alert.message
+    );
+    assert_eq!(outbox.push(error(3)).unwrap(), 3);
+}
+
+#[test]
+fn a_failed_commit_stops_writing_until_the_flusher_reopens_the_store() {
+    let path = scratch("flusher-recovers");
+    let outbox = Arc::new(Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap());
+    let commits = outbox.on_commit();
+    let flusher = outbox.spawn_flusher(Duration::from_millis(5)).unwrap();
+    outbox.push(error(0)).unwrap();
+    commits.recv_timeout(Duration::from_secs(10)).unwrap();
+    outbox
+        .db()
+        .as_ref()
+        .unwrap()
+        .fail_writes
+        .store(true, Ordering::SeqCst);
+    // The write fails; the flusher reopens the store and reports it.
+    assert!(outbox.push(error(1)).is_err());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while outbox.committed() < 2 {
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    flusher.stop();
+    let kinds = kinds_and_ids(&outbox);
+    assert_eq!(kinds, vec![(1, "error".into()), (2, "alert".into())]);
+}
+
+#[test]
+fn a_clock_jump_in_either_direction_neither_expires_nor_keeps_events() {
+    let path = scratch("jumps");
+    let (clock, boxed) = fake_clock(at(1_000_000));
+    let outbox =
+        Outbox::open_with_clock(&settings(&path, 1 << 20, 60_000), origin(), boxed).unwrap();
+    let push = |wall_ms: u64, boot_ms: u64| {
+        let now = Now {
+            wall_ms,
+            boot_ms,
+            boot: BOOT,
+        };
+        *lock(&clock) = now;
+        outbox.push_at(error(0), now).unwrap()
+    };
+    push(1_000_000, 1_000_000);
+    // NTP sets the wall clock three days ahead: nothing expires.
+    push(1_000_000 + 3 * 86_400_000, 1_001_000);
+    // And back by a day and a half: still nothing expires.
+    push(1_000_000 + 86_400_000 - 86_400_000 / 2, 1_002_000);
+    assert_eq!(outbox.depth(), 3);
+    // 61 s of boot clock later, the first two have expired.
+    push(5, 1_061_500);
+    let events: Vec<Event> = outbox.all().map(Result::unwrap).collect();
+    let ids: Vec<(u64, &str)> = events.iter().map(|e| (e.id, e.body.kind())).collect();
+    assert_eq!(
+        ids,
+        vec![(3, "error"), (4, "dropped"), (5, "error")],
+        "{events:#?}"
+    );
+    let held = outbox.held();
+    let first = held[0].as_ref().unwrap();
+    assert!(first.this_boot);
+    assert_eq!(first.age_ms, 59_500);
+    assert_eq!(first.expires_in_ms, 500);
+}
+
+#[test]
+fn events_of_an_earlier_boot_age_from_this_boot_and_old_records_are_read() {
+    let path = scratch("reboot");
+    let s = settings(&path, 1 << 20, 60_000);
+    {
+        let (_, boxed) = fake_clock(at(500_000));
+        let outbox = Outbox::open_with_clock(&s, origin(), boxed).unwrap();
+        outbox.push_at(error(0), at(500_000)).unwrap();
+        outbox.commit().unwrap();
+        // A record of the first storage format (8 bytes of time, JSON).
+        let json = origin().event(2, 400_000, error(1)).encode();
+        let mut value = 400_000u64.to_be_bytes().to_vec();
+        value.extend_from_slice(&json);
+        let db = outbox.db();
+        let db = db.as_ref().unwrap();
+        db.apply(&[(2, value)], &[], 3).unwrap();
+        db.flush().unwrap();
+    }
+    // Another boot, 10 s in, with a wall clock a year ahead.
+    let rebooted = Now {
+        wall_ms: 500_000 + 365 * 86_400_000,
+        boot_ms: 10_000,
+        boot: [8; 16],
+    };
+    let (clock, boxed) = fake_clock(rebooted);
+    let outbox = Outbox::open_with_clock(&s, origin(), boxed).unwrap();
+    let held = outbox.held();
+    assert_eq!(held.len(), 2, "{held:?}");
+    for h in &held {
+        let h = h.as_ref().unwrap();
+        assert!(!h.this_boot);
+        assert_eq!(h.age_ms, 10_000, "aged from this boot's start");
+    }
+    assert_eq!(held[1].as_ref().unwrap().boot, None, "first format");
+    outbox.push_at(error(2), rebooted).unwrap();
+    assert_eq!(outbox.depth(), 3, "nothing expired by the wall clock");
+    let later = Now {
+        boot_ms: 60_001,
+        ..rebooted
+    };
+    *lock(&clock) = later;
+    outbox.push_at(error(3), later).unwrap();
+    let kinds: Vec<String> = kinds_and_ids(&outbox).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kinds, vec!["error", "dropped", "error"]);
+}
+
+#[test]
+fn an_unreadable_record_is_set_aside_reported_and_skipped_and_the_rest_is_offered() {
+    let path = scratch("future");
+    let s = settings(&path, 1 << 20, u64::MAX);
+    let outbox = Outbox::open(&s, origin()).unwrap();
+    for n in 0..3 {
+        outbox.push(error(n)).unwrap();
+    }
+    outbox.commit().unwrap();
+    // Event 2 rewritten as a newer firmware would have stored it.
+    let future = format!(
+        r#"{{"schema":3,"id":2,"time":"2026-01-01T00:00:00.000Z","site":"lyon","device":"pole-7","kind":"hologram","data":{{}}}}"#
+    );
+    let value = encode_value(&at(events::now_ms()), future.as_bytes());
+    {
+        let db = outbox.db();
+        db.as_ref().unwrap().apply(&[(2, value)], &[], 4).unwrap();
+    }
+    let offered: Vec<(u64, String)> = outbox
+        .committed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, kind, _)| (id, kind))
+        .collect();
+    assert_eq!(offered, vec![(1, "error".into()), (3, "error".into())]);
+    // Reported by a `dropped` event, published after the next commit.
+    outbox.commit().unwrap();
+    let next = outbox.committed_after(3, 10).unwrap();
+    assert_eq!(next.len(), 1);
+    let dropped = Event::decode(next[0].0, &next[0].2).unwrap();
+    let Body::Dropped(d) = dropped.body else {
+        panic!("{dropped:?}")
+    };
+    assert_eq!(
+        (d.reason.as_str(), d.first_id, d.last_id, d.count),
+        ("unreadable", 2, 2, 1)
+    );
+    // Set aside once, not offered again.
+    assert!(outbox
+        .committed_after(0, 10)
+        .unwrap()
+        .iter()
+        .all(|(id, ..)| *id != 2));
+    let summary = outbox.summary().unwrap();
+    assert_eq!(summary.set_aside, vec![2]);
+    assert!(summary.unreadable.is_empty());
+}
+
+#[test]
+fn an_unreadable_dropped_event_and_damaged_bytes_do_not_stop_the_outbox_opening() {
+    let path = scratch("bad-dropped");
+    let s = settings(&path, 1 << 20, u64::MAX);
+    {
+        let outbox = Outbox::open(&s, origin()).unwrap();
+        outbox.push(error(0)).unwrap();
+        let db = outbox.db();
+        let db = db.as_ref().unwrap();
+        let broken_dropped =
+            br#"{"schema":2,"id":2,"kind":"dropped","data":{"reason":"overflow"}}"#;
+        let value = encode_value(&at(1), broken_dropped);
+        db.apply(&[(2, value), (3, vec![0xA5; 40])], &[], 4)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let inspected = Outbox::inspect(&s, origin()).unwrap();
+    let unreadable: Vec<u64> = inspected
+        .summary()
+        .unwrap()
+        .unreadable
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(unreadable, vec![2, 3]);
+    drop(inspected);
+    let outbox = Outbox::open(&s, origin()).unwrap();
+    let events: Vec<Event> = outbox.all().map(Result::unwrap).collect();
+    let ids: Vec<(u64, &str)> = events.iter().map(|e| (e.id, e.body.kind())).collect();
+    assert_eq!(ids, vec![(1, "error"), (4, "dropped")]);
+    let Body::Dropped(d) = &events[1].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        (d.reason.as_str(), d.first_id, d.last_id, d.count),
+        ("unreadable", 2, 3, 2)
+    );
+    assert_eq!(outbox.summary().unwrap().set_aside, vec![2, 3]);
+}
+
+#[test]
+fn a_large_flow_is_stored_in_parts_that_each_fit() {
+    let path = scratch("parts");
+    let outbox = Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap();
+    let mut lines = Vec::new();
+    for l in 0..600 {
+        lines.push(crate::events::FlowCount {
+            line: format!("line-{l}"),
+            direction: "north_to_south".into(),
+            class: "car".into(),
+            count: 3,
+        });
+    }
+    let flow = crate::events::Flow {
+        from: events::rfc3339_ms(0),
+        to: events::rfc3339_ms(60_000),
+        interval_s: 60.0,
+        lines,
+        zones: Vec::new(),
+        speeds: Vec::new(),
+        part: None,
+    };
+    let last = outbox.push(Body::Flow(flow)).unwrap();
+    outbox.commit().unwrap();
+    let stored = outbox.committed_after(0, 100).unwrap();
+    assert!(stored.len() >= 2, "{}", stored.len());
+    assert_eq!(stored.last().unwrap().0, last);
+    for (_, kind, json) in &stored {
+        assert_eq!(kind, "flow");
+        assert!(json.len() <= events::MAX_EVENT_BYTES, "{}", json.len());
+    }
+}
+
+#[test]
+fn old_corrupted_outboxes_are_bounded_to_the_newest() {
+    let path = scratch("prune");
+    let parent = path.parent().unwrap();
+    for stamp in [100, 300, 200, 400] {
+        std::fs::create_dir_all(parent.join(format!("outbox.corrupt-{stamp}"))).unwrap();
+    }
+    std::fs::create_dir_all(parent.join("other.corrupt-1")).unwrap();
+    prune_corrupt(&path, 2);
+    let mut left: Vec<String> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            "other.corrupt-1",
+            "outbox.corrupt-300",
+            "outbox.corrupt-400"
+        ]
+    );
+}
+
+#[test]
+fn the_disk_cap_follows_the_real_size_on_disk_and_the_free_space() {
+    // 1 MB of events taking 4 MB on disk, limit 8 MB, plenty free: 2 MB.
+    assert_eq!(disk_cap(1 << 20, 4 << 20, 1 << 40, 8 << 20), 2 << 20);
+    // Room on the disk for 2 MB more than the store only, minus the
+    // reserve: the store may not grow past 6 MB - 4 MB on disk.
+    let cap = disk_cap(1 << 20, 4 << 20, (2 << 20) + FREE_RESERVE, 1 << 30);
+    assert_eq!(cap, (6 << 20) / 4);
+    // Never below a few events.
+    assert!(disk_cap(1, 1 << 30, 0, 1 << 20) >= 4 * events::MAX_EVENT_BYTES as u64);
 }

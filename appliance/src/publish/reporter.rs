@@ -56,8 +56,10 @@ impl Reporter {
 
     /// Writes an event; the flusher commits it within `outbox.flush_ms`.
     fn write(&self, body: Body) {
-        if let Err(err) = self.outbox.push(body) {
-            tracing::error!("event not stored: {err}");
+        match self.outbox.push(body) {
+            // The outbox logs its disk failure itself, rate-limited.
+            Ok(_) | Err(crate::outbox::OutboxError::Unavailable { .. }) => {}
+            Err(err) => tracing::error!("event not stored: {err}"),
         }
     }
 

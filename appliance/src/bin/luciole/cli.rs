@@ -87,8 +87,9 @@ pub enum Command {
     },
     /// Show what the outbox holds (events not yet acknowledged by the
     /// broker): count, size, oldest and newest; with --all, every event as
-    /// one JSON line. Stop the daemon first: the outbox has one user at a
-    /// time.
+    /// one JSON line; with --json, one JSON document (summary, and with
+    /// --all every event with its boot and age). Stop the daemon first: the
+    /// outbox has one user at a time.
     Events {
         /// The pole's configuration file (needs an `[outbox]` section).
         #[arg(long, short)]
@@ -96,6 +97,9 @@ pub enum Command {
         /// Print every held event, oldest first.
         #[arg(long)]
         all: bool,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Drive the lamp by hand: `--level PERCENT` writes the level, prints
     /// one JSON line and holds the outputs until SIGTERM/SIGINT, then applies

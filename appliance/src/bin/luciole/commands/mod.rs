@@ -42,7 +42,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => demo::run(&config, frames, broker.as_deref(), no_motion, json),
         Command::Detect { config, images } => detect::run(&config, &images),
-        Command::Events { config, all } => events::run(&config, all),
+        Command::Events { config, all, json } => events::run(&config, all, json),
         Command::Light {
             config,
             level,
