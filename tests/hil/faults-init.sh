@@ -143,7 +143,10 @@ eio)
     fact storage-error-lines "$(grep -c 'outbox storage failed\|event not stored' /tmp/daemon.log)"
     # Use up whatever is left of the error window (direct writes of a scratch file), so that
     # what follows reads the outbox as the daemon left it.
-    dd if=/dev/zero of=/data/drain bs=4096 count=$((EIO_FAILED_WRITES + 2)) oflag=direct 2>/dev/null
+    # One request per dd: dd stops at its first failed write.
+    for i in $(seq 1 $((EIO_FAILED_WRITES + 2))); do
+        dd if=/dev/zero of=/data/drain bs=4096 count=1 seek="$i" oflag=direct conv=notrunc 2>/dev/null
+    done
     rm -f /data/drain
     dump after /etc/hil/eio.toml
     grep -v '"level":"DEBUG"' /tmp/daemon.log | tail -n 120 >/tmp/daemon.tail
