@@ -373,8 +373,9 @@ def check_clock(args, report):
 
 # ------------------------------------------------------------------ self-test
 def self_test():
-    """The power checker against made-up logs: a clean run passes; a lost durable event, a
-    rewritten id and a window beyond the bound each fail."""
+    """The checkers against made-up logs. Power: a clean run passes; a lost durable event, a
+    rewritten id and a window beyond the bound each fail. Clock: retention on the boot clock
+    passes; everything expired at the forward jump fails."""
     import tempfile
 
     def ev(i, t, kind="health", data=None):
@@ -418,9 +419,57 @@ def self_test():
         check_power(args, report)
         return report.failed
 
+    def run_clock(case):
+        """A run as the fixed daemon would do it (retention on the boot clock), or as main does."""
+        day = 86_400_000
+        w0, u0 = 1_800_000_000_000, 10_000
+        marks = {"start": (w0, u0), "before-forward": (w0 + 3000, u0 + 3000),
+                 "after-forward": (w0 + 3 * day + 3100, u0 + 3100), "before-back": (w0 + 3 * day + 7100, u0 + 7100),
+                 "after-back": (w0 - 2 * day + 7200, u0 + 7200), "broker-up": (w0 - 2 * day + 77200, u0 + 77200),
+                 "drained": (w0 - 2 * day + 80000, u0 + 80000)}
+
+        def wall(b):  # boot ms to wall ms, by phase
+            if b <= u0 + 3000:
+                return w0 + (b - u0)
+            if b <= u0 + 7100:
+                return w0 + 3 * day + (b - u0)
+            return w0 - 2 * day + (b - u0)
+        made = [u0 + 500 * i for i in range(1, 160)]  # a health event every 500 ms
+        out, nid, held = [], 1, []
+        for b in made:
+            if case == "fixed":
+                old = [h for h in held if b - h[1] > 60000]
+            else:  # main: the forward jump expires everything queued at once
+                old = list(held) if b == u0 + 3500 else []
+            if old:
+                held = [h for h in held if h not in old]
+                d = {"reason": "expired", "count": len(old), "first_id": old[0][0], "last_id": old[-1][0],
+                     "from": fmt_ms(wall(old[0][1])), "to": fmt_ms(wall(old[-1][1]))}
+                out.append((nid, b, "dropped", d))
+                nid += 1
+            held.append((nid, b))
+            out.append((nid, b, "health", {"n": nid}))
+            nid += 1
+        dropped_ids = {i for i, _, k, d in out if k == "dropped" for i in range(d["first_id"], d["last_id"] + 1)}
+        lines = [f"@@HIL mark {n} {w} {u}" for n, (w, u) in marks.items()] + ["@@HIL daemon-exit rc=0", "@@HIL-BEGIN published"]
+        for i, b, kind, data in out:
+            if i in dropped_ids:
+                continue
+            lines.append(f"luciole/hil/x/events/{kind} " + ev(i, wall(b), kind, data))
+        lines.append("@@HIL-END published")
+        d = tempfile.mkdtemp(prefix="faults-selftest-")
+        with open(os.path.join(d, "boot.log"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        report = Report()
+        check_clock(argparse.Namespace(dir=d, retention_s=60), report)
+        return report.failed
+
     status = 0
-    for case, should_fail in (("clean", False), ("lost", True), ("rewritten", True), ("window", True)):
-        failed = run(case)
+    cases = [("power clean", lambda: run("clean"), False), ("power lost", lambda: run("lost"), True),
+             ("power rewritten", lambda: run("rewritten"), True), ("power window", lambda: run("window"), True),
+             ("clock fixed", lambda: run_clock("fixed"), False), ("clock main", lambda: run_clock("main"), True)]
+    for case, fn, should_fail in cases:
+        failed = fn()
         good = bool(failed) == should_fail
         status |= not good
         print(("ok: " if good else "FAIL: ") + f"self-test {case}: " + ("; ".join(failed) if failed else "passes"))
