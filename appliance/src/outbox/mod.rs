@@ -1329,7 +1329,8 @@ fn read_reservation(dir: &Path) -> Option<Reservation> {
     })
 }
 
-/// Temp file, fsync, rename: the file is always whole.
+/// Temp file, fsync, rename, fsync of the folder: the file is always
+/// whole, and durable when this returns.
 fn write_reservation(dir: &Path, floor: u64, ceiling: u64) -> Result<(), OutboxError> {
     use std::io::Write;
     let err = |source| OutboxError::Reservation {
@@ -1341,6 +1342,10 @@ fn write_reservation(dir: &Path, floor: u64, ceiling: u64) -> Result<(), OutboxE
     writeln!(file, "{floor} {ceiling}").map_err(err)?;
     file.sync_all().map_err(err)?;
     std::fs::rename(&tmp, dir.join(RESERVATION_FILE)).map_err(err)?;
+    // The rename is durable only once the folder is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
     Ok(())
 }
 
