@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::{check_delivery, make_pki, Broker, BrokerOptions, Consumer};
+use broker::{check_delivery, make_pki, make_pki_naming, Broker, BrokerOptions, Consumer};
 use luciole::backoff::Backoff;
 use luciole::events::{Body, ErrorReport, Origin};
 use luciole::outbox::ledger::Limits;
@@ -559,4 +559,264 @@ fn a_stopping_publisher_lets_the_broker_take_every_committed_event_first() {
     );
     consumer.wait_for(Duration::from_secs(10), "2000 events", |r| r.len() >= 2000);
     check_delivery(&consumer.events(), ids);
+}
+
+/// An `error` event whose JSON is about `bytes` long.
+fn big_event(bytes: usize) -> Body {
+    Body::Error(ErrorReport {
+        code: "test".into(),
+        message: "x".repeat(bytes.saturating_sub(170)),
+    })
+}
+
+/// The `state` of every retained presence message received so far.
+fn presence_states(c: &Consumer) -> Vec<String> {
+    luciole::sync::lock(&c.received)
+        .iter()
+        .map(|r| r.payload["state"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn an_event_over_10_kib_is_delivered_and_the_connection_stays_up() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let dir = scratch(&format!("mqtt-big-{protocol:?}"));
+        let broker = Broker::start(&dir.join("broker"));
+        let consumer = Consumer::start(broker.plain_port, FILTER);
+        let status = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/status");
+        let store = outbox(&dir, 64 << 20);
+        // As a busy junction's one-minute `flow` event: 11,973 bytes.
+        let mut ids: Vec<u64> = (0..20).map(|n| store.push(event(n)).unwrap()).collect();
+        ids.push(store.push(big_event(11_973)).unwrap());
+        ids.extend((20..40).map(|n| store.push(event(n)).unwrap()));
+        store.commit().unwrap();
+        let big = store.get(ids[20]).unwrap().unwrap();
+        assert!(
+            serde_json::to_vec(&big).unwrap().len() > 11_000,
+            "the test event is over 10 KiB"
+        );
+        let mut settings = mqtt(broker.port);
+        settings.protocol = protocol;
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        pole.wait_until_drained(Duration::from_secs(20));
+        consumer.wait_for(Duration::from_secs(10), "41 events", |r| r.len() >= 41);
+        check_delivery(&consumer.events(), ids);
+        let online = presence_states(&status)
+            .iter()
+            .filter(|s| *s == "online")
+            .count();
+        assert_eq!(online, 1, "{protocol:?}: the connection stayed up");
+        assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// Mosquitto ACL (anonymous clients) refusing the pole's `alert` topic.
+const DENY_ALERTS: &str = "topic deny luciole/test-site/pole-1/events/alert\ntopic readwrite luciole/#\n";
+
+#[test]
+fn mqtt_5_events_the_broker_refuses_are_reported_and_the_rest_flows_in_order() {
+    let dir = scratch("mqtt-5-refused");
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            acl: Some(DENY_ALERTS.into()),
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(broker.port);
+    settings.protocol = Protocol::V5;
+    let store = outbox(&dir, 64 << 20);
+    let pole = Pole::start(Arc::clone(&store), &settings);
+    // More refused events than the window (16) holds.
+    let mut sent = Vec::new();
+    let mut refused = Vec::new();
+    for n in 0..200 {
+        if n % 5 == 0 {
+            refused.push(
+                store
+                    .push(Body::Alert(luciole::events::Alert {
+                        code: "test".into(),
+                        message: format!("alert {n}"),
+                    }))
+                    .unwrap(),
+            );
+        } else {
+            sent.push(store.push(event(n)).unwrap());
+        }
+        if n % 20 == 0 {
+            store.commit().unwrap();
+        }
+    }
+    store.commit().unwrap();
+    let last = *sent.last().unwrap();
+    consumer.wait_for(Duration::from_secs(30), "the last event", |r| {
+        r.iter().any(|e| e.id == last)
+    });
+    // Every refusal is reported by a `dropped` event naming the event.
+    consumer.wait_for(Duration::from_secs(30), "a report of each refusal", |r| {
+        r.iter()
+            .filter(|e| e.payload["kind"] == "dropped" && e.payload["data"]["reason"] == "refused")
+            .count()
+            >= refused.len()
+    });
+    let received = consumer.events();
+    let reported: std::collections::BTreeSet<u64> = received
+        .iter()
+        .filter(|e| e.payload["kind"] == "dropped")
+        .map(|e| {
+            assert_eq!(e.payload["data"]["count"], 1);
+            assert_eq!(e.payload["data"]["first_id"], e.payload["data"]["last_id"]);
+            e.payload["data"]["first_id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(reported, refused.iter().copied().collect());
+    assert!(received.iter().all(|e| e.payload["kind"] != "alert"));
+    check_delivery(&received, sent);
+    pole.wait_until_drained(Duration::from_secs(20));
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_corrected_password_file_is_read_at_the_next_attempt_without_a_restart() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let dir = scratch(&format!("mqtt-password-fixed-{protocol:?}"));
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, "wrong-password\n").unwrap();
+        let broker = Broker::start_with(
+            &dir.join("broker"),
+            BrokerOptions {
+                users: vec![("pole-1".into(), "right-password".into())],
+                ..Default::default()
+            },
+        );
+        let consumer = Consumer::start(broker.plain_port, FILTER);
+        let mut settings = mqtt(broker.port);
+        settings.protocol = protocol;
+        settings.username = Some("pole-1".into());
+        settings.password_file = Some(password_file.clone());
+        let store = outbox(&dir, 64 << 20);
+        let ids: Vec<u64> = (0..20).map(|n| store.push(event(n)).unwrap()).collect();
+        store.commit().unwrap();
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        wait_for_failures(&pole, 2);
+        std::fs::write(&password_file, "right-password\n").unwrap();
+        pole.wait_until_drained(Duration::from_secs(20));
+        consumer.wait_for(Duration::from_secs(10), "20 events", |r| r.len() >= 20);
+        check_delivery(&consumer.events(), ids);
+    }
+}
+
+#[test]
+fn a_corrected_ca_file_is_read_at_the_next_attempt_without_a_restart() {
+    let dir = scratch("mqtt-ca-fixed");
+    let city = make_pki(&dir, "city");
+    let stranger = make_pki(&dir, "stranger");
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                city.ca.clone(),
+                city.server_cert.clone(),
+                city.server_key.clone(),
+                false,
+            )),
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let ca_file = dir.join("pole-ca.pem");
+    std::fs::copy(&stranger.ca, &ca_file).unwrap();
+    let store = outbox(&dir, 64 << 20);
+    let ids: Vec<u64> = (0..10).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    let pole = Pole::start(
+        Arc::clone(&store),
+        &tls_settings(broker.port, &ca_file, None),
+    );
+    wait_for_failures(&pole, 2);
+    std::fs::copy(&city.ca, &ca_file).unwrap();
+    pole.wait_until_drained(Duration::from_secs(20));
+    consumer.wait_for(Duration::from_secs(10), "10 events", |r| r.len() >= 10);
+    check_delivery(&consumer.events(), ids);
+}
+
+/// Waits until the publisher saw `n` failed attempts.
+fn wait_for_failures(pole: &Pole, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pole.stats().reconnects.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "no failed attempts seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pole.stats().connected.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_certificate_not_naming_the_host_is_explained_as_a_name_mismatch() {
+    let dir = scratch("mqtt-name-mismatch");
+    let city = make_pki_naming(&dir, "city", &["broker.city.invalid"]);
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                city.ca.clone(),
+                city.server_cert.clone(),
+                city.server_key.clone(),
+                false,
+            )),
+            ..Default::default()
+        },
+    );
+    let settings = tls_settings(broker.port, &city.ca, None);
+    // The real handshake's error, as the publisher gets it.
+    let mut options = rumqttc::MqttOptions::new("name-mismatch", "127.0.0.1", broker.port);
+    options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+        ca: std::fs::read(&city.ca).unwrap(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (_client, mut connection) = rumqttc::Client::new(options, 10);
+    let err = connection
+        .iter()
+        .find_map(Result::err)
+        .expect("the handshake fails");
+    let text = luciole::publish::explain(&err, &settings);
+    assert!(text.contains("does not name mqtt.host"), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(!text.contains("mqtt.ca_file"), "{text}");
+}
+
+#[test]
+fn broker_reconnects_counts_connections_regained_not_failed_attempts() {
+    let dir = scratch("mqtt-reconnects");
+    let mut broker = Broker::start(&dir.join("broker"));
+    broker.stop();
+    let store = outbox(&dir, 64 << 20);
+    let pole = Pole::start(Arc::clone(&store), &mqtt(broker.port));
+    // Refused attempts while the broker is away.
+    std::thread::sleep(Duration::from_secs(2));
+    broker.resume();
+    let connected = |pole: &Pole| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pole.stats().connected.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "never connected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    connected(&pole);
+    assert_eq!(
+        pole.stats().reconnects.load(Ordering::SeqCst),
+        0,
+        "the first connection is no reconnection"
+    );
+    broker.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pole.stats().connected.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the loss was not noticed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    broker.resume();
+    connected(&pole);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
 }

@@ -40,6 +40,14 @@ pub struct BrokerOptions {
     /// Serve TLS on `port` with these PEM files (CA, cert, key); client
     /// certificates signed by the CA are required when the flag is set.
     pub tls: Option<(PathBuf, PathBuf, PathBuf, bool)>,
+    /// Mosquitto ACL lines for the pole's listener (`port`); every client
+    /// may do anything when unset. The consumers' listener has none.
+    pub acl: Option<String>,
+    /// The broker's `max_packet_size` (bytes), when set: it disconnects a
+    /// client that sends a larger packet (and tells MQTT 5 clients).
+    pub max_packet_size: Option<u32>,
+    /// Keeps no messages across restarts (`persistence false`).
+    pub no_persistence: bool,
 }
 
 impl Broker {
@@ -57,10 +65,19 @@ impl Broker {
         let user = Command::new("id").arg("-un").output().unwrap();
         let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
         let mut conf = format!(
-            "user {user}\nper_listener_settings true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+            "user {user}\nper_listener_settings true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+            !options.no_persistence,
             dir.display()
         );
+        if let Some(max) = options.max_packet_size {
+            conf += &format!("max_packet_size {max}\n");
+        }
         conf += &format!("\nlistener {port} 127.0.0.1\n");
+        if let Some(acl) = &options.acl {
+            let path = dir.join("acl");
+            std::fs::write(&path, acl).unwrap();
+            conf += &format!("acl_file {}\n", path.display());
+        }
         if let Some((ca, cert, key, require)) = &options.tls {
             conf += &format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require}\n",
@@ -145,6 +162,15 @@ impl Broker {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the broker without warning (SIGKILL): no goodbye to clients,
+    /// nothing saved since the last autosave.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
@@ -307,6 +333,12 @@ pub struct Pki {
 }
 
 pub fn make_pki(dir: &Path, name: &str) -> Pki {
+    make_pki_naming(dir, name, &["localhost", "127.0.0.1"])
+}
+
+/// [`make_pki`] with a server certificate naming only `names` (DNS names,
+/// or IP addresses).
+pub fn make_pki_naming(dir: &Path, name: &str, names: &[&str]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
     std::fs::create_dir_all(dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
@@ -318,10 +350,13 @@ pub fn make_pki(dir: &Path, name: &str) -> Pki {
     let ca = ca_params.self_signed(&ca_key).unwrap();
 
     let server_key = KeyPair::generate().unwrap();
-    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    server_params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let mut server_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    for name in names {
+        server_params.subject_alt_names.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*name).try_into().unwrap()),
+        });
+    }
     let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
 
     let client_key = KeyPair::generate().unwrap();
