@@ -820,3 +820,138 @@ fn broker_reconnects_counts_connections_regained_not_failed_attempts() {
     connected(&pole);
     assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
 }
+
+/// Pushes an event every 20 ms until `stop` is set; returns their ids.
+fn produce(
+    outbox: &Arc<Outbox>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    let (outbox, stop) = (Arc::clone(outbox), Arc::clone(stop));
+    std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            ids.push(outbox.push(event(n)).unwrap());
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ids
+    })
+}
+
+/// Waits until the publisher's connection state is `up`; returns how long
+/// that took.
+fn wait_connected(pole: &Pole, up: bool, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    while pole.stats().connected.load(Ordering::SeqCst) != up {
+        assert!(
+            started.elapsed() < timeout,
+            "still {} after {timeout:?}",
+            if up { "disconnected" } else { "connected" }
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// Stops the producer, lets the pole deliver everything, and checks what
+/// the consumer got: every event delivered, in order per topic, no
+/// duplicate id with different content.
+fn finish_and_check(
+    pole: &Pole,
+    consumer: &Consumer,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    producer: std::thread::JoinHandle<Vec<u64>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    let ids = producer.join().unwrap();
+    pole.outbox.commit().unwrap();
+    pole.wait_until_drained(Duration::from_secs(60));
+    let last = *ids.last().unwrap();
+    consumer.wait_for(Duration::from_secs(30), "the last event", |r| {
+        r.iter().any(|e| e.id == last)
+    });
+    check_delivery(&consumer.events(), ids);
+}
+
+#[test]
+fn a_broker_killed_mid_stream_and_restarted_loses_nothing() {
+    let dir = scratch("mqtt-sigkill");
+    let mut broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let pole = Pole::start(outbox(&dir, 64 << 20), &mqtt(broker.port));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce(&pole.outbox, &stop);
+    for _ in 0..3 {
+        wait_connected(&pole, true, Duration::from_secs(20));
+        // Mid-stream: events in flight when the broker dies.
+        std::thread::sleep(Duration::from_secs(2));
+        broker.kill();
+        wait_connected(&pole, false, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(2));
+        broker.resume();
+    }
+    wait_connected(&pole, true, Duration::from_secs(20));
+    finish_and_check(&pole, &consumer, &stop, producer);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 3);
+}
+
+/// The keep-alive of the network tests, and the longest a silent broker
+/// may go unnoticed: rumqttc pings once per keep-alive period and gives up
+/// when the previous ping got no answer, so within two periods; plus a
+/// margin for a loaded machine.
+const NET_KEEP_ALIVE: Duration = Duration::from_secs(5);
+const DETECTION_BOUND: Duration = Duration::from_secs(2 * 5 + 3);
+
+#[test]
+fn a_network_partition_is_detected_within_the_keep_alive_and_nothing_is_lost() {
+    let dir = scratch("mqtt-partition");
+    let broker = Broker::start(&dir.join("broker"));
+    let proxy = broker::Proxy::start(broker.port);
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(proxy.port);
+    settings.keep_alive = NET_KEEP_ALIVE;
+    let pole = Pole::start(outbox(&dir, 64 << 20), &settings);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce(&pole.outbox, &stop);
+    wait_connected(&pole, true, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    // Nothing forwarded either way, no socket closed: attempts to
+    // reconnect meanwhile get no CONNACK either.
+    proxy.pause();
+    let detected = wait_connected(&pole, false, DETECTION_BOUND);
+    eprintln!("partition detected after {detected:?}");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(!pole.stats().connected.load(Ordering::SeqCst));
+    assert!(pole.outbox.depth() > 100, "events wait in the outbox");
+    proxy.resume();
+    let back = wait_connected(&pole, true, Duration::from_secs(20));
+    eprintln!("reconnected {back:?} after the network came back");
+    finish_and_check(&pole, &consumer, &stop, producer);
+}
+
+#[test]
+fn a_half_open_connection_is_detected_within_the_keep_alive_and_nothing_is_lost() {
+    let dir = scratch("mqtt-half-open");
+    let broker = Broker::start(&dir.join("broker"));
+    let proxy = broker::Proxy::start(broker.port);
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(proxy.port);
+    settings.keep_alive = NET_KEEP_ALIVE;
+    let pole = Pole::start(outbox(&dir, 64 << 20), &settings);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce(&pole.outbox, &stop);
+    wait_connected(&pole, true, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    // The broker's side goes away; the pole's socket stays open and
+    // silent (as after a NAT or firewall forgot the connection).
+    proxy.sever_broker_side();
+    let detected = wait_connected(&pole, false, DETECTION_BOUND);
+    eprintln!("half-open connection detected after {detected:?}");
+    // New connections go through.
+    let back = wait_connected(&pole, true, Duration::from_secs(20));
+    eprintln!("reconnected {back:?} after detection");
+    std::thread::sleep(Duration::from_secs(1));
+    finish_and_check(&pole, &consumer, &stop, producer);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
+}

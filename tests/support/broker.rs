@@ -379,3 +379,141 @@ pub fn make_pki_naming(dir: &Path, name: &str, names: &[&str]) -> Pki {
         client_key: write("client.key", client_key.serialize_pem()),
     }
 }
+
+/// A loopback TCP proxy between the publisher and the broker, to break the
+/// network without touching either: it can stop forwarding in both
+/// directions while keeping every socket open (a partition: neither end
+/// hears anything, nor is told), resume, or close its broker side only
+/// (a half-open connection: the broker sees the pole leave, the pole sees
+/// nothing).
+pub struct Proxy {
+    pub port: u16,
+    forwarding: Arc<std::sync::atomic::AtomicBool>,
+    /// Broker-side sockets of the connections made so far, each with its
+    /// "severed" flag.
+    upstream: Arc<Mutex<Vec<(TcpStream, Arc<std::sync::atomic::AtomicBool>)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Forwards 127.0.0.1:`port` (a free port) to 127.0.0.1:`target`.
+    pub fn start(target: u16) -> Proxy {
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let forwarding = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = Arc::new(Mutex::new(Vec::new()));
+        let accepting = {
+            let (forwarding, stop, upstream) =
+                (forwarding.clone(), stop.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        continue;
+                    };
+                    let severed = Arc::new(AtomicBool::new(false));
+                    luciole::sync::lock(&upstream)
+                        .push((server.try_clone().unwrap(), severed.clone()));
+                    for (from, to) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server, client),
+                    ] {
+                        let (forwarding, stop, severed) =
+                            (forwarding.clone(), stop.clone(), severed.clone());
+                        std::thread::spawn(move || {
+                            let mut to = to;
+                            pump(from, &mut to, &forwarding, &stop);
+                            let to_close = to;
+                            // A severed connection stays half-open: the
+                            // pole's socket is held open, silent, until
+                            // the proxy stops.
+                            while severed.load(std::sync::atomic::Ordering::SeqCst)
+                                && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                            {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            let _ = to_close.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            })
+        };
+        Proxy {
+            port,
+            forwarding,
+            upstream,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// Stops forwarding, both ways, on every connection (new ones too);
+    /// nothing is closed and nothing is lost: bytes wait in the sockets.
+    pub fn pause(&self) {
+        self.forwarding
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.forwarding.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the broker side of every connection made so far and leaves
+    /// the pole's side open and silent.
+    pub fn sever_broker_side(&self) {
+        for (server, severed) in luciole::sync::lock(&self.upstream).drain(..) {
+            severed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Copies `from` to `to` while forwarding; while paused, reads nothing.
+/// Returns when `from` closes or fails, `to` fails, or the proxy stops.
+fn pump(
+    mut from: TcpStream,
+    to: &mut TcpStream,
+    forwarding: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut buffer = [0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        if !forwarding.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.accepting.take() {
+            let _ = thread.join();
+        }
+    }
+}
