@@ -161,7 +161,7 @@ fn every_event_arrives_in_order_after_the_broker_was_away_for_30_seconds() {
         r.iter().any(|e| e.id == *ids.last().unwrap())
     });
     check_delivery(&consumer.events(), ids.iter().copied());
-    assert!(pole.stats().reconnects.load(Ordering::SeqCst) >= 1);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn a_broker_refusing_the_credentials_is_retried_and_nothing_is_lost() {
     {
         let pole = Pole::start(Arc::clone(&store), &settings);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 3 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 3 {
             assert!(Instant::now() < deadline, "no retries seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -253,7 +253,7 @@ fn a_server_certificate_from_an_unknown_ca_is_refused() {
             &tls_settings(broker.port, &stranger.ca, None),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 2 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 2 {
             assert!(Instant::now() < deadline, "no refusal seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -293,7 +293,7 @@ fn a_broker_requiring_client_certificates_accepts_the_poles_certificate() {
             &tls_settings(broker.port, &city.ca, None),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 1 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 1 {
             assert!(Instant::now() < deadline, "no refusal seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -406,7 +406,7 @@ fn mqtt_5_retries_refused_credentials_then_delivers_everything_in_order() {
     {
         let pole = Pole::start(Arc::clone(&store), &settings);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 2 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 2 {
             assert!(Instant::now() < deadline, "no retries seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -611,7 +611,8 @@ fn an_event_over_10_kib_is_delivered_and_the_connection_stays_up() {
 }
 
 /// Mosquitto ACL (anonymous clients) refusing the pole's `alert` topic.
-const DENY_ALERTS: &str = "topic deny luciole/test-site/pole-1/events/alert\ntopic readwrite luciole/#\n";
+const DENY_ALERTS: &str =
+    "topic deny luciole/test-site/pole-1/events/alert\ntopic readwrite luciole/#\n";
 
 #[test]
 fn mqtt_5_events_the_broker_refuses_are_reported_and_the_rest_flows_in_order() {
@@ -674,7 +675,10 @@ fn mqtt_5_events_the_broker_refuses_are_reported_and_the_rest_flows_in_order() {
     assert!(received.iter().all(|e| e.payload["kind"] != "alert"));
     check_delivery(&received, sent);
     pole.wait_until_drained(Duration::from_secs(20));
-    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        pole.stats().set_aside.load(Ordering::SeqCst),
+        refused.len() as u64
+    );
 }
 
 #[test]
@@ -744,7 +748,7 @@ fn a_corrected_ca_file_is_read_at_the_next_attempt_without_a_restart() {
 /// Waits until the publisher saw `n` failed attempts.
 fn wait_for_failures(pole: &Pole, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while pole.stats().reconnects.load(Ordering::SeqCst) < n {
+    while pole.stats().failures.load(Ordering::SeqCst) < n {
         assert!(Instant::now() < deadline, "no failed attempts seen");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -954,4 +958,55 @@ fn a_half_open_connection_is_detected_within_the_keep_alive_and_nothing_is_lost(
     std::thread::sleep(Duration::from_secs(1));
     finish_and_check(&pole, &consumer, &stop, producer);
     assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_event_over_the_brokers_packet_limit_is_set_aside_and_reported_not_retried_forever() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let dir = scratch(&format!("mqtt-broker-limit-{protocol:?}"));
+        let broker = Broker::start_with(
+            &dir.join("broker"),
+            BrokerOptions {
+                max_packet_size: Some(12_000),
+                ..Default::default()
+            },
+        );
+        let consumer = Consumer::start(broker.plain_port, FILTER);
+        let store = outbox(&dir, 64 << 20);
+        let mut ids: Vec<u64> = (0..20).map(|n| store.push(event(n)).unwrap()).collect();
+        let big = store.push(big_event(15_000)).unwrap();
+        ids.extend((20..40).map(|n| store.push(event(n)).unwrap()));
+        store.commit().unwrap();
+        let mut settings = mqtt(broker.port);
+        settings.protocol = protocol;
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        consumer.wait_for(Duration::from_secs(60), "the report", |r| {
+            r.iter().any(|e| e.payload["kind"] == "dropped")
+        });
+        pole.wait_until_drained(Duration::from_secs(30));
+        let received = consumer.events();
+        let report = received
+            .iter()
+            .find(|e| e.payload["kind"] == "dropped")
+            .unwrap();
+        let data = &report.payload["data"];
+        assert_eq!(data["first_id"], big, "{protocol:?}: {data}");
+        assert_eq!(
+            (data["last_id"].as_u64(), data["count"].as_u64()),
+            (Some(big), Some(1))
+        );
+        // MQTT 5 brokers announce their limit: nothing is even sent.
+        let reason = if protocol == Protocol::V5 {
+            "too_large"
+        } else {
+            "refused"
+        };
+        assert_eq!(data["reason"], reason, "{protocol:?}");
+        assert!(received.iter().all(|e| e.id != big));
+        check_delivery(&received, ids);
+        assert_eq!(pole.stats().set_aside.load(Ordering::SeqCst), 1);
+        if protocol == Protocol::V5 {
+            assert_eq!(pole.stats().failures.load(Ordering::SeqCst), 0);
+        }
+    }
 }

@@ -406,8 +406,7 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let upstream = Arc::new(Mutex::new(Vec::new()));
         let accepting = {
-            let (forwarding, stop, upstream) =
-                (forwarding.clone(), stop.clone(), upstream.clone());
+            let (forwarding, stop, upstream) = (forwarding.clone(), stop.clone(), upstream.clone());
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -461,7 +460,8 @@ impl Proxy {
     }
 
     pub fn resume(&self) {
-        self.forwarding.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.forwarding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes the broker side of every connection made so far and leaves
@@ -484,7 +484,8 @@ fn pump(
 ) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering;
-    from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut buffer = [0u8; 16 * 1024];
     while !stop.load(Ordering::SeqCst) {
         if !forwarding.load(Ordering::SeqCst) {
