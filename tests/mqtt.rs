@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::{check_delivery, make_pki, Broker, BrokerOptions, Consumer};
+use broker::{check_delivery, make_pki, make_pki_naming, Broker, BrokerOptions, Consumer};
 use luciole::backoff::Backoff;
 use luciole::events::{Body, ErrorReport, Origin};
 use luciole::outbox::ledger::Limits;
@@ -162,7 +162,7 @@ fn every_event_arrives_in_order_after_the_broker_was_away_for_30_seconds() {
         r.iter().any(|e| e.id == *ids.last().unwrap())
     });
     check_delivery(&consumer.events(), ids.iter().copied());
-    assert!(pole.stats().reconnects.load(Ordering::SeqCst) >= 1);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn a_broker_refusing_the_credentials_is_retried_and_nothing_is_lost() {
     {
         let pole = Pole::start(Arc::clone(&store), &settings);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 3 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 3 {
             assert!(Instant::now() < deadline, "no retries seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -254,7 +254,7 @@ fn a_server_certificate_from_an_unknown_ca_is_refused() {
             &tls_settings(broker.port, &stranger.ca, None),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 2 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 2 {
             assert!(Instant::now() < deadline, "no refusal seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -294,7 +294,7 @@ fn a_broker_requiring_client_certificates_accepts_the_poles_certificate() {
             &tls_settings(broker.port, &city.ca, None),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 1 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 1 {
             assert!(Instant::now() < deadline, "no refusal seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -407,7 +407,7 @@ fn mqtt_5_retries_refused_credentials_then_delivers_everything_in_order() {
     {
         let pole = Pole::start(Arc::clone(&store), &settings);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pole.stats().reconnects.load(Ordering::SeqCst) < 2 {
+        while pole.stats().failures.load(Ordering::SeqCst) < 2 {
             assert!(Instant::now() < deadline, "no retries seen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -560,4 +560,454 @@ fn a_stopping_publisher_lets_the_broker_take_every_committed_event_first() {
     );
     consumer.wait_for(Duration::from_secs(10), "2000 events", |r| r.len() >= 2000);
     check_delivery(&consumer.events(), ids);
+}
+
+/// An `error` event whose JSON is about `bytes` long.
+fn big_event(bytes: usize) -> Body {
+    Body::Error(ErrorReport {
+        code: "test".into(),
+        message: "x".repeat(bytes.saturating_sub(170)),
+    })
+}
+
+/// The `state` of every retained presence message received so far.
+fn presence_states(c: &Consumer) -> Vec<String> {
+    luciole::sync::lock(&c.received)
+        .iter()
+        .map(|r| r.payload["state"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn an_event_over_10_kib_is_delivered_and_the_connection_stays_up() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let dir = scratch(&format!("mqtt-big-{protocol:?}"));
+        let broker = Broker::start(&dir.join("broker"));
+        let consumer = Consumer::start(broker.plain_port, FILTER);
+        let status = Consumer::start(broker.plain_port, "luciole/test-site/pole-1/status");
+        let store = outbox(&dir, 64 << 20);
+        // As a busy junction's one-minute `flow` event: 11,973 bytes.
+        let mut ids: Vec<u64> = (0..20).map(|n| store.push(event(n)).unwrap()).collect();
+        ids.push(store.push(big_event(11_973)).unwrap());
+        ids.extend((20..40).map(|n| store.push(event(n)).unwrap()));
+        store.commit().unwrap();
+        let big = store.get(ids[20]).unwrap().unwrap();
+        assert!(
+            serde_json::to_vec(&big).unwrap().len() > 11_000,
+            "the test event is over 10 KiB"
+        );
+        let mut settings = mqtt(broker.port);
+        settings.protocol = protocol;
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        pole.wait_until_drained(Duration::from_secs(20));
+        consumer.wait_for(Duration::from_secs(10), "41 events", |r| r.len() >= 41);
+        check_delivery(&consumer.events(), ids);
+        let online = presence_states(&status)
+            .iter()
+            .filter(|s| *s == "online")
+            .count();
+        assert_eq!(online, 1, "{protocol:?}: the connection stayed up");
+        assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// Mosquitto ACL (anonymous clients) refusing the pole's `alert` topic.
+const DENY_ALERTS: &str =
+    "topic deny luciole/test-site/pole-1/events/alert\ntopic readwrite luciole/#\n";
+
+#[test]
+fn mqtt_5_events_the_broker_refuses_are_reported_and_the_rest_flows_in_order() {
+    let dir = scratch("mqtt-5-refused");
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            acl: Some(DENY_ALERTS.into()),
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(broker.port);
+    settings.protocol = Protocol::V5;
+    let store = outbox(&dir, 64 << 20);
+    let pole = Pole::start(Arc::clone(&store), &settings);
+    // More refused events than the window (16) holds.
+    let mut sent = Vec::new();
+    let mut refused = Vec::new();
+    for n in 0..200 {
+        if n % 5 == 0 {
+            refused.push(
+                store
+                    .push(Body::Alert(luciole::events::Alert {
+                        code: "test".into(),
+                        message: format!("alert {n}"),
+                    }))
+                    .unwrap(),
+            );
+        } else {
+            sent.push(store.push(event(n)).unwrap());
+        }
+        if n % 20 == 0 {
+            store.commit().unwrap();
+        }
+    }
+    store.commit().unwrap();
+    let last = *sent.last().unwrap();
+    consumer.wait_for(Duration::from_secs(30), "the last event", |r| {
+        r.iter().any(|e| e.id == last)
+    });
+    // Every refusal is reported by a `dropped` event naming the event.
+    consumer.wait_for(Duration::from_secs(30), "a report of each refusal", |r| {
+        r.iter()
+            .filter(|e| e.payload["kind"] == "dropped" && e.payload["data"]["reason"] == "refused")
+            .count()
+            >= refused.len()
+    });
+    let received = consumer.events();
+    let reported: std::collections::BTreeSet<u64> = received
+        .iter()
+        .filter(|e| e.payload["kind"] == "dropped")
+        .map(|e| {
+            assert_eq!(e.payload["data"]["count"], 1);
+            assert_eq!(e.payload["data"]["first_id"], e.payload["data"]["last_id"]);
+            e.payload["data"]["first_id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(reported, refused.iter().copied().collect());
+    assert!(received.iter().all(|e| e.payload["kind"] != "alert"));
+    check_delivery(&received, sent);
+    pole.wait_until_drained(Duration::from_secs(20));
+    assert_eq!(
+        pole.stats().set_aside.load(Ordering::SeqCst),
+        refused.len() as u64
+    );
+}
+
+#[test]
+fn a_corrected_password_file_is_read_at_the_next_attempt_without_a_restart() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let dir = scratch(&format!("mqtt-password-fixed-{protocol:?}"));
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, "wrong-password\n").unwrap();
+        let broker = Broker::start_with(
+            &dir.join("broker"),
+            BrokerOptions {
+                users: vec![("pole-1".into(), "right-password".into())],
+                ..Default::default()
+            },
+        );
+        let consumer = Consumer::start(broker.plain_port, FILTER);
+        let mut settings = mqtt(broker.port);
+        settings.protocol = protocol;
+        settings.username = Some("pole-1".into());
+        settings.password_file = Some(password_file.clone());
+        let store = outbox(&dir, 64 << 20);
+        let ids: Vec<u64> = (0..20).map(|n| store.push(event(n)).unwrap()).collect();
+        store.commit().unwrap();
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        wait_for_failures(&pole, 2);
+        std::fs::write(&password_file, "right-password\n").unwrap();
+        pole.wait_until_drained(Duration::from_secs(20));
+        consumer.wait_for(Duration::from_secs(10), "20 events", |r| r.len() >= 20);
+        check_delivery(&consumer.events(), ids);
+    }
+}
+
+#[test]
+fn a_corrected_ca_file_is_read_at_the_next_attempt_without_a_restart() {
+    let dir = scratch("mqtt-ca-fixed");
+    let city = make_pki(&dir, "city");
+    let stranger = make_pki(&dir, "stranger");
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                city.ca.clone(),
+                city.server_cert.clone(),
+                city.server_key.clone(),
+                false,
+            )),
+            ..Default::default()
+        },
+    );
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let ca_file = dir.join("pole-ca.pem");
+    std::fs::copy(&stranger.ca, &ca_file).unwrap();
+    let store = outbox(&dir, 64 << 20);
+    let ids: Vec<u64> = (0..10).map(|n| store.push(event(n)).unwrap()).collect();
+    store.commit().unwrap();
+    let pole = Pole::start(
+        Arc::clone(&store),
+        &tls_settings(broker.port, &ca_file, None),
+    );
+    wait_for_failures(&pole, 2);
+    std::fs::copy(&city.ca, &ca_file).unwrap();
+    pole.wait_until_drained(Duration::from_secs(20));
+    consumer.wait_for(Duration::from_secs(10), "10 events", |r| r.len() >= 10);
+    check_delivery(&consumer.events(), ids);
+}
+
+/// Waits until the publisher saw `n` failed attempts.
+fn wait_for_failures(pole: &Pole, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pole.stats().failures.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "no failed attempts seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pole.stats().connected.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_certificate_not_naming_the_host_is_explained_as_a_name_mismatch() {
+    let dir = scratch("mqtt-name-mismatch");
+    let city = make_pki_naming(&dir, "city", &["broker.city.invalid"]);
+    let broker = Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                city.ca.clone(),
+                city.server_cert.clone(),
+                city.server_key.clone(),
+                false,
+            )),
+            ..Default::default()
+        },
+    );
+    let settings = tls_settings(broker.port, &city.ca, None);
+    // The real handshake's error, as the publisher gets it.
+    let mut options = rumqttc::MqttOptions::new("name-mismatch", "127.0.0.1", broker.port);
+    options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+        ca: std::fs::read(&city.ca).unwrap(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (_client, mut connection) = rumqttc::Client::new(options, 10);
+    let err = connection
+        .iter()
+        .find_map(Result::err)
+        .expect("the handshake fails");
+    let text = luciole::publish::explain(&err, &settings);
+    assert!(text.contains("does not name mqtt.host"), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(!text.contains("mqtt.ca_file"), "{text}");
+}
+
+#[test]
+fn broker_reconnects_counts_connections_regained_not_failed_attempts() {
+    let dir = scratch("mqtt-reconnects");
+    let mut broker = Broker::start(&dir.join("broker"));
+    broker.stop();
+    let store = outbox(&dir, 64 << 20);
+    let pole = Pole::start(Arc::clone(&store), &mqtt(broker.port));
+    // Refused attempts while the broker is away.
+    std::thread::sleep(Duration::from_secs(2));
+    broker.resume();
+    let connected = |pole: &Pole| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pole.stats().connected.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "never connected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    connected(&pole);
+    assert_eq!(
+        pole.stats().reconnects.load(Ordering::SeqCst),
+        0,
+        "the first connection is no reconnection"
+    );
+    broker.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pole.stats().connected.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the loss was not noticed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    broker.resume();
+    connected(&pole);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
+}
+
+/// Pushes an event every 20 ms until `stop` is set; returns their ids.
+fn produce(
+    outbox: &Arc<Outbox>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    let (outbox, stop) = (Arc::clone(outbox), Arc::clone(stop));
+    std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            ids.push(outbox.push(event(n)).unwrap());
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ids
+    })
+}
+
+/// Waits until the publisher's connection state is `up`; returns how long
+/// that took.
+fn wait_connected(pole: &Pole, up: bool, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    while pole.stats().connected.load(Ordering::SeqCst) != up {
+        assert!(
+            started.elapsed() < timeout,
+            "still {} after {timeout:?}",
+            if up { "disconnected" } else { "connected" }
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// Stops the producer, lets the pole deliver everything, and checks what
+/// the consumer got: every event delivered, in order per topic, no
+/// duplicate id with different content.
+fn finish_and_check(
+    pole: &Pole,
+    consumer: &Consumer,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    producer: std::thread::JoinHandle<Vec<u64>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    let ids = producer.join().unwrap();
+    pole.outbox.commit().unwrap();
+    pole.wait_until_drained(Duration::from_secs(60));
+    let last = *ids.last().unwrap();
+    consumer.wait_for(Duration::from_secs(30), "the last event", |r| {
+        r.iter().any(|e| e.id == last)
+    });
+    check_delivery(&consumer.events(), ids);
+}
+
+#[test]
+fn a_broker_killed_mid_stream_and_restarted_loses_nothing() {
+    let dir = scratch("mqtt-sigkill");
+    let mut broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let pole = Pole::start(outbox(&dir, 64 << 20), &mqtt(broker.port));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce(&pole.outbox, &stop);
+    for _ in 0..3 {
+        wait_connected(&pole, true, Duration::from_secs(20));
+        // Mid-stream: events in flight when the broker dies.
+        std::thread::sleep(Duration::from_secs(2));
+        broker.kill();
+        wait_connected(&pole, false, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(2));
+        broker.resume();
+    }
+    wait_connected(&pole, true, Duration::from_secs(20));
+    finish_and_check(&pole, &consumer, &stop, producer);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 3);
+}
+
+/// The keep-alive of the network tests, and the longest a silent broker
+/// may go unnoticed: rumqttc pings once per keep-alive period and gives up
+/// when the previous ping got no answer, so within two periods; plus a
+/// margin for a loaded machine.
+const NET_KEEP_ALIVE: Duration = Duration::from_secs(5);
+const DETECTION_BOUND: Duration = Duration::from_secs(2 * 5 + 3);
+
+#[test]
+fn a_network_partition_is_detected_within_the_keep_alive_and_nothing_is_lost() {
+    let dir = scratch("mqtt-partition");
+    let broker = Broker::start(&dir.join("broker"));
+    let proxy = broker::Proxy::start(broker.port);
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(proxy.port);
+    settings.keep_alive = NET_KEEP_ALIVE;
+    let pole = Pole::start(outbox(&dir, 64 << 20), &settings);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce(&pole.outbox, &stop);
+    wait_connected(&pole, true, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    // Nothing forwarded either way, no socket closed: attempts to
+    // reconnect meanwhile get no CONNACK either.
+    proxy.pause();
+    let detected = wait_connected(&pole, false, DETECTION_BOUND);
+    eprintln!("partition detected after {detected:?}");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(!pole.stats().connected.load(Ordering::SeqCst));
+    assert!(pole.outbox.depth() > 100, "events wait in the outbox");
+    proxy.resume();
+    let back = wait_connected(&pole, true, Duration::from_secs(20));
+    eprintln!("reconnected {back:?} after the network came back");
+    finish_and_check(&pole, &consumer, &stop, producer);
+}
+
+#[test]
+fn a_half_open_connection_is_detected_within_the_keep_alive_and_nothing_is_lost() {
+    let dir = scratch("mqtt-half-open");
+    let broker = Broker::start(&dir.join("broker"));
+    let proxy = broker::Proxy::start(broker.port);
+    let consumer = Consumer::start(broker.plain_port, FILTER);
+    let mut settings = mqtt(proxy.port);
+    settings.keep_alive = NET_KEEP_ALIVE;
+    let pole = Pole::start(outbox(&dir, 64 << 20), &settings);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce(&pole.outbox, &stop);
+    wait_connected(&pole, true, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    // The broker's side goes away; the pole's socket stays open and
+    // silent (as after a NAT or firewall forgot the connection).
+    proxy.sever_broker_side();
+    let detected = wait_connected(&pole, false, DETECTION_BOUND);
+    eprintln!("half-open connection detected after {detected:?}");
+    // New connections go through.
+    let back = wait_connected(&pole, true, Duration::from_secs(20));
+    eprintln!("reconnected {back:?} after detection");
+    std::thread::sleep(Duration::from_secs(1));
+    finish_and_check(&pole, &consumer, &stop, producer);
+    assert_eq!(pole.stats().reconnects.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_event_over_the_brokers_packet_limit_is_set_aside_and_reported_not_retried_forever() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let dir = scratch(&format!("mqtt-broker-limit-{protocol:?}"));
+        let broker = Broker::start_with(
+            &dir.join("broker"),
+            BrokerOptions {
+                max_packet_size: Some(12_000),
+                ..Default::default()
+            },
+        );
+        let consumer = Consumer::start(broker.plain_port, FILTER);
+        let store = outbox(&dir, 64 << 20);
+        let mut ids: Vec<u64> = (0..20).map(|n| store.push(event(n)).unwrap()).collect();
+        let big = store.push(big_event(15_000)).unwrap();
+        ids.extend((20..40).map(|n| store.push(event(n)).unwrap()));
+        store.commit().unwrap();
+        let mut settings = mqtt(broker.port);
+        settings.protocol = protocol;
+        let pole = Pole::start(Arc::clone(&store), &settings);
+        consumer.wait_for(Duration::from_secs(60), "the report", |r| {
+            r.iter().any(|e| e.payload["kind"] == "dropped")
+        });
+        pole.wait_until_drained(Duration::from_secs(30));
+        let received = consumer.events();
+        let report = received
+            .iter()
+            .find(|e| e.payload["kind"] == "dropped")
+            .unwrap();
+        let data = &report.payload["data"];
+        assert_eq!(data["first_id"], big, "{protocol:?}: {data}");
+        assert_eq!(
+            (data["last_id"].as_u64(), data["count"].as_u64()),
+            (Some(big), Some(1))
+        );
+        // MQTT 5 brokers announce their limit: nothing is even sent.
+        let reason = if protocol == Protocol::V5 {
+            "too_large"
+        } else {
+            "refused"
+        };
+        assert_eq!(data["reason"], reason, "{protocol:?}");
+        assert!(received.iter().all(|e| e.id != big));
+        check_delivery(&received, ids);
+        assert_eq!(pole.stats().set_aside.load(Ordering::SeqCst), 1);
+        if protocol == Protocol::V5 {
+            assert_eq!(pole.stats().failures.load(Ordering::SeqCst), 0);
+        }
+    }
 }

@@ -71,6 +71,19 @@ impl Retry {
         delay
     }
 
+    /// The delay before the next attempt after a connection that stayed up
+    /// for `stayed_up` (`None`: the attempt failed before connecting). Only
+    /// a connection that lasted at least `stable` counts as a success that
+    /// starts the series again: one dropped at once (a broker that refuses
+    /// what it is sent, a flapping link) makes the delay grow as a refused
+    /// attempt does.
+    pub fn next_delay_after(&mut self, stayed_up: Option<Duration>, stable: Duration) -> Duration {
+        if stayed_up.is_some_and(|up| up >= stable) {
+            self.reset();
+        }
+        self.next_delay()
+    }
+
     /// Failed attempts since the last success.
     pub fn failures(&self) -> u32 {
         self.failures
@@ -147,6 +160,28 @@ mod tests {
         let max = delays.iter().max().unwrap();
         assert!(*min >= ms(160) && *max <= ms(320), "{min:?}..{max:?}");
         assert!(*max - *min > ms(100), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn only_a_connection_that_stayed_up_starts_the_series_again() {
+        let bounds = Backoff {
+            min: ms(500),
+            max: Duration::from_secs(60),
+        };
+        let stable = Duration::from_secs(30);
+        let mut retry = Retry::seeded(bounds, 3);
+        // Connected, then dropped after 100 ms, again and again: the
+        // delay grows as for refused attempts.
+        let flapping: Vec<Duration> = (0..8)
+            .map(|_| retry.next_delay_after(Some(ms(100)), stable))
+            .collect();
+        assert_eq!(retry.failures(), 8);
+        assert!(flapping[7] >= Duration::from_secs(30), "{flapping:?}");
+        let refused = retry.next_delay_after(None, stable);
+        assert!(refused >= Duration::from_secs(30), "{refused:?}");
+        // A connection that lasted the stable period starts again.
+        assert!(retry.next_delay_after(Some(stable), stable) <= ms(500));
+        assert_eq!(retry.failures(), 1);
     }
 
     #[test]

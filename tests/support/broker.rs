@@ -40,6 +40,14 @@ pub struct BrokerOptions {
     /// Serve TLS on `port` with these PEM files (CA, cert, key); client
     /// certificates signed by the CA are required when the flag is set.
     pub tls: Option<(PathBuf, PathBuf, PathBuf, bool)>,
+    /// Mosquitto ACL lines for the pole's listener (`port`); every client
+    /// may do anything when unset. The consumers' listener has none.
+    pub acl: Option<String>,
+    /// The broker's `max_packet_size` (bytes), when set: it disconnects a
+    /// client that sends a larger packet (and tells MQTT 5 clients).
+    pub max_packet_size: Option<u32>,
+    /// Keeps no messages across restarts (`persistence false`).
+    pub no_persistence: bool,
 }
 
 impl Broker {
@@ -57,10 +65,19 @@ impl Broker {
         let user = Command::new("id").arg("-un").output().unwrap();
         let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
         let mut conf = format!(
-            "user {user}\nper_listener_settings true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+            "user {user}\nper_listener_settings true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+            !options.no_persistence,
             dir.display()
         );
+        if let Some(max) = options.max_packet_size {
+            conf += &format!("max_packet_size {max}\n");
+        }
         conf += &format!("\nlistener {port} 127.0.0.1\n");
+        if let Some(acl) = &options.acl {
+            let path = dir.join("acl");
+            std::fs::write(&path, acl).unwrap();
+            conf += &format!("acl_file {}\n", path.display());
+        }
         if let Some((ca, cert, key, require)) = &options.tls {
             conf += &format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require}\n",
@@ -145,6 +162,15 @@ impl Broker {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the broker without warning (SIGKILL): no goodbye to clients,
+    /// nothing saved since the last autosave.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
@@ -307,6 +333,12 @@ pub struct Pki {
 }
 
 pub fn make_pki(dir: &Path, name: &str) -> Pki {
+    make_pki_naming(dir, name, &["localhost", "127.0.0.1"])
+}
+
+/// [`make_pki`] with a server certificate naming only `names` (DNS names,
+/// or IP addresses).
+pub fn make_pki_naming(dir: &Path, name: &str, names: &[&str]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
     std::fs::create_dir_all(dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
@@ -318,10 +350,13 @@ pub fn make_pki(dir: &Path, name: &str) -> Pki {
     let ca = ca_params.self_signed(&ca_key).unwrap();
 
     let server_key = KeyPair::generate().unwrap();
-    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    server_params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let mut server_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    for name in names {
+        server_params.subject_alt_names.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*name).try_into().unwrap()),
+        });
+    }
     let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
 
     let client_key = KeyPair::generate().unwrap();
@@ -342,5 +377,144 @@ pub fn make_pki(dir: &Path, name: &str) -> Pki {
         server_key: write("server.key", server_key.serialize_pem()),
         client_cert: write("client.pem", client.pem()),
         client_key: write("client.key", client_key.serialize_pem()),
+    }
+}
+
+/// A loopback TCP proxy between the publisher and the broker, to break the
+/// network without touching either: it can stop forwarding in both
+/// directions while keeping every socket open (a partition: neither end
+/// hears anything, nor is told), resume, or close its broker side only
+/// (a half-open connection: the broker sees the pole leave, the pole sees
+/// nothing).
+pub struct Proxy {
+    pub port: u16,
+    forwarding: Arc<std::sync::atomic::AtomicBool>,
+    /// Broker-side sockets of the connections made so far, each with its
+    /// "severed" flag.
+    upstream: Arc<Mutex<Vec<(TcpStream, Arc<std::sync::atomic::AtomicBool>)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Forwards 127.0.0.1:`port` (a free port) to 127.0.0.1:`target`.
+    pub fn start(target: u16) -> Proxy {
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let forwarding = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = Arc::new(Mutex::new(Vec::new()));
+        let accepting = {
+            let (forwarding, stop, upstream) = (forwarding.clone(), stop.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        continue;
+                    };
+                    let severed = Arc::new(AtomicBool::new(false));
+                    luciole::sync::lock(&upstream)
+                        .push((server.try_clone().unwrap(), severed.clone()));
+                    for (from, to) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server, client),
+                    ] {
+                        let (forwarding, stop, severed) =
+                            (forwarding.clone(), stop.clone(), severed.clone());
+                        std::thread::spawn(move || {
+                            let mut to = to;
+                            pump(from, &mut to, &forwarding, &stop);
+                            let to_close = to;
+                            // A severed connection stays half-open: the
+                            // pole's socket is held open, silent, until
+                            // the proxy stops.
+                            while severed.load(std::sync::atomic::Ordering::SeqCst)
+                                && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                            {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            let _ = to_close.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            })
+        };
+        Proxy {
+            port,
+            forwarding,
+            upstream,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// Stops forwarding, both ways, on every connection (new ones too);
+    /// nothing is closed and nothing is lost: bytes wait in the sockets.
+    pub fn pause(&self) {
+        self.forwarding
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.forwarding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the broker side of every connection made so far and leaves
+    /// the pole's side open and silent.
+    pub fn sever_broker_side(&self) {
+        for (server, severed) in luciole::sync::lock(&self.upstream).drain(..) {
+            severed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Copies `from` to `to` while forwarding; while paused, reads nothing.
+/// Returns when `from` closes or fails, `to` fails, or the proxy stops.
+fn pump(
+    mut from: TcpStream,
+    to: &mut TcpStream,
+    forwarding: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buffer = [0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        if !forwarding.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.accepting.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -48,7 +48,23 @@ pub struct RawMqtt {
     pub reconnect_max_ms: Option<u64>,
     /// Most events published and not yet acknowledged, 1 to 1000.
     pub inflight: Option<u16>,
+    /// Largest MQTT packet sent or accepted, in bytes, topic and header
+    /// included: 65536 to 268435455 (default 262144).
+    pub max_packet_bytes: Option<u32>,
 }
+
+/// The largest event the outbox stores, encoded (the outbox bounds every
+/// event to it when it is stored, splitting a large `flow` into parts).
+/// Kept equal to the outbox's `MAX_EVENT_BYTES` (wired to it on merge).
+const MAX_EVENT_BYTES: u32 = 32 * 1024;
+
+/// `mqtt.max_packet_bytes` may not go below this: twice the largest stored
+/// event, so every stored event fits in a packet with its topic (at most a
+/// few hundred bytes) and header, with room to spare.
+pub const MIN_PACKET_BYTES: u32 = 2 * MAX_EVENT_BYTES;
+
+/// MQTT's own limit: the remaining length field tops out at 268,435,455.
+const MQTT_MAX_PACKET_BYTES: u32 = 268_435_455;
 
 pub(super) fn validate(
     raw: RawMqtt,
@@ -152,6 +168,22 @@ pub(super) fn validate(
         (600_000, 3_600_000),
     );
     check.range("mqtt.inflight", inflight.into(), 1, 1000);
+    let max_packet_bytes = raw.max_packet_bytes.unwrap_or(d.max_packet_bytes);
+    if max_packet_bytes < MIN_PACKET_BYTES {
+        check.fail(
+            "mqtt.max_packet_bytes",
+            Some(max_packet_bytes.to_string()),
+            format!(
+                "must be at least {MIN_PACKET_BYTES}: the outbox stores events of up to {MAX_EVENT_BYTES} bytes, and each must fit in a packet with its topic"
+            ),
+        );
+    } else if max_packet_bytes > MQTT_MAX_PACKET_BYTES {
+        check.fail(
+            "mqtt.max_packet_bytes",
+            Some(max_packet_bytes.to_string()),
+            format!("must be at most {MQTT_MAX_PACKET_BYTES} (MQTT's largest packet)"),
+        );
+    }
     if check.count() > before {
         return None;
     }
@@ -165,6 +197,40 @@ pub(super) fn validate(
         keep_alive: Duration::from_secs(keep_alive_s),
         reconnect: reconnect?,
         inflight,
+        max_packet_bytes,
         ..d
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse, ConfigError};
+
+    const POLE: &str = "[device]\nsite = \"lyon\"\nid = \"pole-7\"\n\n[camera]\ndevice = \"/dev/video2\"\n\n[outbox]\n\n[mqtt]\nhost = \"127.0.0.1\"\ntls = false\n";
+
+    fn max_packet(line: &str) -> Result<u32, ConfigError> {
+        let text = format!("{POLE}{line}\n");
+        parse(Path::new("pole.toml"), &text).map(|s| s.mqtt.unwrap().max_packet_bytes)
+    }
+
+    #[test]
+    fn the_packet_limit_defaults_to_256_kib_and_must_hold_the_largest_stored_event() {
+        assert_eq!(max_packet("").unwrap(), 256 * 1024);
+        assert_eq!(max_packet("max_packet_bytes = 65536").unwrap(), 65_536);
+        assert!(MIN_PACKET_BYTES >= 2 * MAX_EVENT_BYTES);
+        let small = max_packet("max_packet_bytes = 10240")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            small.contains("pole.toml:13 mqtt.max_packet_bytes = 10240: must be at least 65536"),
+            "{small}"
+        );
+        let huge = max_packet("max_packet_bytes = 300000000")
+            .unwrap_err()
+            .to_string();
+        assert!(huge.contains("must be at most 268435455"), "{huge}");
+    }
 }

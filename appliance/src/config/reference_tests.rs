@@ -364,7 +364,7 @@ fn the_keys_of_the_tables_the_example_leaves_out_are_at_their_defaults_too() {
             _ => lines.push(line.to_string()),
         }
     }
-    assert_eq!(check_lines(&lines.join("\n"), &["mqtt."]), 8);
+    assert_eq!(check_lines(&lines.join("\n"), &["mqtt."]), 9);
     // A replay instead of the camera, and the sun instead of a schedule.
     let replay = text
         .replace("source = \"v4l2\"", "source = \"replay\"")

@@ -134,7 +134,8 @@ pub struct Health {
     pub outage_ms: u64,
     /// Events waiting in the outbox (not yet acknowledged by the broker).
     pub outbox_depth: u64,
-    /// Broker reconnections since start.
+    /// Broker connections regained since start (after a lost one; failed
+    /// attempts are not counted).
     pub broker_reconnects: u64,
     /// Frames the model ran on since start.
     pub inferences: u64,
@@ -346,7 +347,9 @@ impl PartialEq<&str> for ErrorCode {
 /// `dropped` body: the gap a consumer will see in ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropped {
-    /// `overflow` (outbox full) or `expired` (older than the retention).
+    /// `overflow` (outbox full), `expired` (older than the retention),
+    /// `refused` (the broker would not take it) or `too_large` (over the
+    /// MQTT packet limit).
     pub reason: String,
     /// How many events were deleted.
     pub count: u64,

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{at, never, select, Receiver, Sender};
 
 use crate::backoff::Retry;
-use crate::events::Origin;
+use crate::events::{Body, Dropped, Origin};
 use crate::outbox::Outbox;
 
-use super::session::{Connection, Session, Step};
-use super::state::Flight;
+use super::session::{packet_bytes, Connection, Protocol, Session, Step};
+use super::state::{Flight, STRIKES};
 use super::{MqttSettings, PublishError, PublishStats};
 
 /// How long a stopping publisher waits for the connection thread to end
@@ -55,6 +55,13 @@ pub(super) fn spawn(
         stats: Arc::clone(stats),
         retry: Retry::new(settings.reconnect),
         retry_at: None,
+        stable: settings.keep_alive,
+        up_since: None,
+        ever_connected: false,
+        protocol: settings.protocol,
+        max_packet: settings.max_packet_bytes,
+        broker_max_packet: None,
+        refusal: false,
         go_ahead: Some(go_ahead),
         stopping: false,
     };
@@ -67,8 +74,9 @@ pub(super) fn spawn(
 
 /// The connection thread: turns rumqttc's event loop into [`Step`]s. After
 /// a failure it waits for the publishing thread's go-ahead, then empties
-/// rumqttc's queues before the next attempt: by then the publishing thread
-/// has seen the failure and queues nothing until the next connection.
+/// rumqttc's queues (and reads the credentials again) before the next
+/// attempt: by then the publishing thread has seen the failure and queues
+/// nothing until the next connection.
 /// Ends after a clean disconnect, or when the publishing thread is gone.
 fn drive(
     mut connection: Connection,
@@ -76,17 +84,22 @@ fn drive(
     steps: &Sender<Step>,
     resume: &Receiver<()>,
 ) {
-    while let Some(step) = connection.next(settings) {
-        let failed = matches!(step, Step::Failed(_));
-        let closed = matches!(step, Step::Closed);
-        if steps.send(step).is_err() || closed {
+    while let Some(batch) = connection.next(settings) {
+        let failed = batch.iter().any(|s| matches!(s, Step::Failed(_)));
+        let closed = batch.iter().any(|s| matches!(s, Step::Closed));
+        for step in batch {
+            if steps.send(step).is_err() {
+                return;
+            }
+        }
+        if closed {
             return;
         }
         if failed {
             if resume.recv().is_err() {
                 return;
             }
-            connection.forget_in_flight();
+            connection.prepare_retry(settings);
         }
     }
 }
@@ -105,6 +118,20 @@ struct Publishing {
     retry: Retry,
     /// When the connection thread may try again, after a failure.
     retry_at: Option<Instant>,
+    /// How long a connection must stay up to count as a success for the
+    /// reconnection delay (one keep-alive period).
+    stable: Duration,
+    /// When the current connection was accepted.
+    up_since: Option<Instant>,
+    /// A connection was accepted before: the next one is a reconnection.
+    ever_connected: bool,
+    protocol: Protocol,
+    /// `mqtt.max_packet_bytes`.
+    max_packet: u32,
+    /// The largest packet the broker accepts, when it said (MQTT 5).
+    broker_max_packet: Option<u32>,
+    /// The failure that follows ends a sound connection (a refusal).
+    refusal: bool,
     /// Lets the connection thread reconnect; dropped at stop, which ends a
     /// connection thread waiting for it.
     go_ahead: Option<Sender<()>>,
@@ -172,8 +199,15 @@ impl Publishing {
 
     fn on_step(&mut self, step: Step) {
         match step {
-            Step::Connected => {
-                self.retry.reset();
+            Step::Connected { broker_max_packet } => {
+                // The reconnection delay starts again only once this
+                // connection has stayed up (see `Step::Failed`).
+                self.up_since = Some(Instant::now());
+                self.broker_max_packet = broker_max_packet;
+                if self.ever_connected {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                self.ever_connected = true;
                 self.flight
                     .connected(self.outbox.oldest_id(), self.outbox.committed());
                 let topic = self.origin.presence_topic(&self.prefix);
@@ -201,15 +235,54 @@ impl Publishing {
                     }
                 }
             }
+            Step::Refused { still_held, reason } => {
+                // Sending the event again would deliver it after the events
+                // that followed it, and a refusal for its topic or content
+                // (an ACL, the usual case) would repeat forever. The
+                // connection rumqttc ends with it was sound: the next one
+                // starts at the shortest delay.
+                self.refusal = true;
+                match self.flight.refused(&still_held).as_slice() {
+                    [id] => {
+                        let id = *id;
+                        self.set_aside(
+                            id,
+                            "refused",
+                            &format!("broker {} refused event {id} ({reason})", self.broker),
+                        );
+                    }
+                    [] => tracing::warn!(reason, "the broker refused a message that was no event"),
+                    ids => tracing::error!(
+                        ?ids,
+                        reason,
+                        "the broker refused one of these events; they are sent again"
+                    ),
+                }
+            }
             Step::Failed(why) => {
-                self.flight.failed();
+                let mut stayed_up = self.up_since.take().map(|t| t.elapsed());
+                if std::mem::take(&mut self.refusal) {
+                    stayed_up = Some(self.stable);
+                }
+                let short_lived = stayed_up.is_none_or(|up| up < self.stable);
+                let culprit = self.flight.lost(short_lived);
                 self.stats.connected.store(false, Ordering::SeqCst);
-                self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = culprit {
+                    self.set_aside(
+                        id,
+                        "refused",
+                        &format!(
+                            "broker {} closed the connection each time event {id} was sent, {STRIKES} times in a row (a packet larger than the broker's limit? see its max_packet_size)",
+                            self.broker
+                        ),
+                    );
+                }
                 if self.stopping {
                     tracing::warn!("{why}");
                     return;
                 }
-                let delay = self.retry.next_delay();
+                let delay = self.retry.next_delay_after(stayed_up, self.stable);
                 tracing::warn!(retry_in_ms = delay.as_millis() as u64, "{why}");
                 self.retry_at = Some(Instant::now() + delay);
             }
@@ -237,8 +310,28 @@ impl Publishing {
                 }
             };
             let complete = batch.len() < offer.limit;
+            let limit = self
+                .max_packet
+                .min(self.broker_max_packet.unwrap_or(u32::MAX));
             for (id, kind, json) in batch {
                 let topic = self.origin.event_topic(&self.prefix, &kind);
+                let bytes = packet_bytes(self.protocol, &topic, json.len());
+                if bytes > limit as usize {
+                    // Never sendable on this broker: rumqttc would fail the
+                    // connection over it, again after every reconnection.
+                    self.flight.skipped(id);
+                    self.set_aside(
+                        id,
+                        "too_large",
+                        &format!(
+                            "event {id} ({kind}) makes a {bytes}-byte packet, over the limit of {limit} bytes (mqtt.max_packet_bytes = {}{})",
+                            self.max_packet,
+                            self.broker_max_packet
+                                .map_or_else(String::new, |b| format!(", the broker's maximum {b}"))
+                        ),
+                    );
+                    continue;
+                }
                 // rumqttc's queue has room for the whole window; should it
                 // refuse, the next wake-up offers the event again.
                 if !self.client.publish(topic, false, json) {
@@ -251,6 +344,48 @@ impl Publishing {
             if complete {
                 self.flight.reached(committed);
             }
+        }
+    }
+
+    /// Gives up on event `id`, which the broker will not take: deletes it
+    /// from the outbox and writes a `dropped` event (`reason`) naming it, so
+    /// the city sees the gap. A `dropped` event set aside is only logged,
+    /// so that a broker refusing the `dropped` topic cannot start a chain.
+    fn set_aside(&mut self, id: u64, reason: &str, why: &str) {
+        let event = match self.outbox.get(id) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!("{err}");
+                None
+            }
+        };
+        if let Err(err) = self.outbox.ack(id) {
+            tracing::error!("{err}");
+            return;
+        }
+        self.stats.set_aside.fetch_add(1, Ordering::Relaxed);
+        let Some(event) = event else {
+            tracing::error!("{why}: set aside");
+            return;
+        };
+        if let Body::Dropped(_) = event.body {
+            tracing::error!("{why}: set aside (a dropped event: not reported again)");
+            return;
+        }
+        let report = Body::Dropped(Dropped {
+            reason: reason.into(),
+            count: 1,
+            first_id: id,
+            last_id: id,
+            from: event.time.clone(),
+            to: event.time,
+        });
+        match self.outbox.push(report) {
+            Ok(report) => tracing::error!(
+                kind = event.body.kind(),
+                "{why}: set aside, reported by dropped event {report}"
+            ),
+            Err(err) => tracing::error!("{why}: set aside; the report was not stored: {err}"),
         }
     }
 

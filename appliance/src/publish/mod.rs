@@ -27,6 +27,18 @@
 //!   acknowledged the packet that carried it. An event whose PUBACK was
 //!   lost is sent again after reconnection, with the same id: consumers see
 //!   every event at least once and de-duplicate on `id`.
+//! - **Nothing stalls on one event.** An event the broker will not take is
+//!   set aside (deleted) and reported by a `dropped` event naming its id:
+//!   refused in an MQTT 5 PUBACK (reason `refused`), larger than
+//!   `mqtt.max_packet_bytes` or the broker's announced maximum (reason
+//!   `too_large`, found before sending), or alone in flight each time an
+//!   MQTT 3.1.1 broker closed the connection, [`state::STRIKES`] times in
+//!   a row (reason `refused`). Sending it again would deliver it after the
+//!   events that followed it, or fail forever.
+//! - **Backoff that holds.** The reconnection delay starts again from
+//!   `mqtt.reconnect_min_ms` only after a connection stayed up for a
+//!   keep-alive period: a broker that drops every connection at once is
+//!   retried less and less often, not every half second.
 //! - **Presence.** On connection the pole publishes a retained `online`;
 //!   the broker's last will says `offline`, and a clean stop publishes
 //!   `offline` itself before disconnecting.
@@ -43,7 +55,9 @@
 //!   waiting on events with a deadline.
 //!
 //! TLS verifies the broker's certificate against `mqtt.ca_file` (and its
-//! host name or IP address); plaintext needs `mqtt.tls = false`.
+//! host name or IP address); plaintext needs `mqtt.tls = false`. The
+//! password, CA and client certificate files are read again before every
+//! reconnection, so a corrected file takes effect without a restart.
 
 mod link;
 pub mod reporter;
@@ -107,17 +121,24 @@ pub struct MqttSettings {
     /// `None` for a plaintext connection (`tls = false`).
     pub tls: Option<TlsSettings>,
     pub username: Option<String>,
-    /// The password is read from this file (first line) at start.
+    /// The password is read from this file (first line) at start and again
+    /// before each reconnection.
     pub password_file: Option<PathBuf>,
     pub client_id: String,
     /// First topic level: topics are `<prefix>/<site>/<device>/...`.
     pub topic_prefix: String,
     /// Time between keep-alive pings when idle.
     pub keep_alive: Duration,
-    /// Delays between reconnection attempts.
+    /// Delays between reconnection attempts. They start again from the
+    /// shortest only after a connection stayed up for `keep_alive`: a
+    /// broker that drops each connection at once is not hammered.
     pub reconnect: Backoff,
     /// Most publishes sent and not yet acknowledged.
     pub inflight: u16,
+    /// Largest MQTT packet the pole sends or accepts, header and topic
+    /// included. An event that does not fit (or does not fit the smaller
+    /// maximum an MQTT 5 broker announces) is set aside and reported.
+    pub max_packet_bytes: u32,
 }
 
 impl MqttSettings {
@@ -125,7 +146,8 @@ impl MqttSettings {
     /// every other setting at its default: MQTT 3.1.1 on port 8883 with TLS
     /// (1883 without), no user name, client id `luciole-<site>-<device>`,
     /// topic prefix `luciole`, keep-alive 30 s, reconnection after 500 ms
-    /// doubling up to 60 s, 32 publishes in flight.
+    /// doubling up to 60 s (back to 500 ms once a connection stayed up for a
+    /// keep-alive period), 32 publishes in flight, packets up to 256 KiB.
     pub fn new(host: String, origin: &Origin, tls: Option<TlsSettings>) -> Self {
         Self {
             protocol: Protocol::V311,
@@ -142,18 +164,32 @@ impl MqttSettings {
                 max: Duration::from_secs(60),
             },
             inflight: 32,
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
         }
     }
 }
+
+/// `mqtt.max_packet_bytes` by default: far above the largest event the
+/// outbox stores (32 KiB), so every stored event fits with its topic and
+/// header, and within what common brokers accept by default (Mosquitto and
+/// HiveMQ: 256 MB; AWS IoT Core: 128 KiB, Azure IoT Hub: 256 KiB).
+pub const DEFAULT_MAX_PACKET_BYTES: u32 = 256 * 1024;
 
 /// Counters the daemon reports in health events.
 #[derive(Debug, Default)]
 pub struct PublishStats {
     pub connected: AtomicBool,
-    /// Connections lost or refused since start.
+    /// Connections regained since start: each connection accepted after a
+    /// lost one (the first connection is not counted, nor are failed
+    /// attempts). Reported as `broker_reconnects`.
     pub reconnects: AtomicU64,
+    /// Failed connection attempts and lost connections since start.
+    pub failures: AtomicU64,
     /// Events acknowledged by the broker since start.
     pub acked: AtomicU64,
+    /// Events set aside since start, each reported by a `dropped` event:
+    /// refused by the broker, or too large to send.
+    pub set_aside: AtomicU64,
 }
 
 /// The running publisher. [`Publisher::stop`] ends it cleanly; dropping it
@@ -265,12 +301,32 @@ pub(crate) fn describe(failure: Failure<'_>, settings: &MqttSettings) -> String 
             "broker {broker} refused the credentials ({code:?}): check mqtt.username and mqtt.password_file"
         ),
         Failure::Refused(code) => format!("broker {broker} refused the connection: {code:?}"),
-        Failure::Tls(e) => format!(
-            "TLS with broker {broker} failed: {e} (mqtt.ca_file must hold the CA that signed the broker's certificate)"
-        ),
+        Failure::Tls(e) => {
+            let text = e.to_string();
+            format!("TLS with broker {broker} failed: {text} ({})", tls_hint(&text, settings))
+        }
         Failure::Io(e) => format!("broker {broker} unreachable: {e}"),
         Failure::Timeout => format!("broker {broker}: connection timed out"),
         Failure::Other(e) => format!("broker {broker}: connection lost: {e}"),
+    }
+}
+
+/// What to check for a failed TLS handshake, from the error's text (rustls
+/// names the certificate problem: `NotValidForName`, `UnknownIssuer`...).
+fn tls_hint(text: &str, settings: &MqttSettings) -> String {
+    let host = &settings.host;
+    if text.contains("NotValidForName") {
+        format!(
+            "the broker's certificate does not name mqtt.host = {host:?}: reissue it with that name (or IP address) in its subject alternative names, or set mqtt.host to a name the certificate carries"
+        )
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        "mqtt.ca_file must hold the CA that signed the broker's certificate".into()
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        "the broker's certificate is outside its validity period: renew it, or check the pole's clock".into()
+    } else if text.contains("alert") {
+        "the broker refused the handshake: it may want a client certificate (mqtt.client_cert_file and mqtt.client_key_file) or not trust the pole's".into()
+    } else {
+        "check mqtt.ca_file, the client certificate if any, and the broker's TLS set-up".into()
     }
 }
 

@@ -1,7 +1,11 @@
 //! One broker connection in either protocol version rumqttc speaks (MQTT
 //! 3.1.1 or 5), seen by the publisher through the same few steps:
-//! connected, a publish got its packet id, a PUBACK arrived, a failure
-//! (already explained for people), closed.
+//! connected, a publish got its packet id, a PUBACK arrived (or, in MQTT 5,
+//! a refusal), a failure (already explained for people), closed.
+//!
+//! Credentials and TLS files are read when the session opens and again
+//! before every reconnection ([`Connection::prepare_retry`]), so a corrected
+//! password file, CA or client certificate takes effect without a restart.
 
 use rumqttc::{QoS, TlsConfiguration, Transport};
 
@@ -21,12 +25,23 @@ pub enum Protocol {
 /// What happened on the connection.
 #[derive(Debug)]
 pub enum Step {
-    /// The broker accepted the connection.
-    Connected,
+    /// The broker accepted the connection; with MQTT 5 it may say the
+    /// largest packet it accepts.
+    Connected { broker_max_packet: Option<u32> },
     /// A QoS 1 publish went out with this packet id.
     Sent(u16),
     /// The broker acknowledged this packet id.
     Acked(u16),
+    /// The broker answered a publish with an error reason (MQTT 5 PUBACK,
+    /// reason code 0x80 or above): it will not take that message. rumqttc
+    /// does not say which packet id; the refused one is the publish sent
+    /// and not acknowledged that is not among `still_held`, the packet ids
+    /// rumqttc still held. A [`Step::Failed`] follows: rumqttc ends the
+    /// connection.
+    Refused {
+        still_held: Vec<u16>,
+        reason: String,
+    },
     /// The connection failed; the text says why in configuration terms.
     Failed(String),
     /// We disconnected on purpose.
@@ -77,40 +92,103 @@ impl Session {
 }
 
 impl Connection {
-    /// Waits for the next step; `None` once every session handle is gone.
-    pub fn next(&mut self, settings: &MqttSettings) -> Option<Step> {
+    /// Waits for what happens next: usually one step, several after an
+    /// MQTT 5 refusal; `None` once every session handle is gone.
+    pub fn next(&mut self, settings: &MqttSettings) -> Option<Vec<Step>> {
         use rumqttc::{Event, Incoming, Outgoing};
         match self {
-            Connection::V311(connection) => Some(match connection.recv().ok()? {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => Step::Connected,
+            Connection::V311(connection) => Some(vec![match connection.recv().ok()? {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => Step::Connected {
+                    broker_max_packet: None,
+                },
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => Step::Acked(ack.pkid),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
                 Ok(_) => Step::Other,
                 Err(err) => Step::Failed(explain(&err, settings)),
-            }),
+            }]),
             Connection::V5(connection) => {
-                use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-                use rumqttc::v5::Event;
-                Some(match connection.recv().ok()? {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => Step::Connected,
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => match ack.reason {
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
-                            Step::Acked(ack.pkid)
-                        }
-                        reason => {
-                            tracing::error!(
-                                ?reason,
-                                "the broker refused an event; it stays in the outbox and is sent again after reconnecting"
-                            );
-                            Step::Other
-                        }
+                use rumqttc::v5::mqttbytes::v5::Packet;
+                use rumqttc::v5::{ConnectionError, Event, Request, StateError};
+                let step = match connection.recv().ok()? {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => Step::Connected {
+                        broker_max_packet: ack.properties.and_then(|p| p.max_packet_size),
                     },
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => Step::Acked(ack.pkid),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
                     Ok(_) => Step::Other,
+                    Err(ConnectionError::MqttState(StateError::PubAckFail { reason })) => {
+                        // rumqttc ends the connection on a PUBACK with an
+                        // error reason, without its packet id. What it read
+                        // before comes first (acknowledgements, packet ids);
+                        // then the refused publish is the one in flight that
+                        // rumqttc no longer holds.
+                        let eventloop = &mut connection.eventloop;
+                        let mut steps = Vec::new();
+                        while let Some(event) = eventloop.state.events.pop_front() {
+                            match event {
+                                Event::Incoming(Packet::PubAck(ack)) => {
+                                    steps.push(Step::Acked(ack.pkid))
+                                }
+                                Event::Outgoing(Outgoing::Publish(pkid)) => {
+                                    steps.push(Step::Sent(pkid))
+                                }
+                                _ => {}
+                            }
+                        }
+                        let still_held = eventloop
+                            .pending
+                            .iter()
+                            .filter_map(|request| match request {
+                                Request::Publish(p) if p.pkid != 0 => Some(p.pkid),
+                                _ => None,
+                            })
+                            .collect();
+                        steps.push(Step::Refused {
+                            still_held,
+                            reason: format!("{reason:?}"),
+                        });
+                        steps.push(Step::Failed(format!(
+                            "broker {}:{}: the connection ends after a refusal; reconnecting",
+                            settings.host, settings.port
+                        )));
+                        return Some(steps);
+                    }
                     Err(err) => Step::Failed(explain_v5(&err, settings)),
-                })
+                };
+                Some(vec![step])
+            }
+        }
+    }
+
+    /// Gets ready for the next attempt after a failure: forgets what was in
+    /// flight ([`Connection::forget_in_flight`]) and reads the credentials
+    /// and TLS files again, so that a corrected file takes effect. A file
+    /// that cannot be read now is reported and the last good one is kept.
+    pub fn prepare_retry(&mut self, settings: &MqttSettings) {
+        self.forget_in_flight();
+        let material = match material(settings) {
+            Ok(material) => material,
+            Err(err) => {
+                tracing::error!("{err}; trying again with the last readable one");
+                return;
+            }
+        };
+        match self {
+            Connection::V311(connection) => {
+                let options = &mut connection.eventloop.mqtt_options;
+                options.set_transport(material.transport);
+                if let (Some(user), Some(password)) = (&settings.username, material.password) {
+                    options.set_credentials(user, password);
+                }
+            }
+            Connection::V5(connection) => {
+                let options = &mut connection.eventloop.options;
+                options.set_transport(material.transport);
+                if let (Some(user), Some(password)) = (&settings.username, material.password) {
+                    options.set_credentials(user, password);
+                }
             }
         }
     }
@@ -147,7 +225,8 @@ impl Connection {
     }
 }
 
-/// Files and secrets the settings point to, read once at start.
+/// Files and secrets the settings point to, read at start and before each
+/// reconnection.
 struct Material {
     password: Option<String>,
     transport: Transport,
@@ -210,6 +289,10 @@ pub fn open(
                 .set_keep_alive(settings.keep_alive)
                 .set_clean_session(true)
                 .set_inflight(settings.inflight)
+                .set_max_packet_size(
+                    settings.max_packet_bytes as usize,
+                    settings.max_packet_bytes as usize,
+                )
                 .set_transport(material.transport)
                 .set_last_will(rumqttc::LastWill::new(
                     will_topic,
@@ -238,6 +321,10 @@ pub fn open(
                 .set_keep_alive(settings.keep_alive)
                 .set_clean_start(true)
                 .set_outgoing_inflight_upper_limit(settings.inflight)
+                // What the pole accepts; what it sends is bounded by
+                // `max_packet_bytes` in the publisher and by the broker's
+                // own maximum, which its CONNACK gives rumqttc.
+                .set_max_packet_size(Some(settings.max_packet_bytes))
                 .set_connection_timeout(CONNECT_TIMEOUT_S)
                 .set_transport(material.transport)
                 .set_last_will(LastWill::new(
@@ -254,6 +341,25 @@ pub fn open(
             Ok((Session::V5(client), Connection::V5(Box::new(connection))))
         }
     }
+}
+
+/// Bytes of the QoS 1 PUBLISH packet carrying `payload` bytes on `topic`:
+/// fixed header (type byte and remaining length), topic, packet id, the
+/// (empty) property list in MQTT 5, payload. What rumqttc and brokers
+/// compare with their maximum packet size.
+pub fn packet_bytes(protocol: Protocol, topic: &str, payload: usize) -> usize {
+    let properties = match protocol {
+        Protocol::V311 => 0,
+        Protocol::V5 => 1,
+    };
+    let remaining = 2 + topic.len() + 2 + properties + payload;
+    let length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining
 }
 
 /// Seconds allowed for TCP, TLS and CONNACK together.
@@ -288,6 +394,30 @@ mod tests {
         let mut settings = MqttSettings::new("127.0.0.1".into(), &origin, None);
         settings.port = 9;
         settings
+    }
+
+    #[test]
+    fn packet_sizes_are_counted_as_rumqttc_checks_them() {
+        use rumqttc::v5::mqttbytes::v5::Publish as Publish5;
+        use rumqttc::v5::mqttbytes::QoS as QoS5;
+        for payload in [0, 100, 126, 127, 10_000, 16_383, 20_000, 2_100_000] {
+            let topic = "luciole/lyon/pole-7/events/flow";
+            let body = vec![b'x'; payload];
+            let mut v4 = rumqttc::Publish::new(topic, QoS::AtLeastOnce, body.clone());
+            v4.pkid = 1;
+            let mut v5 = Publish5::new(topic, QoS5::AtLeastOnce, body, None);
+            v5.pkid = 1;
+            assert_eq!(
+                packet_bytes(Protocol::V311, topic, payload),
+                v4.size(),
+                "3.1.1, {payload}"
+            );
+            assert_eq!(
+                packet_bytes(Protocol::V5, topic, payload),
+                v5.size(),
+                "5, {payload}"
+            );
+        }
     }
 
     #[test]

@@ -18,8 +18,20 @@
 //!   sends publishes in the order they were queued and reports each packet
 //!   id as it goes out, so each offer waits in order until its id is
 //!   known.
+//! - **One event cannot stall the rest.** An MQTT 3.1.1 broker that will
+//!   not take a packet (larger than its own limit) closes the connection
+//!   without saying which. After a connection lost before it stayed up
+//!   with events in flight, the events it carried are sent again one at a
+//!   time; an event that alone in flight loses the connection
+//!   [`STRIKES`] times in a row is named by [`Flight::lost`] so that the
+//!   publisher sets it aside (and reports it) instead of retrying it
+//!   forever.
 
 use std::collections::{HashMap, VecDeque};
+
+/// Connections lost in a row, each right after one event was sent alone,
+/// before that event is given up on.
+pub const STRIKES: u32 = 3;
 
 /// What one QoS 1 publish carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +40,15 @@ pub enum Message {
     Presence,
     /// The event with this outbox id.
     Event(u64),
+}
+
+impl Message {
+    fn event(&self) -> Option<u64> {
+        match self {
+            Message::Event(id) => Some(*id),
+            Message::Presence => None,
+        }
+    }
 }
 
 /// What to read from the outbox next: up to `limit` committed events with
@@ -49,6 +70,12 @@ pub struct Flight {
     by_pkid: HashMap<u16, Message>,
     /// Highest event id offered on this connection.
     cursor: u64,
+    /// After a connection lost before it stayed up: events up to this id
+    /// are offered one at a time (0: none).
+    careful_until: u64,
+    /// The event that was alone in flight when the last connections were
+    /// lost, and how many times in a row.
+    strikes: Option<(u64, u32)>,
 }
 
 impl Flight {
@@ -61,6 +88,8 @@ impl Flight {
             unnumbered: VecDeque::new(),
             by_pkid: HashMap::new(),
             cursor: 0,
+            careful_until: 0,
+            strikes: None,
         }
     }
 
@@ -80,6 +109,55 @@ impl Flight {
         self.connected = false;
     }
 
+    /// The connection was lost, after staying up long enough to count as
+    /// stable or not (`short_lived`). Like [`Flight::failed`]; besides, a
+    /// short-lived connection that had sent events makes the next ones
+    /// offer those events one at a time, and an event that was alone in
+    /// flight at [`STRIKES`] such losses in a row is returned: the broker
+    /// will not take it, and the caller sets it aside.
+    pub fn lost(&mut self, short_lived: bool) -> Option<u64> {
+        let sent: Vec<u64> = self.by_pkid.values().filter_map(Message::event).collect();
+        let mut culprit = None;
+        if !short_lived {
+            self.careful_until = 0;
+            self.strikes = None;
+        } else if !sent.is_empty() {
+            if let ([id], true) = (sent.as_slice(), self.careful()) {
+                let count = match self.strikes {
+                    Some((suspect, n)) if suspect == *id => n + 1,
+                    _ => 1,
+                };
+                self.strikes = Some((*id, count));
+                if count >= STRIKES {
+                    self.strikes = None;
+                    culprit = Some(*id);
+                }
+            }
+            self.careful_until = self.careful_until.max(self.cursor);
+        }
+        self.failed();
+        culprit
+    }
+
+    /// Offering one event at a time: some events up to `careful_until`
+    /// are still to be offered or acknowledged.
+    fn careful(&self) -> bool {
+        self.careful_until > 0
+            && (self.cursor < self.careful_until
+                || self
+                    .unnumbered
+                    .iter()
+                    .chain(self.by_pkid.values())
+                    .filter_map(Message::event)
+                    .any(|id| id <= self.careful_until))
+    }
+
+    /// Publishes allowed in flight now.
+    fn room(&self) -> usize {
+        let window = if self.careful() { 1 } else { self.window };
+        window.saturating_sub(self.outstanding())
+    }
+
     fn forget(&mut self) {
         self.unnumbered.clear();
         self.by_pkid.clear();
@@ -97,7 +175,7 @@ impl Flight {
     /// What to read and offer now, given the outbox's committed id: nothing
     /// while disconnected, with a full window, or with nothing new.
     pub fn next_offer(&self, committed: u64) -> Option<Offer> {
-        let room = self.window.saturating_sub(self.outstanding());
+        let room = self.room();
         (self.connected && room > 0 && self.cursor < committed).then_some(Offer {
             after: self.cursor,
             limit: room,
@@ -108,12 +186,41 @@ impl Flight {
     /// nothing recorded) while disconnected, with a full window, or for an
     /// id at or below the cursor: offers only move forward.
     pub fn offered(&mut self, id: u64) -> bool {
-        if !self.connected || self.outstanding() >= self.window || id <= self.cursor {
+        if !self.connected || self.room() == 0 || id <= self.cursor {
             return false;
         }
         self.unnumbered.push_back(Message::Event(id));
         self.cursor = id;
         true
+    }
+
+    /// Event `id` will not be offered (it was set aside before sending):
+    /// the cursor moves past it. Refused (false) while disconnected or for
+    /// an id at or below the cursor.
+    pub fn skipped(&mut self, id: u64) -> bool {
+        if !self.connected || id <= self.cursor {
+            return false;
+        }
+        self.cursor = id;
+        true
+    }
+
+    /// The broker refused one publish in flight without naming it, and
+    /// `still_held` are the packet ids still unacknowledged besides: returns
+    /// (and forgets) the events sent whose packet id is not among them.
+    pub fn refused(&mut self, still_held: &[u16]) -> Vec<u64> {
+        let gone: Vec<u16> = self
+            .by_pkid
+            .keys()
+            .copied()
+            .filter(|pkid| !still_held.contains(pkid))
+            .collect();
+        let mut ids: Vec<u64> = gone
+            .into_iter()
+            .filter_map(|pkid| self.by_pkid.remove(&pkid)?.event())
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Records that the presence message was queued (it is acknowledged
@@ -143,10 +250,11 @@ impl Flight {
     /// The broker acknowledged `pkid`: returns the event to delete, if the
     /// packet carried one. An unknown packet id changes nothing.
     pub fn acked(&mut self, pkid: u16) -> Option<u64> {
-        match self.by_pkid.remove(&pkid)? {
-            Message::Event(id) => Some(id),
-            Message::Presence => None,
+        let id = self.by_pkid.remove(&pkid)?.event()?;
+        if self.strikes.is_some_and(|(suspect, _)| suspect == id) {
+            self.strikes = None;
         }
+        Some(id)
     }
 
     /// Nothing is in flight and everything committed up to `committed` was
@@ -298,6 +406,108 @@ mod tests {
         assert_eq!(offer_from(&mut flight, &[], 20), Vec::<u64>::new());
         assert_eq!(flight.next_offer(20), None, "the gap does not stall offers");
         assert!(flight.settled(20));
+    }
+
+    #[test]
+    fn a_refusal_names_the_event_rumqttc_no_longer_holds() {
+        let mut flight = Flight::new(8);
+        flight.connected(Some(1), 4);
+        flight.offered_presence();
+        offer_from(&mut flight, &[1, 2, 3, 4], 4);
+        send_all(&mut flight, 1);
+        assert_eq!(flight.acked(2), Some(1));
+        // Presence (1), events 3 (4) and 4 (5) still held: the publish
+        // with packet id 3, event 2, was refused.
+        assert_eq!(flight.refused(&[1, 4, 5]), vec![2]);
+        assert_eq!(flight.outstanding(), 3);
+        assert_eq!(flight.refused(&[1, 4, 5]), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn an_event_set_aside_before_sending_moves_the_cursor_past_it() {
+        let mut flight = Flight::new(8);
+        assert!(!flight.skipped(1), "not while disconnected");
+        flight.connected(Some(1), 3);
+        assert!(flight.offered(1));
+        assert!(flight.skipped(2));
+        assert!(!flight.skipped(2));
+        assert_eq!(offer_from(&mut flight, &[1, 2, 3], 3), vec![3]);
+        assert_eq!(flight.outstanding(), 2);
+    }
+
+    #[test]
+    fn a_connection_lost_at_once_sends_its_events_again_one_at_a_time() {
+        let mut flight = Flight::new(8);
+        flight.connected(Some(1), 10);
+        let held: Vec<u64> = (1..=10).collect();
+        assert_eq!(offer_from(&mut flight, &held, 10).len(), 8);
+        send_all(&mut flight, 1);
+        assert_eq!(flight.lost(true), None);
+        flight.connected(Some(1), 10);
+        assert_eq!(offer_from(&mut flight, &held, 10), vec![1], "one at a time");
+        send_all(&mut flight, 1);
+        assert_eq!(flight.acked(1), Some(1));
+        assert_eq!(offer_from(&mut flight, &held[1..], 10), vec![2]);
+        // Past the events of the lost connection, the whole window again.
+        for id in 2..8 {
+            send_all(&mut flight, id as u16);
+            assert_eq!(flight.acked(id as u16), Some(id));
+            assert_eq!(
+                offer_from(&mut flight, &held[id as usize..], 10),
+                vec![id + 1]
+            );
+        }
+        send_all(&mut flight, 8);
+        assert_eq!(flight.acked(8), Some(8));
+        assert_eq!(offer_from(&mut flight, &held[8..], 10), vec![9, 10]);
+    }
+
+    #[test]
+    fn an_event_alone_in_flight_at_each_loss_is_named_after_the_strikes() {
+        let mut flight = Flight::new(8);
+        let held: Vec<u64> = (1..=5).collect();
+        flight.connected(Some(1), 5);
+        offer_from(&mut flight, &held, 5);
+        send_all(&mut flight, 1);
+        assert_eq!(flight.lost(true), None, "several in flight: no suspect yet");
+        let mut named = None;
+        for attempt in 1..=STRIKES {
+            flight.connected(Some(1), 5);
+            assert_eq!(offer_from(&mut flight, &held, 5), vec![1]);
+            send_all(&mut flight, 1);
+            named = flight.lost(true);
+            if attempt < STRIKES {
+                assert_eq!(named, None, "attempt {attempt}");
+            }
+        }
+        assert_eq!(named, Some(1));
+    }
+
+    #[test]
+    fn losses_of_stable_connections_or_before_anything_was_sent_name_nobody() {
+        let mut flight = Flight::new(8);
+        for _ in 0..10 {
+            flight.connected(Some(1), 1);
+            offer_from(&mut flight, &[1], 1);
+            send_all(&mut flight, 1);
+            assert_eq!(flight.lost(false), None);
+            flight.connected(Some(1), 1);
+            assert_eq!(flight.lost(true), None, "nothing sent yet");
+        }
+        // An acknowledgement clears the suspicion.
+        for _ in 0..(STRIKES - 1) {
+            flight.connected(Some(1), 2);
+            offer_from(&mut flight, &[1, 2], 2);
+            send_all(&mut flight, 1);
+            assert_eq!(flight.lost(true), None);
+        }
+        flight.connected(Some(1), 2);
+        offer_from(&mut flight, &[1, 2], 2);
+        send_all(&mut flight, 1);
+        assert_eq!(flight.acked(1), Some(1));
+        offer_from(&mut flight, &[2], 2);
+        send_all(&mut flight, 2);
+        assert_eq!(flight.lost(true), None, "event 2 has one strike");
     }
 
     #[test]
