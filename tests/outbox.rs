@@ -6,13 +6,15 @@
 
 #[path = "support/broker.rs"]
 mod broker;
+#[path = "support/delivery.rs"]
+mod delivery;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use broker::{check_delivery, Broker, Consumer};
+use broker::{Broker, Consumer};
 use support::{footage, luciole, repo, run, scratch, stderr, stdout};
 
 /// A pole replaying the real footage in a loop, reporting health every
@@ -153,7 +155,8 @@ fn events_committed_before_five_sigkills_are_all_delivered_in_order() {
     // Ids are contiguous and stored with the events they name: an id lost
     // with an uncommitted event is given again, so after a clean stop
     // 1..=last are exactly the committed events.
-    check_delivery(&received, 1..=last);
+    let delivery = delivery::check_contract(&received, 1..=last);
+    assert_eq!(delivery.reported_dropped, 0, "{delivery}");
     let starts = received
         .iter()
         .filter(|r| r.payload["kind"] == "status" && r.payload["data"]["state"] == "started")
