@@ -547,9 +547,7 @@ fn an_unreadable_record_is_set_aside_reported_and_skipped_and_the_rest_is_offere
     }
     outbox.commit().unwrap();
     // Event 2 rewritten as a newer firmware would have stored it.
-    let future = format!(
-        r#"{{"schema":3,"id":2,"time":"2026-01-01T00:00:00.000Z","site":"lyon","device":"pole-7","kind":"hologram","data":{{}}}}"#
-    );
+    let future = r#"{"schema":3,"id":2,"time":"2026-01-01T00:00:00.000Z","site":"lyon","device":"pole-7","kind":"hologram","data":{}}"#;
     let value = encode_value(&at(events::now_ms()), future.as_bytes());
     {
         let db = outbox.db();
