@@ -5,6 +5,8 @@
 
 #[path = "support/broker.rs"]
 mod broker;
+#[path = "support/delivery.rs"]
+mod delivery;
 mod support;
 
 use std::path::Path;
@@ -674,7 +676,14 @@ fn mqtt_5_events_the_broker_refuses_are_reported_and_the_rest_flows_in_order() {
         .collect();
     assert_eq!(reported, refused.iter().copied().collect());
     assert!(received.iter().all(|e| e.payload["kind"] != "alert"));
-    check_delivery(&received, sent);
+    check_delivery(&received, sent.iter().copied());
+    let delivery = delivery::check_contract(&received, 1..=last.max(*refused.last().unwrap()));
+    assert_eq!(
+        delivery.reported_dropped,
+        refused.len() as u64,
+        "{delivery}"
+    );
+    eprintln!("{delivery}");
     pole.wait_until_drained(Duration::from_secs(20));
     assert_eq!(
         pole.stats().set_aside.load(Ordering::SeqCst),
@@ -876,7 +885,9 @@ fn finish_and_check(
     consumer.wait_for(Duration::from_secs(30), "the last event", |r| {
         r.iter().any(|e| e.id == last)
     });
-    check_delivery(&consumer.events(), ids);
+    let delivery = delivery::check_contract(&consumer.events(), ids[0]..=last);
+    assert_eq!(delivery.reported_dropped, 0, "{delivery}");
+    eprintln!("{delivery}");
 }
 
 #[test]
@@ -1004,7 +1015,10 @@ fn an_event_over_the_brokers_packet_limit_is_set_aside_and_reported_not_retried_
         };
         assert_eq!(data["reason"], reason, "{protocol:?}");
         assert!(received.iter().all(|e| e.id != big));
+        let last = *ids.last().unwrap();
         check_delivery(&received, ids);
+        let delivery = delivery::check_contract(&received, 1..=last);
+        assert_eq!(delivery.reported_dropped, 1, "{delivery}");
         assert_eq!(pole.stats().set_aside.load(Ordering::SeqCst), 1);
         if protocol == Protocol::V5 {
             assert_eq!(pole.stats().failures.load(Ordering::SeqCst), 0);

@@ -380,6 +380,9 @@ pub fn make_pki_naming(dir: &Path, name: &str, names: &[&str]) -> Pki {
     }
 }
 
+/// The broker-side sockets of a [`Proxy`], each with its "severed" flag.
+type Upstream = Arc<Mutex<Vec<(TcpStream, Arc<std::sync::atomic::AtomicBool>)>>>;
+
 /// A loopback TCP proxy between the publisher and the broker, to break the
 /// network without touching either: it can stop forwarding in both
 /// directions while keeping every socket open (a partition: neither end
@@ -391,7 +394,7 @@ pub struct Proxy {
     forwarding: Arc<std::sync::atomic::AtomicBool>,
     /// Broker-side sockets of the connections made so far, each with its
     /// "severed" flag.
-    upstream: Arc<Mutex<Vec<(TcpStream, Arc<std::sync::atomic::AtomicBool>)>>>,
+    upstream: Upstream,
     stop: Arc<std::sync::atomic::AtomicBool>,
     accepting: Option<std::thread::JoinHandle<()>>,
 }

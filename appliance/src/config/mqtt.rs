@@ -206,7 +206,6 @@ pub(super) fn validate(
 mod tests {
     use std::path::Path;
 
-    use super::*;
     use crate::config::{parse, ConfigError};
 
     const POLE: &str = "[device]\nsite = \"lyon\"\nid = \"pole-7\"\n\n[camera]\ndevice = \"/dev/video2\"\n\n[outbox]\n\n[mqtt]\nhost = \"127.0.0.1\"\ntls = false\n";
@@ -220,7 +219,6 @@ mod tests {
     fn the_packet_limit_defaults_to_256_kib_and_must_hold_the_largest_stored_event() {
         assert_eq!(max_packet("").unwrap(), 256 * 1024);
         assert_eq!(max_packet("max_packet_bytes = 65536").unwrap(), 65_536);
-        assert!(MIN_PACKET_BYTES >= 2 * MAX_EVENT_BYTES);
         let small = max_packet("max_packet_bytes = 10240")
             .unwrap_err()
             .to_string();
