@@ -55,8 +55,7 @@ pub struct RawMqtt {
 
 /// The largest event the outbox stores, encoded (the outbox bounds every
 /// event to it when it is stored, splitting a large `flow` into parts).
-/// Kept equal to the outbox's `MAX_EVENT_BYTES` (wired to it on merge).
-const MAX_EVENT_BYTES: u32 = 32 * 1024;
+const MAX_EVENT_BYTES: u32 = crate::events::MAX_EVENT_BYTES as u32;
 
 /// `mqtt.max_packet_bytes` may not go below this: twice the largest stored
 /// event, so every stored event fits in a packet with its topic (at most a
