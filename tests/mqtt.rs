@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use broker::{check_delivery, make_pki, make_pki_naming, Broker, BrokerOptions, Consumer};
 use luciole::backoff::Backoff;
-use luciole::events::{Body, ErrorReport, Origin};
+use luciole::events::{Body, ErrorCode, ErrorReport, Origin};
 use luciole::outbox::ledger::Limits;
 use luciole::outbox::{Flusher, Outbox, OutboxSettings};
 use luciole::publish::session::Protocol;
@@ -567,8 +567,8 @@ fn a_stopping_publisher_lets_the_broker_take_every_committed_event_first() {
 /// An `error` event whose JSON is about `bytes` long.
 fn big_event(bytes: usize) -> Body {
     Body::Error(ErrorReport {
-        code: "test".into(),
-        message: "x".repeat(bytes.saturating_sub(170)),
+        code: ErrorCode::PipelineFailed,
+        message: "x".repeat(bytes.saturating_sub(181)),
     })
 }
 
