@@ -472,8 +472,10 @@ fn kill(child: &std::process::Child, signal: &str) {
 #[test]
 fn a_camera_absent_at_start_is_reported_once_waited_for_and_picked_up() {
     let dir = scratch("run-camera-absent");
-    // A recording that is not there yet, then a V4L2 device that never is.
-    let later = dir.join("later.avi");
+    // A recording that is not there yet (a folder the configuration check
+    // accepts, still empty), then a V4L2 device that never is.
+    let later = dir.join("later");
+    std::fs::create_dir_all(&later).unwrap();
     let sources = [
         format!(
             "source = \"replay\"\npixel_formats = [\"YUYV\"]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n[camera.replay]\npath = \"{}\"\npace = \"realtime\"\nloop = true",
@@ -505,7 +507,15 @@ fn a_camera_absent_at_start_is_reported_once_waited_for_and_picked_up() {
         if round == 0 {
             // The recording appears (atomically, as a mount would).
             let part = dir.join("later.part");
-            std::fs::copy(footage().join("vtest.avi"), &part).unwrap();
+            std::fs::create_dir_all(&part).unwrap();
+            let status = Command::new("ffmpeg")
+                .args(["-nostdin", "-loglevel", "error", "-i"])
+                .arg(footage().join("vtest.avi"))
+                .args(["-frames:v", "20", "-vf", "scale=320:240"])
+                .arg(part.join("f%02d.png"))
+                .status()
+                .expect("ffmpeg runs");
+            assert!(status.success());
             std::fs::rename(&part, &later).unwrap();
             std::thread::sleep(Duration::from_secs(3));
         }

@@ -297,7 +297,13 @@ fn a_replay_with_many_decode_errors_plays_to_the_end_without_stalling() {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(n)) => frames = n,
             Ok(Err(end)) => {
-                assert!(end.starts_with("ended"), "{end}");
+                // ffmpeg may exit non-zero after so many errors: the
+                // error then carries a bounded tail of its lines.
+                assert!(
+                    end.starts_with("ended")
+                        || end.contains("ffmpeg failed") && end.contains("last 8 of"),
+                    "{end}"
+                );
                 break;
             }
             Err(_) => {

@@ -124,7 +124,12 @@ pub fn decode_postprocess(
         if !passes(score, min) {
             continue;
         }
-        let b = [boxes[i * 4], boxes[i * 4 + 1], boxes[i * 4 + 2], boxes[i * 4 + 3]];
+        let b = [
+            boxes[i * 4],
+            boxes[i * 4 + 1],
+            boxes[i * 4 + 2],
+            boxes[i * 4 + 3],
+        ];
         if b.iter().all(|v| v.is_finite()) {
             out.push(Candidate::new(class, score, b));
         }
