@@ -453,15 +453,6 @@ fn of_code<'a>(events: &'a [serde_json::Value], code: &str) -> Vec<&'a serde_jso
         .collect()
 }
 
-/// Polls `done` every 50 ms for up to `secs` seconds.
-fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn kill(child: &std::process::Child, signal: &str) {
     Command::new("kill")
         .args([format!("-{signal}"), child.id().to_string()])

@@ -57,6 +57,22 @@ impl Drop for Logging {
 unsafe extern "C" {
     /// POSIX `dup2` (std has no safe wrapper; std links the C library).
     fn dup2(old: i32, new: i32) -> i32;
+    /// POSIX `pipe` (`std::io::pipe` is newer than the crate's MSRV).
+    fn pipe(fds: *mut i32) -> i32;
+}
+
+/// A pipe: (read end, write end).
+fn new_pipe() -> std::io::Result<(File, OwnedFd)> {
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` is a valid array of two ints that `pipe` fills.
+    if unsafe { pipe(fds.as_mut_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: `pipe` succeeded, so both descriptors are open and owned by
+    // nobody else; each is wrapped exactly once.
+    let (reader, writer) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((reader, writer))
 }
 
 /// Makes descriptor `to` a copy of `from`.
@@ -123,7 +139,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<Logging, String> {
 
 /// Points descriptor 2 at a pipe read by a thread that logs each line.
 fn capture_stderr(original: OwnedFd) -> std::io::Result<Capture> {
-    let (reader, writer) = std::io::pipe()?;
+    let (reader, writer) = new_pipe()?;
     let thread = std::thread::Builder::new()
         .name("native-stderr".into())
         .spawn(move || forward(BufReader::new(reader)))?;
