@@ -6,6 +6,12 @@
 //! FIWARE entities that match the official Smart Data Models, and drives
 //! a (simulated) lamp from presence to its safe state.
 //!
+//! Faults inside the running daemon (`luciole run`), each against the real
+//! parts and a real Mosquitto, checking that every event is delivered in
+//! order: a camera absent at start (waited for, reported once, picked up
+//! when it appears), corrupt MJPEG frames (skipped and counted), a detector
+//! that fails mid-run (reported, the run ends, exit 1).
+//!
 //! The pipeline's threads and queues (drop-oldest, lossless replay, drain
 //! order, failures mid-run) are tested much faster with scripted stages in
 //! `appliance/src/pipeline/tests.rs`.
@@ -19,9 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use broker::{Broker, Consumer};
+use broker::{check_delivery, Broker, Consumer};
 use support::{
     demo_config_text, footage, luciole, models_cache, repo, repo_script, scratch, stderr, stdout,
+    write_config,
 };
 
 /// The counts `luciole demo` prints for the whole of vtest.avi, as stated
@@ -420,5 +427,301 @@ fn a_demo_run_publishes_schema_valid_events_and_fiware_entities_and_drives_the_l
         ),
         "{}",
         stderr(&output)
+    );
+}
+
+// ------------------------------------------------------------ faults in `luciole run`
+
+/// Events `luciole events --all` lists from the outbox of `config`.
+fn held_events(config: &Path) -> Vec<serde_json::Value> {
+    let all = luciole()
+        .args(["events", "--all", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(all.status.success(), "{}", stderr(&all));
+    stdout(&all)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn of_code<'a>(events: &'a [serde_json::Value], code: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "error" && e["data"]["code"] == code)
+        .collect()
+}
+
+fn kill(child: &std::process::Child, signal: &str) {
+    Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn a_camera_absent_at_start_is_reported_once_waited_for_and_picked_up() {
+    let dir = scratch("run-camera-absent");
+    // A recording that is not there yet (a folder the configuration check
+    // accepts, still empty), then a V4L2 device that never is.
+    let later = dir.join("later");
+    std::fs::create_dir_all(&later).unwrap();
+    let sources = [
+        format!(
+            "source = \"replay\"\npixel_formats = [\"YUYV\"]\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n[camera.replay]\npath = \"{}\"\npace = \"realtime\"\nloop = true",
+            later.display()
+        ),
+        "device = \"/dev/video-not-here\"\nreconnect_min_ms = 100\nreconnect_max_ms = 400".to_string(),
+    ];
+    for (round, camera) in sources.iter().enumerate() {
+        let config = write_config(&dir, &format!("pole{round}.toml"), camera);
+        let outbox = dir.join(format!("outbox{round}"));
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text += &format!(
+            "\n[events]\nhealth_interval_ms = 200\n\n[outbox]\npath = \"{}\"\nflush_ms = 20\n",
+            outbox.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = luciole()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Several backoff periods (100-400 ms) pass: still running.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the daemon exited: {}",
+            stderr(&child.wait_with_output().unwrap())
+        );
+        if round == 0 {
+            // The recording appears (atomically, as a mount would).
+            let part = dir.join("later.part");
+            std::fs::create_dir_all(&part).unwrap();
+            let status = Command::new("ffmpeg")
+                .args(["-nostdin", "-loglevel", "error", "-i"])
+                .arg(footage().join("vtest.avi"))
+                .args(["-frames:v", "20", "-vf", "scale=320:240"])
+                .arg(part.join("f%02d.png"))
+                .status()
+                .expect("ffmpeg runs");
+            assert!(status.success());
+            std::fs::rename(&part, &later).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        kill(&child, "TERM");
+        let output = child.wait_with_output().unwrap();
+        let log = stderr(&output);
+        assert!(output.status.success(), "round {round}: {log}");
+        let events = held_events(&config);
+        let unavailable = of_code(&events, "camera_unavailable");
+        assert_eq!(
+            unavailable.len(),
+            1,
+            "round {round}: one report: {events:?}"
+        );
+        assert!(
+            of_code(&events, "camera_lost").is_empty(),
+            "round {round}: an absence at start is not a loss too"
+        );
+        let frames: u64 = events
+            .iter()
+            .filter(|e| e["kind"] == "health")
+            .map(|e| e["data"]["frames"].as_u64().unwrap())
+            .sum();
+        let back = events
+            .iter()
+            .any(|e| e["kind"] == "status" && e["data"]["state"] == "camera_back");
+        if round == 0 {
+            assert!(
+                back && frames > 0,
+                "round {round}: picked up: {frames} frames, {events:?}"
+            );
+            assert!(log.contains("camera opened after"), "{log}");
+        } else {
+            assert!(!back && frames == 0, "round {round}: {events:?}");
+            assert!(log.contains("camera still unavailable"), "{log}");
+        }
+    }
+}
+
+/// The demo configuration as a daemon's: `camera` replaces the demo's
+/// camera lines, events go to the broker at `port`.
+fn daemon_config(dir: &Path, camera: &str, port: u16) -> PathBuf {
+    let text = demo_config_text(&dir.join("outbox"));
+    let start = text.find("[camera]").unwrap();
+    let end = text.find("[detect]").unwrap();
+    let text = format!(
+        "{}{camera}\n\n{}\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = false\n",
+        &text[..start],
+        &text[end..]
+    )
+    .replace("health_interval_ms = 5000", "health_interval_ms = 300");
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("pole.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Checks what the consumer got of a finished run: everything, in order,
+/// the outbox empty.
+fn delivered_in_order(consumer: &Consumer, config: &Path) -> Vec<serde_json::Value> {
+    consumer.wait_for(Duration::from_secs(30), "the closing status", |received| {
+        received
+            .iter()
+            .any(|r| r.payload["kind"] == "status" && r.payload["data"]["state"] == "stopping")
+    });
+    let received = consumer.events();
+    let last = received.iter().map(|r| r.id).max().unwrap();
+    check_delivery(&received, 1..=last);
+    let held = luciole()
+        .args(["events", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(stdout(&held).contains(": 0 event(s)"), "{}", stdout(&held));
+    let mut ids = std::collections::BTreeSet::new();
+    received
+        .into_iter()
+        .filter(|r| ids.insert(r.id))
+        .map(|r| r.payload)
+        .collect()
+}
+
+#[test]
+fn corrupt_mjpeg_frames_are_skipped_and_counted_and_every_event_is_delivered() {
+    let dir = scratch("run-corrupt-mjpeg");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-i"])
+        .arg(footage().join("vtest.avi"))
+        .args(["-frames:v", "150", "-q:v", "5"])
+        .arg(frames.join("f%03d.jpg"))
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    // A camera's bad frames: noise, nothing, a header and noise, cut short.
+    let noise: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(frames.join("f020.jpg"), &noise).unwrap();
+    std::fs::write(frames.join("f040.jpg"), b"").unwrap();
+    let mut header_only = std::fs::read(frames.join("f060.jpg")).unwrap();
+    header_only.truncate(600);
+    header_only.extend_from_slice(&noise[..3000]);
+    std::fs::write(frames.join("f060.jpg"), &header_only).unwrap();
+    std::fs::write(frames.join("f080.jpg"), &noise[..10]).unwrap();
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, "luciole/demo/vtest/events/#");
+    let camera = format!(
+        "[camera]\nsource = \"replay\"\nfps = 10\npixel_formats = [\"MJPG\"]\n[camera.replay]\npath = \"{}\"\npace = \"fast\"",
+        frames.display()
+    );
+    let config = daemon_config(&dir, &camera, broker.port);
+    let output = luciole()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("skipped 4 frames that could not be converted"),
+        "{log}"
+    );
+    assert!(log.contains("source ended"), "{log}");
+    let events = delivered_in_order(&consumer, &config);
+    assert!(of_code(&events, "detector_failed").is_empty(), "{events:?}");
+    let analysed: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "health")
+        .map(|e| e["data"]["inferences"].as_u64().unwrap())
+        .sum();
+    assert!(
+        analysed >= 140,
+        "the frames after the bad ones were analysed: {analysed}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "track"),
+        "tracks were still made: {events:?}"
+    );
+}
+
+#[test]
+fn a_detector_failing_mid_run_is_reported_the_run_ends_and_every_event_is_delivered() {
+    let dir = scratch("run-detector-fails");
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(broker.plain_port, "luciole/demo/vtest/events/#");
+    let camera = format!(
+        "[camera]\nsource = \"replay\"\npixel_formats = [\"YUYV\"]\n[camera.replay]\npath = \"{}\"\npace = \"realtime\"\nloop = true",
+        footage().join("vtest.avi").display()
+    );
+    let config = daemon_config(&dir, &camera, broker.port);
+    // Motion gating off: every frame goes to the (scripted, test-only)
+    // detector, which fails from frame 30 on.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[motion]\nenabled = true", "[motion]\nenabled = false");
+    std::fs::write(&config, text).unwrap();
+    let output = luciole()
+        .env("LUCIOLE_TEST_FAULT", "fail-from:30")
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("TEST ONLY"), "{log}");
+    let events = delivered_in_order(&consumer, &config);
+    let failed = of_code(&events, "detector_failed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert!(
+        failed[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("detection failed on frame 30"),
+        "{failed:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["kind"], "status", "{last}");
+    assert!(
+        last["data"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopping: detection failed on frame 30"),
+        "{last}"
+    );
+}
+
+#[test]
+fn with_json_logs_litert_own_lines_come_as_json_events_too() {
+    // LiteRT's runtime writes `INFO: [environment.cc:30] ...` lines to
+    // standard error by itself; with --log-format json they must arrive as
+    // JSON events like every other line, for journald and log shippers.
+    let dir = scratch("json-native-lines");
+    let config = demo_config(&dir, None, "");
+    let output = luciole()
+        .args(["--log-format", "json", "detect", "--config"])
+        .arg(&config)
+        .arg(footage().join("messi5.jpg"))
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let native: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["target"] == "native").collect();
+    assert!(
+        native
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["message"].as_str().unwrap().contains("LiteRT")),
+        "{err}"
+    );
+    assert!(native.iter().all(|l| l.get("timestamp").is_some()), "{err}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "detector ready"),
+        "{err}"
     );
 }

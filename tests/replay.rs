@@ -224,3 +224,149 @@ fn an_empty_image_folder_is_a_clear_error() {
     let err = capture_failure("replay-empty", &camera);
     assert!(err.contains("holds no .png, .jpg or .jpeg images"), "{err}");
 }
+
+/// Runs `ffmpeg` with `args`, failing loudly if it cannot.
+fn ffmpeg(args: &[&str]) {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs (Debian package ffmpeg; tests/setup installs it)");
+    assert!(
+        output.status.success(),
+        "ffmpeg {args:?}: {}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_replay_with_many_decode_errors_plays_to_the_end_without_stalling() {
+    // 3,000 small MPEG-4 frames, then their packets damaged by ffmpeg's own
+    // noise filter: decoding writes about 500 KB of error lines, far more
+    // than a pipe holds (64 KiB). A standard error read only at exit
+    // blocks ffmpeg, and the replay with it, after a few hundred frames.
+    let dir = scratch("replay-decode-errors");
+    let clean = dir.join("clean.avi");
+    let damaged = dir.join("damaged.avi");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=25",
+        "-frames:v",
+        "3000",
+        "-c:v",
+        "mpeg4",
+        "-g",
+        "1",
+        clean.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-i",
+        clean.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-bsf:v",
+        "noise=amount=20",
+        damaged.to_str().unwrap(),
+    ]);
+    let settings = replay_config(&dir, &damaged, "pixel_formats = [\"GREY\"]");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let reader = std::thread::spawn(move || {
+        let mut source = capture::open(&settings.camera, &stop).unwrap();
+        let mut frames = 0u64;
+        loop {
+            match source.next_frame(&mut |_| {}) {
+                Ok(true) => frames += 1,
+                Ok(false) => break,
+                Err(err) => {
+                    let _ = tx.send(Err(format!("after {frames} frames: {err}")));
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(frames));
+        }
+        let _ = tx.send(Err(format!("ended after {frames} frames")));
+    });
+    // Frames keep coming until the end: at most 60 s between two (a loaded
+    // machine), never a stall.
+    let mut frames = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(n)) => frames = n,
+            Ok(Err(end)) => {
+                // ffmpeg may exit non-zero after so many errors: the
+                // error then carries a bounded tail of its lines.
+                assert!(
+                    end.starts_with("ended")
+                        || end.contains("ffmpeg failed") && end.contains("last 8 of"),
+                    "{end}"
+                );
+                break;
+            }
+            Err(_) => {
+                shutdown.request();
+                panic!("the replay stalled after {frames} frames");
+            }
+        }
+    }
+    reader.join().unwrap();
+    // Some damaged frames are dropped by the decoder; most come through.
+    assert!(frames > 2500, "only {frames} frames of 3000");
+}
+
+#[test]
+fn an_mjpg_image_replay_delivers_the_files_undecoded_at_their_own_size() {
+    let dir = scratch("replay-mjpg");
+    let frames_dir = dir.join("frames");
+    std::fs::create_dir_all(&frames_dir).unwrap();
+    ffmpeg(&[
+        "-i",
+        footage().join("vtest.avi").to_str().unwrap(),
+        "-frames:v",
+        "3",
+        "-q:v",
+        "5",
+        frames_dir.join("f%02d.jpg").to_str().unwrap(),
+    ]);
+    std::fs::write(frames_dir.join("f04.jpg"), b"not a JPEG at all").unwrap();
+    let settings = replay_config(&dir, &frames_dir, "pixel_formats = [\"MJPG\"]");
+    let mut source = capture::open(&settings.camera, &Shutdown::new()).unwrap();
+    assert_eq!(source.info().layout.format, PixelFormat::Mjpeg);
+    assert_eq!(
+        (source.info().layout.width, source.info().layout.height),
+        (768, 576)
+    );
+    let mut seen = Vec::new();
+    while source
+        .next_frame(&mut |f| seen.push((f.sequence, f.data.to_vec())))
+        .unwrap()
+    {}
+    assert_eq!(seen.len(), 4);
+    let third = std::fs::read(frames_dir.join("f03.jpg")).unwrap();
+    assert_eq!(seen[2], (2, third), "the file's bytes, as they are");
+    assert_eq!(seen[3].1, b"not a JPEG at all", "corrupt frames pass too");
+    let mut converter = Converter::new();
+    let mut rgb = RgbImage::default();
+    let frame = luciole::capture::FrameRef {
+        data: &seen[3].1,
+        layout: source.info().layout,
+        sequence: 3,
+        timestamp: Duration::ZERO,
+        stream: 0,
+    };
+    assert!(converter.to_rgb(&frame, &mut rgb).is_err());
+
+    // A size that would need re-encoding is refused, naming the keys.
+    let camera = format!(
+        "source = \"replay\"\npixel_formats = [\"MJPG\"]\nwidth = 320\nheight = 240\n[camera.replay]\npath = \"{}\"",
+        frames_dir.display()
+    );
+    let err = capture_failure("replay-mjpg-size", &camera);
+    assert!(
+        err.contains("remove camera.width and camera.height"),
+        "{err}"
+    );
+}

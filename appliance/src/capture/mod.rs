@@ -361,6 +361,30 @@ pub trait FrameSource: Send {
 
     /// Counters so far.
     fn stats(&self) -> SourceStats;
+
+    /// Why the source is not open yet, while it waits for its device (see
+    /// [`open_or_wait`]); `None` for a source that is open.
+    fn away(&self) -> Option<String> {
+        None
+    }
+}
+
+impl FrameSource for Box<dyn FrameSource> {
+    fn info(&self) -> SourceInfo {
+        (**self).info()
+    }
+
+    fn next_frame(&mut self, visit: &mut dyn FnMut(FrameRef<'_>)) -> Result<bool, CaptureError> {
+        (**self).next_frame(visit)
+    }
+
+    fn stats(&self) -> SourceStats {
+        (**self).stats()
+    }
+
+    fn away(&self) -> Option<String> {
+        (**self).away()
+    }
 }
 
 /// Opens the source the camera settings describe. A V4L2 camera is wrapped
@@ -381,5 +405,66 @@ pub fn open(
             Ok(Box::new(source))
         }
         SourceSettings::Replay(replay) => replay::open(replay, settings, shutdown.clone()),
+    }
+}
+
+/// Opens the source the camera settings describe, for the daemon: a source
+/// that cannot be opened now (camera unplugged, recording not there yet) is
+/// not an error but a source that keeps trying with the camera's reconnect
+/// backoff ([`reconnect::Reconnecting::waiting`]) and says why through
+/// [`FrameSource::away`]. Everything is retried, a device without a usable
+/// format included: a pole cannot fix its camera by restarting, and each
+/// restart costs an outbox and broker reopening.
+pub fn open_or_wait(settings: &CameraSettings, shutdown: &Shutdown) -> Box<dyn FrameSource> {
+    let placeholder = placeholder_info(settings);
+    match &settings.source {
+        SourceSettings::V4l2 { device } => {
+            let device = device.clone();
+            let camera = settings.clone();
+            let opener = move || v4l2::V4l2Source::open(&device, &camera);
+            Box::new(reconnect::Reconnecting::waiting(
+                opener,
+                settings.reconnect,
+                shutdown.clone(),
+                placeholder,
+            ))
+        }
+        SourceSettings::Replay(replay) => {
+            let (replay, camera, stop) = (replay.clone(), settings.clone(), shutdown.clone());
+            let opener = move || replay::open(&replay, &camera, stop.clone());
+            Box::new(reconnect::Reconnecting::waiting(
+                opener,
+                settings.reconnect,
+                shutdown.clone(),
+                placeholder,
+            ))
+        }
+    }
+}
+
+/// What a source that is not open yet says about itself: its device or
+/// file and the first format and size asked for.
+fn placeholder_info(settings: &CameraSettings) -> SourceInfo {
+    let origin = match &settings.source {
+        SourceSettings::V4l2 { device } => device.display().to_string(),
+        SourceSettings::Replay(replay) => format!("replay {}", replay.path.display()),
+    };
+    let format = settings
+        .pixel_formats
+        .first()
+        .copied()
+        .unwrap_or(PixelFormat::Yuyv);
+    let (width, height) = settings.size.unwrap_or((0, 0));
+    SourceInfo {
+        origin,
+        layout: FrameLayout {
+            format,
+            width,
+            height,
+            stride: format.packed_stride(width).unwrap_or(0),
+            yuv: YuvEncoding::default(),
+        },
+        fps_requested: f64::from(settings.fps),
+        fps_negotiated: 0.0,
     }
 }

@@ -4,6 +4,12 @@
 //! logged and counted. Frames from the new
 //! stream carry the next `stream` number so consumers can tell the
 //! sequence numbers restarted.
+//!
+//! The daemon also waits for a camera that is not there at start
+//! ([`Reconnecting::waiting`]): the first opening goes through the same
+//! backoff, so a pole whose camera is unplugged keeps its outbox, broker
+//! session and lamp up and reports the absence once, instead of exiting and
+//! being restarted by systemd every few seconds.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -25,6 +31,10 @@ pub struct Reconnecting<S, F> {
     past: SourceStats,
     reconnects: u64,
     outage: Duration,
+    /// Why the first opening failed, while the source waits for it.
+    away: Option<String>,
+    /// When waiting for the first opening began.
+    waiting_since: Option<Instant>,
 }
 
 impl<S, F> Reconnecting<S, F>
@@ -45,7 +55,39 @@ where
             past: SourceStats::default(),
             reconnects: 0,
             outage: Duration::ZERO,
+            away: None,
+            waiting_since: None,
         })
+    }
+
+    /// Opens the first stream if it can; if not, returns a source that
+    /// keeps trying with backoff from its first [`FrameSource::next_frame`]
+    /// call, describes itself with `placeholder` until then, and says why
+    /// through [`FrameSource::away`]. Frames of that first stream carry
+    /// stream number 0; the wait counts as outage, not as a reconnection.
+    pub fn waiting(
+        mut opener: F,
+        backoff: Backoff,
+        shutdown: Shutdown,
+        placeholder: SourceInfo,
+    ) -> Self {
+        let (inner, away) = match opener() {
+            Ok(inner) => (Some(inner), None),
+            Err(err) => (None, Some(err.to_string())),
+        };
+        Self {
+            info: inner.as_ref().map(S::info).unwrap_or(placeholder),
+            waiting_since: away.as_ref().map(|_| Instant::now()),
+            opener,
+            inner,
+            backoff,
+            shutdown,
+            stream: 0,
+            past: SourceStats::default(),
+            reconnects: 0,
+            outage: Duration::ZERO,
+            away,
+        }
     }
 
     /// Closes the current stream, keeping its counters. A driver that
@@ -81,9 +123,19 @@ where
                     }
                     self.info = info;
                     self.inner = Some(inner);
+                    self.outage += outage;
+                    if self.away.take().is_some() {
+                        tracing::info!(
+                            origin = %self.info.origin,
+                            waited_ms = outage.as_millis() as u64,
+                            attempts,
+                            "camera opened after {} ms",
+                            outage.as_millis()
+                        );
+                        return true;
+                    }
                     self.stream += 1;
                     self.reconnects += 1;
-                    self.outage += outage;
                     tracing::warn!(
                         origin = %self.info.origin,
                         outage_ms = outage.as_millis() as u64,
@@ -121,8 +173,16 @@ where
             if self.shutdown.requested() {
                 return Ok(false);
             }
+            if self.inner.is_none() {
+                // Waiting for the first opening (see `waiting`).
+                let since = self.waiting_since.unwrap_or_else(Instant::now);
+                if !self.reopen(since) {
+                    return Ok(false);
+                }
+                continue;
+            }
             let Some(inner) = self.inner.as_mut() else {
-                unreachable!("a lost stream is replaced before the loop continues")
+                unreachable!("checked above")
             };
             let stream = self.stream;
             match inner.next_frame(&mut |mut frame| {
@@ -140,6 +200,10 @@ where
                 other => return other,
             }
         }
+    }
+
+    fn away(&self) -> Option<String> {
+        self.away.clone()
     }
 
     fn stats(&self) -> SourceStats {

@@ -3,10 +3,20 @@
 //! Frames are paced at the recording's rate or delivered as fast as they
 //! are consumed, and can loop. Timestamps are presentation times, so the
 //! stages downstream see the same clock as with a live camera.
+//!
+//! ffmpeg's standard error is read all along by a thread of its own
+//! ([`StderrDrain`]): a damaged recording makes ffmpeg write a line per
+//! decode error, and a pipe nobody reads fills up (64 KiB) and stalls the
+//! decoder. The thread keeps the last lines for the error message if ffmpeg
+//! fails, and logs at most one line per [`STDERR_LOG_EVERY`] with the count
+//! of the lines it left out.
 
-use std::io::{ErrorKind, Read};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{CameraSettings, Pace, ReplayKind, ReplaySettings};
@@ -15,6 +25,89 @@ use super::{
     YuvEncoding,
 };
 use crate::shutdown::Shutdown;
+use crate::sync::lock;
+
+/// At most one log line of ffmpeg's messages per this long.
+pub const STDERR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// ffmpeg's last lines kept for an error message.
+const STDERR_TAIL_LINES: usize = 8;
+/// Longest ffmpeg line kept (bytes); the rest is cut.
+const STDERR_LINE_MAX: usize = 300;
+
+/// What the drain kept of ffmpeg's standard error.
+#[derive(Debug, Default)]
+struct StderrTail {
+    lines: VecDeque<String>,
+    total: u64,
+}
+
+/// A thread reading ffmpeg's standard error as it comes (see the module
+/// documentation).
+struct StderrDrain {
+    tail: Arc<Mutex<StderrTail>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StderrDrain {
+    fn start(stderr: ChildStderr, path: &Path) -> std::io::Result<Self> {
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        let kept = Arc::clone(&tail);
+        let path = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("ffmpeg-stderr".into())
+            .spawn(move || {
+                let mut last_log: Option<Instant> = None;
+                let mut left_out = 0u64;
+                let mut reader = BufReader::new(stderr);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    raw.truncate(STDERR_LINE_MAX);
+                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    {
+                        let mut tail = lock(&kept);
+                        tail.total += 1;
+                        if tail.lines.len() == STDERR_TAIL_LINES {
+                            tail.lines.pop_front();
+                        }
+                        tail.lines.push_back(line.clone());
+                    }
+                    if last_log.is_none_or(|t| t.elapsed() >= STDERR_LOG_EVERY) {
+                        last_log = Some(Instant::now());
+                        tracing::warn!(path = %path, left_out, "ffmpeg: {line}");
+                        left_out = 0;
+                    } else {
+                        left_out += 1;
+                    }
+                }
+                if left_out > 0 {
+                    tracing::warn!(path = %path, left_out, "ffmpeg: {left_out} more lines left out of the log");
+                }
+            })?;
+        Ok(Self {
+            tail,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the end of ffmpeg's standard error (ffmpeg has exited) and
+    /// returns its last lines and how many lines it wrote in all.
+    fn finish(mut self) -> (String, u64) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let tail = lock(&self.tail);
+        let lines: Vec<&str> = tail.lines.iter().map(String::as_str).collect();
+        (lines.join(" | "), tail.total)
+    }
+}
 
 /// Opens the replay the settings describe.
 pub fn open(
@@ -117,7 +210,7 @@ pub struct VideoReplay {
     info: SourceInfo,
     pix_fmt: &'static str,
     looping: bool,
-    child: Option<(Child, ChildStdout)>,
+    child: Option<(Child, ChildStdout, StderrDrain)>,
     buffer: Vec<u8>,
     pacer: Pacer,
     /// Frames delivered in earlier passes of a loop.
@@ -216,13 +309,22 @@ impl VideoReplay {
                 reason: format!("cannot run ffmpeg: {e} (install the ffmpeg package)"),
             })?;
         let stdout = child.stdout.take().expect("stdout was piped");
-        self.child = Some((child, stdout));
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let drain = match StderrDrain::start(stderr, &self.path) {
+            Ok(drain) => drain,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(self.fail(format!("cannot start a thread for ffmpeg's messages: {e}")));
+            }
+        };
+        self.child = Some((child, stdout, drain));
         Ok(())
     }
 
     /// Reads one whole frame; `Ok(false)` at a clean end of stream.
     fn read_frame(&mut self) -> Result<bool, CaptureError> {
-        let Some((_, stdout)) = self.child.as_mut() else {
+        let Some((_, stdout, _)) = self.child.as_mut() else {
             return Ok(false);
         };
         let mut filled = 0;
@@ -238,16 +340,19 @@ impl VideoReplay {
             return Ok(true);
         }
         // End of the pipe: ffmpeg finished or failed.
-        let (mut child, _) = self.child.take().expect("checked above");
+        let (mut child, stdout, drain) = self.child.take().expect("checked above");
+        drop(stdout);
         let status = child
             .wait()
             .map_err(|e| self.fail(format!("waiting for ffmpeg: {e}")))?;
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = pipe.read_to_string(&mut stderr);
-        }
+        let (stderr, lines) = drain.finish();
         if !status.success() {
-            return Err(self.fail(format!("ffmpeg failed ({status}): {}", stderr.trim())));
+            let shown = if lines > STDERR_TAIL_LINES as u64 {
+                format!("last {STDERR_TAIL_LINES} of {lines} lines: {stderr}")
+            } else {
+                stderr
+            };
+            return Err(self.fail(format!("ffmpeg failed ({status}): {shown}")));
         }
         if filled != 0 {
             tracing::warn!(path = %self.path.display(), bytes = filled, "replay ended with a partial frame");
@@ -268,9 +373,11 @@ impl VideoReplay {
 
 impl Drop for VideoReplay {
     fn drop(&mut self) {
-        if let Some((mut child, _)) = self.child.take() {
+        if let Some((mut child, stdout, drain)) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            drop(stdout);
+            drain.finish();
         }
     }
 }
@@ -314,7 +421,10 @@ impl FrameSource for VideoReplay {
     }
 }
 
-/// A folder of PNG or JPEG images played in file-name order.
+/// A folder of PNG or JPEG images played in file-name order. With `MJPG`
+/// first in `camera.pixel_formats` and only JPEG files, the files' bytes are
+/// delivered as they are, as MJPEG frames, like a camera's: the frames are
+/// decoded (or found corrupt) downstream, as a camera's would be.
 pub struct ImageReplay {
     files: Vec<PathBuf>,
     size: Option<(u32, u32)>,
@@ -325,6 +435,8 @@ pub struct ImageReplay {
     current: Vec<u8>,
     stats: SourceStats,
     info: SourceInfo,
+    /// Files go out as MJPEG frames, undecoded.
+    mjpeg: bool,
 }
 
 impl ImageReplay {
@@ -364,6 +476,7 @@ impl ImageReplay {
             next: 0,
             current: Vec::new(),
             stats: SourceStats::default(),
+            mjpeg: false,
             info: SourceInfo {
                 origin: format!("replay {}", path.display()),
                 layout: FrameLayout {
@@ -377,15 +490,28 @@ impl ImageReplay {
                 fps_negotiated: f64::from(camera.fps),
             },
         };
+        if camera.pixel_formats.first() == Some(&PixelFormat::Mjpeg) {
+            source.info.layout = mjpeg_layout(&source.files, camera.size)?;
+            source.mjpeg = true;
+            return Ok(source);
+        }
         // Decode the first image now: a bad file is an error at start.
         let first = source.load(0)?;
         source.info.layout = first;
         Ok(source)
     }
 
-    /// Decodes image `index` into `current` and returns its layout.
+    /// Decodes image `index` into `current` and returns its layout (MJPEG:
+    /// reads its bytes, the layout is the first file's).
     fn load(&mut self, index: usize) -> Result<FrameLayout, CaptureError> {
         let file = &self.files[index];
+        if self.mjpeg {
+            self.current = std::fs::read(file).map_err(|e| CaptureError::Replay {
+                path: file.clone(),
+                reason: format!("cannot read: {e}"),
+            })?;
+            return Ok(self.info.layout);
+        }
         let image = image::open(file).map_err(|e| CaptureError::Replay {
             path: file.clone(),
             reason: format!("cannot decode: {e}"),
@@ -407,6 +533,44 @@ impl ImageReplay {
             yuv: YuvEncoding::default(),
         })
     }
+}
+
+/// The layout of MJPEG frames replayed from `files`: all JPEG, sized as
+/// the first one (the camera's negotiated size), which `size` may not
+/// change (frames are not re-encoded).
+fn mjpeg_layout(files: &[PathBuf], size: Option<(u32, u32)>) -> Result<FrameLayout, CaptureError> {
+    let fail = |path: &Path, reason: String| CaptureError::Replay {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(png) = files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+    {
+        return Err(fail(
+            png,
+            "an MJPG replay (MJPG first in camera.pixel_formats) plays JPEG files only".into(),
+        ));
+    }
+    let first = &files[0];
+    let (width, height) = image::ImageReader::open(first)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| fail(first, format!("cannot read: {e}")))?
+        .into_dimensions()
+        .map_err(|e| fail(first, format!("cannot read the JPEG header: {e}")))?;
+    if size.is_some_and(|s| s != (width, height)) {
+        return Err(fail(
+            first,
+            format!("an MJPG replay plays frames at their own size ({width}x{height}): remove camera.width and camera.height"),
+        ));
+    }
+    Ok(FrameLayout {
+        format: PixelFormat::Mjpeg,
+        width,
+        height,
+        stride: 0,
+        yuv: YuvEncoding::default(),
+    })
 }
 
 impl FrameSource for ImageReplay {

@@ -18,6 +18,9 @@ pub struct ScriptedDetector {
     cost: Duration,
     /// The frame (sequence number) at which `detect` fails, and from then on.
     fail_from: Option<u64>,
+    /// The call after which `detect` never returns (a hung inference).
+    hang_after: Option<u64>,
+    calls: u64,
     timings: Timings,
 }
 
@@ -28,6 +31,8 @@ impl ScriptedDetector {
             script: Box::new(script),
             cost: Duration::ZERO,
             fail_from: None,
+            hang_after: None,
+            calls: 0,
             timings: Timings::default(),
         }
     }
@@ -51,6 +56,15 @@ impl ScriptedDetector {
     }
 }
 
+impl ScriptedDetector {
+    /// Answers `calls` frames, then blocks for good in the next call, as a
+    /// hung runtime would (the systemd watchdog test).
+    pub fn hanging_after(mut self, calls: u64) -> Self {
+        self.hang_after = Some(calls);
+        self
+    }
+}
+
 impl Detector for ScriptedDetector {
     fn detect(
         &mut self,
@@ -58,6 +72,16 @@ impl Detector for ScriptedDetector {
         out: &mut Vec<Detection>,
     ) -> Result<(), DetectError> {
         let start = Instant::now();
+        self.calls += 1;
+        if self.hang_after.is_some_and(|after| self.calls > after) {
+            tracing::warn!(
+                frame = frame.sequence,
+                "scripted detector: hanging for good"
+            );
+            loop {
+                std::thread::park();
+            }
+        }
         if self.fail_from.is_some_and(|from| frame.sequence >= from) {
             return Err(DetectError::Inference(format!(
                 "scripted failure on frame {}",

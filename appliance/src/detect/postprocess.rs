@@ -120,11 +120,19 @@ pub fn decode_postprocess(
             continue;
         };
         let score = scores[i];
-        if score < min {
+        // `NaN < min` is false: test for a usable score, not against one.
+        if !passes(score, min) {
             continue;
         }
-        let b = &boxes[i * 4..i * 4 + 4];
-        out.push(Candidate::new(class, score, [b[0], b[1], b[2], b[3]]));
+        let b = [
+            boxes[i * 4],
+            boxes[i * 4 + 1],
+            boxes[i * 4 + 2],
+            boxes[i * 4 + 3],
+        ];
+        if b.iter().all(|v| v.is_finite()) {
+            out.push(Candidate::new(class, score, b));
+        }
     }
 }
 
@@ -220,11 +228,11 @@ pub fn decode_ssd(
         let mut decoded = None;
         for &(id, class, min, raw_min) in &reported {
             let raw = row[id];
-            if raw < raw_min {
+            if raw.is_nan() || raw < raw_min {
                 continue;
             }
             let score = if params.sigmoid { sigmoid(raw) } else { raw };
-            if score < min {
+            if !passes(score, min) {
                 continue;
             }
             let yxyx = *decoded.get_or_insert_with(|| {
@@ -235,9 +243,17 @@ pub fn decode_ssd(
                 let w = (e[3] / sw).exp() * anchor.w;
                 [y - h / 2.0, x - w / 2.0, y + h / 2.0, x + w / 2.0]
             });
-            out.push(Candidate::new(class, score, yxyx));
+            if yxyx.iter().all(|v| v.is_finite()) {
+                out.push(Candidate::new(class, score, yxyx));
+            }
         }
     }
+}
+
+/// Whether `score` is a real score (finite, so a NaN or an infinity from a
+/// broken model or delegate never passes) at or above `min`.
+fn passes(score: f32, min: f32) -> bool {
+    score.is_finite() && score >= min
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -359,6 +375,71 @@ mod tests {
         let mut out = Vec::new();
         decode_postprocess(&boxes, &classes, &scores, &[4.0], &coco_map(0.5), &mut out);
         assert_eq!(out, [candidate(Class::Person, 0.9, [0.1, 0.2, 0.5, 0.6])]);
+    }
+
+    #[test]
+    fn nan_or_infinite_scores_and_boxes_never_pass_the_filter() {
+        // A model or delegate gone wrong can emit NaN: `NaN < min` is
+        // false, so a plain comparison would let it through.
+        let boxes = [
+            0.1,
+            0.2,
+            0.5,
+            0.6, // NaN score
+            0.1,
+            0.2,
+            0.5,
+            0.6, // infinite score
+            f32::NAN,
+            0.2,
+            0.5,
+            0.6, // good score, NaN box
+            0.1,
+            0.2,
+            0.5,
+            0.6, // the one good row
+        ];
+        let classes = [0.0, 0.0, 0.0, 2.0];
+        let scores = [f32::NAN, f32::INFINITY, 0.9, 0.8];
+        let mut out = Vec::new();
+        decode_postprocess(&boxes, &classes, &scores, &[4.0], &coco_map(0.5), &mut out);
+        assert_eq!(out, [candidate(Class::Car, 0.8, [0.1, 0.2, 0.5, 0.6])]);
+
+        let anchors = [Anchor {
+            y: 0.5,
+            x: 0.5,
+            h: 0.2,
+            w: 0.2,
+        }; 3];
+        let ids = BTreeMap::from([(Class::Person, 1)]);
+        let mins = BTreeMap::from([(Class::Person, 0.5)]);
+        let map = ClassMap::new(&ids, &mins);
+        out.clear();
+        decode_ssd(
+            &[
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                f32::NAN,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+            &[0.0, f32::NAN, 0.0, 5.0, 0.0, 5.0],
+            2,
+            &anchors,
+            &raw_params(),
+            &map,
+            &mut out,
+        );
+        // Anchor 0: NaN logit; anchor 1: NaN encoding; anchor 2 passes.
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].score > 0.99 && out[0].ymin.is_finite());
     }
 
     #[test]

@@ -33,6 +33,19 @@
 //! thread tells it when the camera is lost; the lamp's safe state is
 //! applied when the pipeline stops, and its `light` event is the last one.
 //!
+//! A camera that could not be opened at start ([`FrameSource::away`], the
+//! daemon's [`crate::capture::open_or_wait`]) is reported once (`error`
+//! `camera_unavailable`) and the run goes on without frames until it
+//! appears (`status` `camera_back`), instead of ending.
+//!
+//! A frame the detector cannot convert (a corrupt or truncated MJPEG frame
+//! from the camera) is skipped and counted (`bad_frames` in the log's
+//! health line and in [`Summary`]); any other detector error ends the run.
+//!
+//! A [`supervise::Supervisor`] (systemd) hears when the run is ready, its
+//! status, that frames are being analysed (the watchdog) and when it stops;
+//! see [`supervise`] for the liveness rule.
+//!
 //! Ending: the run ends when the source ends, after `max_frames` frames,
 //! or when `shutdown` is raised. Frames already queued are still analysed,
 //! the tracker's open tracks are closed (`track` events), then the lamp is
@@ -44,6 +57,7 @@
 
 mod clock;
 pub mod health;
+pub mod supervise;
 #[cfg(test)]
 mod tests;
 pub mod watch;
@@ -57,7 +71,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::analytics::{Analytics, AnalyticsSettings, Output, Presence};
-use crate::capture::{CaptureError, FrameLayout, FrameRef, FrameSource, SourceStats};
+use crate::capture::{CaptureError, FrameLayout, FrameRef, FrameSource, SourceInfo, SourceStats};
 use crate::detect::{Class, DetectError, Detection, Detector};
 use crate::events::{self, Body, ErrorCode, ErrorReport, Origin, Sink, Status};
 use crate::light::runner::LightFeed;
@@ -68,6 +82,7 @@ use crate::sync::lock;
 use crate::track::{TrackSettings, Tracker};
 use clock::FrameClock;
 use health::{Counts, Every, HealthMeter};
+use supervise::{Liveness, Supervisor, Unsupervised};
 use watch::{CameraWatch, Change};
 
 /// `[pipeline]`, validated: the queues between threads.
@@ -148,6 +163,8 @@ pub struct Summary {
     pub inferences: u64,
     pub skipped_by_motion: u64,
     pub queue_dropped: u64,
+    /// Frames the detector could not convert (corrupt MJPEG), skipped.
+    pub bad_frames: u64,
     /// Crossings per (line, direction, class).
     pub totals: BTreeMap<(String, String, Class), u64>,
     pub source: SourceStats,
@@ -204,6 +221,10 @@ struct Counters {
     skipped_by_motion: AtomicU64,
     inference_ns: AtomicU64,
     tracks: AtomicU64,
+    /// Frames the inference thread is done with (`analysed` counts those
+    /// it took): a difference means it is busy with one.
+    finished: AtomicU64,
+    bad_frames: AtomicU64,
 }
 
 impl Counters {
@@ -232,6 +253,8 @@ enum Note {
 
 /// Time between two looks at the camera watch and the timers.
 const TICK: Duration = Duration::from_millis(50);
+/// At most one log line per this long about skipped corrupt frames.
+const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Time between two health lines in the log.
 const HEALTH_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -261,6 +284,24 @@ pub fn run(
     sink: &mut dyn Sink,
     shutdown: &Shutdown,
 ) -> Result<Summary, PipelineError> {
+    run_supervised(stages, options, sink, shutdown, &mut Unsupervised)
+}
+
+/// The status line while frames flow.
+fn analysing(info: &SourceInfo) -> String {
+    format!("analysing frames from {}", info.origin)
+}
+
+/// [`run`], reporting to `supervisor`: ready once the threads run (the
+/// camera open or waited for), the status as the camera comes and goes,
+/// liveness every watchdog period, stopping when the run winds down.
+pub fn run_supervised(
+    stages: Stages,
+    options: &Options,
+    sink: &mut dyn Sink,
+    shutdown: &Shutdown,
+    supervisor: &mut dyn Supervisor,
+) -> Result<Summary, PipelineError> {
     let started = Instant::now();
     let Stages {
         source,
@@ -268,14 +309,35 @@ pub fn run(
         lamp,
     } = stages;
     let info = source.info();
-    tracing::info!(origin = %info.origin, format = %info.layout.format, width = info.layout.width, height = info.layout.height, fps = info.fps_negotiated, "capturing");
-    sink.event(status("started", format!("capturing from {}", info.origin)));
+    let away = source.away();
+    let ready_status = match &away {
+        None => {
+            tracing::info!(origin = %info.origin, format = %info.layout.format, width = info.layout.width, height = info.layout.height, fps = info.fps_negotiated, "capturing");
+            sink.event(status("started", format!("capturing from {}", info.origin)));
+            analysing(&info)
+        }
+        Some(reason) => {
+            tracing::warn!(origin = %info.origin, "camera unavailable, waiting for it: {reason}");
+            sink.event(status(
+                "started",
+                format!("waiting for camera {}", info.origin),
+            ));
+            sink.event(Body::Error(ErrorReport {
+                code: ErrorCode::CameraUnavailable,
+                message: format!("{reason}; waiting for it, retrying with backoff"),
+            }));
+            format!("waiting for camera {}: {reason}", info.origin)
+        }
+    };
 
     let (note_tx, note_rx) = crossbeam_channel::unbounded::<Note>();
     let light_stop = Shutdown::new();
     let (feed, mut lighting_thread) = match lamp {
         Some(Lamp { lighting, presence }) => {
             let feed = LightFeed::new();
+            if away.is_some() {
+                feed.camera(false);
+            }
             let notes = note_tx.clone();
             let thread = crate::light::runner::spawn(
                 lighting,
@@ -325,6 +387,12 @@ pub fn run(
             feed: feed.clone(),
             counters: Arc::clone(&counters),
             shutdown: shutdown.clone(),
+            bad_frame_log: Every::new(
+                BAD_FRAME_LOG_EVERY,
+                Instant::now()
+                    .checked_sub(BAD_FRAME_LOG_EVERY)
+                    .unwrap_or_else(Instant::now),
+            ),
         };
         spawn("inference", move || {
             analysis.run(frame_rx, pool_tx, note_tx)
@@ -338,7 +406,15 @@ pub fn run(
         .fiware
         .then(|| crate::fiware::Mapper::new(options.origin.clone()));
     let now = Instant::now();
-    let mut watch = CameraWatch::new(options.camera_lost_after, now);
+    let mut watch = match away {
+        None => CameraWatch::new(options.camera_lost_after, now),
+        Some(_) => CameraWatch::away(options.camera_lost_after, now),
+    };
+    supervisor.ready(&ready_status);
+    let mut liveness = supervisor
+        .watchdog_period()
+        .map(|period| Liveness::new(period, now));
+    let mut stopping_told = false;
     let mut health = HealthMeter::new(counters.snapshot(), now);
     let mut health_due = Every::new(options.health_interval, now);
     let mut log_meter = HealthMeter::new(counters.snapshot(), now);
@@ -346,6 +422,14 @@ pub fn run(
     let mut captured_seen = 0;
     let mut finishing = false;
     loop {
+        if (worker.is_finished() || shutdown.requested()) && !stopping_told {
+            stopping_told = true;
+            supervisor.stopping(if shutdown.requested() {
+                "stopping on signal"
+            } else {
+                "stopping: the analysis ended"
+            });
+        }
         if worker.is_finished() && !finishing {
             // Drain what the worker sent, then stop the lamp (safe state,
             // the last event).
@@ -374,6 +458,16 @@ pub fn run(
         }
         let now = Instant::now();
         let counts = counters.snapshot();
+        if let Some(liveness) = &mut liveness {
+            let finished = counters.finished.load(Ordering::Relaxed);
+            match liveness.check(now, finished, counts.analysed != finished) {
+                Some(true) => supervisor.alive(),
+                Some(false) => tracing::warn!(
+                    "no frame finished analysis for a watchdog period: not feeding the watchdog"
+                ),
+                _ => {}
+            }
+        }
         if counts.captured != captured_seen {
             captured_seen = counts.captured;
             watch.frame(now);
@@ -385,6 +479,11 @@ pub fn run(
                         feed.camera(false);
                     }
                     tracing::warn!("no frame for {} ms: camera lost", waited.as_millis());
+                    supervisor.status(&format!(
+                        "camera {} lost: no frame for {} ms; reopening with backoff",
+                        info.origin,
+                        waited.as_millis()
+                    ));
                     sink.event(Body::Error(ErrorReport {
                         code: ErrorCode::CameraLost,
                         message: format!(
@@ -399,6 +498,7 @@ pub fn run(
                         feed.camera(true);
                     }
                     tracing::info!("frames are flowing again");
+                    supervisor.status(&analysing(&info));
                     sink.event(status(
                         "camera_back",
                         format!("frames are flowing again after {} ms", after.as_millis()),
@@ -430,6 +530,13 @@ pub fn run(
     let source_stats = *lock(&stats);
     let counts = counters.snapshot();
     log_health(&log_meter.sample(counts, &source_stats, now));
+    let bad_frames = counters.bad_frames.load(Ordering::Relaxed);
+    if bad_frames > 0 {
+        tracing::warn!(
+            bad_frames,
+            "skipped {bad_frames} frames that could not be converted"
+        );
+    }
     let mut failure = None;
     if let Ok(Err(err)) | Err(err) = captured {
         sink.event(Body::Error(ErrorReport {
@@ -455,6 +562,7 @@ pub fn run(
         inferences: counts.inferences,
         skipped_by_motion: counts.skipped_by_motion,
         queue_dropped: counts.queue_dropped,
+        bad_frames,
         totals,
         source: source_stats,
         elapsed: started.elapsed(),
@@ -565,6 +673,8 @@ struct Analysis {
     feed: Option<(LightFeed, PresenceSettings)>,
     counters: Arc<Counters>,
     shutdown: Shutdown,
+    /// Paces the log line of skipped frames.
+    bad_frame_log: Every,
 }
 
 impl Analysis {
@@ -586,28 +696,47 @@ impl Analysis {
                     feed.frame_arrived(false, frame.arrived);
                 }
                 let _ = pool.try_send(frame.data);
+                self.counters.finished.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let verdict = self.gate.check(&frame.as_ref(), time);
             let ran = verdict.runs() || self.tracker.has_tentative();
             if ran {
-                if let Err(source) = detector.detect(&frame.as_ref(), &mut detections) {
-                    let err = PipelineError::Detect {
-                        sequence: frame.sequence,
-                        source,
-                    };
-                    tracing::error!("{err}");
-                    if let Some((feed, _)) = &self.feed {
-                        feed.detector(false);
+                match detector.detect(&frame.as_ref(), &mut detections) {
+                    Err(DetectError::Convert(err)) => {
+                        // A corrupt frame (truncated MJPEG): skip it, as
+                        // a camera's glitch, not a broken detector.
+                        let n = self.counters.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
+                        if self.bad_frame_log.due(Instant::now()) {
+                            tracing::warn!(
+                                sequence = frame.sequence,
+                                bad_frames = n,
+                                "skipping a frame that cannot be converted: {err}"
+                            );
+                        }
+                        let _ = pool.try_send(frame.data);
+                        self.counters.finished.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                    let _ = notes.send(Note::Failed(ErrorReport {
-                        code: ErrorCode::DetectorFailed,
-                        message: format!("{err}; the daemon stops"),
-                    }));
-                    // Wind everything down: the capture thread may be
-                    // waiting for a camera that is away.
-                    self.shutdown.request();
-                    return Err(err);
+                    Err(source) => {
+                        let err = PipelineError::Detect {
+                            sequence: frame.sequence,
+                            source,
+                        };
+                        tracing::error!("{err}");
+                        if let Some((feed, _)) = &self.feed {
+                            feed.detector(false);
+                        }
+                        let _ = notes.send(Note::Failed(ErrorReport {
+                            code: ErrorCode::DetectorFailed,
+                            message: format!("{err}; the daemon stops"),
+                        }));
+                        // Wind everything down: the capture thread may be
+                        // waiting for a camera that is away.
+                        self.shutdown.request();
+                        return Err(err);
+                    }
+                    Ok(()) => {}
                 }
                 let t = detector.timings();
                 let spent = t.preprocess + t.inference + t.postprocess;
@@ -636,6 +765,7 @@ impl Analysis {
                 feed.frame_arrived(present, frame.arrived);
             }
             let _ = pool.try_send(frame.data);
+            self.counters.finished.fetch_add(1, Ordering::Relaxed);
         }
         let ended = self.tracker.finish();
         self.analytics.finish(&ended, &mut outputs);

@@ -34,6 +34,16 @@ impl CameraWatch {
         }
     }
 
+    /// A watch started at `now` for a camera already known to be away (it
+    /// could not be opened): no `Lost` is reported for it, one `Back` is
+    /// when its first frames arrive.
+    pub fn away(lost_after: Duration, now: Instant) -> Self {
+        Self {
+            lost_since: Some(now),
+            ..Self::new(lost_after, now)
+        }
+    }
+
     /// Frames arrived at `now`.
     pub fn frame(&mut self, now: Instant) {
         self.last_frame = Some(now);
@@ -53,7 +63,7 @@ impl CameraWatch {
                 self.lost_since = Some(now);
                 Some(Change::Lost { waited })
             }
-            Some(since) if waited < self.lost_after => {
+            Some(since) if self.last_frame.is_some() && waited < self.lost_after => {
                 self.lost_since = None;
                 Some(Change::Back {
                     after: now.saturating_duration_since(since),
@@ -91,6 +101,22 @@ mod tests {
         );
         assert!(!watch.is_lost());
         assert_eq!(watch.check(t0 + ms(9600)), None);
+    }
+
+    #[test]
+    fn a_camera_away_at_start_is_never_reported_lost_and_back_once_on_its_first_frame() {
+        let t0 = Instant::now();
+        let mut watch = CameraWatch::away(ms(1000), t0);
+        assert!(watch.is_lost());
+        for t in [0, 10, 999, 1000, 60_000] {
+            assert_eq!(watch.check(t0 + ms(t)), None, "at {t} ms");
+        }
+        watch.frame(t0 + ms(61_000));
+        assert_eq!(
+            watch.check(t0 + ms(61_010)),
+            Some(Change::Back { after: ms(61_010) })
+        );
+        assert!(!watch.is_lost());
     }
 
     #[test]

@@ -12,10 +12,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let Err(err) = logging::init(cli.log_format, &cli.log_level) {
-        eprintln!("luciole: cannot set up logging: {err}");
-        return ExitCode::from(2);
-    }
+    // Held to the end: with JSON logs it keeps native libraries' stderr
+    // lines flowing into the log, and forwards the last ones on drop.
+    let _logging = match logging::init(cli.log_format, &cli.log_level) {
+        Ok(logging) => logging,
+        Err(err) => {
+            eprintln!("luciole: cannot set up logging: {err}");
+            return ExitCode::from(2);
+        }
+    };
     match commands::run(cli.command) {
         Ok(code) => code,
         Err(err) => {

@@ -2,7 +2,9 @@
 //!
 //! It reads only the `[lighting]` section, so a mistake elsewhere in the
 //! file (say, a broken `[mqtt]` pushed remotely) cannot keep systemd's
-//! `ExecStopPost=luciole light --safe` from lighting the lamp.
+//! `ExecStopPost=luciole light --safe` from lighting the lamp. A file
+//! without `[lighting]` (a pole without a lamp) makes `--safe` a no-op that
+//! succeeds, so that the unit's `ExecStopPost` does not fail on every stop.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,6 +17,14 @@ use luciole::shutdown::Shutdown;
 
 /// Runs `luciole light --config FILE (--level PERCENT | --safe)`.
 pub fn run(config: &Path, level: Option<f64>, safe: bool) -> anyhow::Result<ExitCode> {
+    if level.is_none() && safe && !has_lighting(config) {
+        // systemd's ExecStopPost on a pole without a lamp: nothing to do.
+        tracing::info!(
+            "{}: no [lighting] section: no lamp to put in its safe state",
+            config.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = luciole::config::load_lighting(config)?;
     if let Some(level) = level {
         if !(0.0..=100.0).contains(&level) {
@@ -42,6 +52,18 @@ pub fn run(config: &Path, level: Option<f64>, safe: bool) -> anyhow::Result<Exit
     }
     drop(lighting);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the file has a `[lighting]` table. A file that cannot be read
+/// or parsed counts as having one, so the loader reports the problem.
+fn has_lighting(config: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return true;
+    };
+    match toml::from_str::<toml::Table>(&text) {
+        Ok(table) => table.contains_key("lighting"),
+        Err(_) => true,
+    }
 }
 
 fn print_report(report: &OutputReport) -> anyhow::Result<()> {

@@ -134,6 +134,16 @@ pub fn open_stages(
 ) -> anyhow::Result<Stages> {
     let source = luciole::capture::open(&settings.camera, shutdown)
         .inspect_err(|err| error(sink, ErrorCode::CameraUnavailable, err.to_string()))?;
+    stages_with(settings, source, sink)
+}
+
+/// The stages with `source` already opened: opens the detector and the
+/// lamp as [`open_stages`] does.
+pub fn stages_with(
+    settings: &Settings,
+    source: Box<dyn luciole::capture::FrameSource>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Stages> {
     let detector = match settings.detector() {
         Some(detect) => {
             let detector = luciole::detect::open(&detect)

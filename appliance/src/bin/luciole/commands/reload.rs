@@ -10,14 +10,20 @@
 //! they fail to open, the previous configuration is put back
 //! (`config_rolled_back`) and runs on. SIGINT and SIGTERM stop the daemon
 //! at any point.
+//!
+//! Under systemd a reload is not a stop: the pipeline's "stopping" is
+//! told as `RELOADING=1` with a status, and the reopened stages say
+//! `READY=1` again ([`Reloads`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use luciole::config::{self, Settings};
 use luciole::events::{Body, ErrorCode, Sink};
+use luciole::pipeline::supervise::Supervisor;
 use luciole::pipeline::{self, PipelineError, Summary};
 use luciole::publish::reporter::Reporter;
 use luciole::shutdown::Shutdown;
@@ -90,7 +96,16 @@ fn sink_changed(a: &Settings, b: &Settings) -> bool {
 
 /// Runs the daemon on `config` until a stop signal in `signals`, the end of
 /// a replay or a failure, reloading on SIGHUP.
-pub fn serve(config: &Path, signals: &Shutdown) -> anyhow::Result<Result<Summary, PipelineError>> {
+pub fn serve(
+    config: &Path,
+    signals: &Shutdown,
+    supervisor: &mut dyn Supervisor,
+) -> anyhow::Result<Result<Summary, PipelineError>> {
+    let reloading = Arc::new(AtomicBool::new(false));
+    let mut supervisor = Reloads {
+        inner: supervisor,
+        reloading: Arc::clone(&reloading),
+    };
     let mut settings = config::load_for_daemon(config)?;
     tracing::info!("{}", super::summary(&settings));
     let mut sink = Shared(Arc::new(Mutex::new(Events::start(&settings)?)));
@@ -98,8 +113,9 @@ pub fn serve(config: &Path, signals: &Shutdown) -> anyhow::Result<Result<Summary
     let mut previous: Option<Settings> = None;
     loop {
         let stop = Shutdown::new();
-        let watcher = Watcher::spawn(config, &settings, signals, &stop, &sink);
-        let stages = match super::open_stages(&settings, &stop, &mut sink) {
+        reloading.store(false, Ordering::SeqCst);
+        let watcher = Watcher::spawn(config, &settings, signals, &stop, &sink, &reloading);
+        let stages = match super::run::stages(&settings, &stop, &mut sink) {
             Ok(stages) => stages,
             Err(err) => {
                 stop.request();
@@ -123,7 +139,13 @@ pub fn serve(config: &Path, signals: &Shutdown) -> anyhow::Result<Result<Summary
         };
         // These settings opened: they are the ones to go back to from now.
         previous = None;
-        let outcome = pipeline::run(stages, &settings.pipeline_options(), &mut sink, &stop);
+        let outcome = pipeline::run_supervised(
+            stages,
+            &settings.pipeline_options(),
+            &mut sink,
+            &stop,
+            &mut supervisor,
+        );
         stop.request();
         let next = watcher.join();
         match next {
@@ -170,12 +192,14 @@ impl Watcher {
         signals: &Shutdown,
         stop: &Shutdown,
         sink: &Shared,
+        reloading: &Arc<AtomicBool>,
     ) -> Watcher {
         let (config, current) = (config.to_owned(), current.clone());
         let (signals, stop, sink) = (signals.clone(), stop.clone(), sink.clone());
+        let reloading = Arc::clone(reloading);
         let thread = std::thread::Builder::new()
             .name("reload".into())
-            .spawn(move || watch(&config, &current, &signals, &stop, sink));
+            .spawn(move || watch(&config, &current, &signals, &stop, sink, &reloading));
         match thread {
             Ok(thread) => Watcher {
                 thread: Some(thread),
@@ -200,6 +224,7 @@ fn watch(
     signals: &Shutdown,
     stop: &Shutdown,
     mut sink: Shared,
+    reloading: &AtomicBool,
 ) -> Option<Settings> {
     loop {
         if signals.requested() {
@@ -216,6 +241,7 @@ fn watch(
                     if &next == current {
                         tracing::info!("the configuration is unchanged; restarting the stages");
                     }
+                    reloading.store(true, Ordering::SeqCst);
                     stop.request();
                     return Some(next);
                 }
@@ -232,5 +258,34 @@ fn watch(
             }
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// The daemon's supervisor across reloads: a run stopped for a reload
+/// tells systemd `RELOADING=1`, not `STOPPING=1`.
+struct Reloads<'a> {
+    inner: &'a mut dyn Supervisor,
+    reloading: Arc<AtomicBool>,
+}
+
+impl Supervisor for Reloads<'_> {
+    fn watchdog_period(&self) -> Option<Duration> {
+        self.inner.watchdog_period()
+    }
+    fn ready(&mut self, status: &str) {
+        self.inner.ready(status);
+    }
+    fn status(&mut self, status: &str) {
+        self.inner.status(status);
+    }
+    fn alive(&mut self) {
+        self.inner.alive();
+    }
+    fn stopping(&mut self, status: &str) {
+        if self.reloading.load(Ordering::SeqCst) {
+            self.inner.reloading("reloading the configuration (SIGHUP)");
+        } else {
+            self.inner.stopping(status);
+        }
     }
 }
