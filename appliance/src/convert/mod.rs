@@ -189,9 +189,18 @@ impl Converter {
     }
 }
 
-/// Bytes an uncompressed frame must hold.
+/// Bytes an uncompressed frame must hold (and it must have pixels: the
+/// copies below split rows by the stride, which is 0 for a width of 0).
 fn check_len(frame: &FrameRef<'_>) -> Result<(), ConvertError> {
     let l = frame.layout;
+    if l.width == 0 || l.height == 0 {
+        return Err(ConvertError::Other {
+            format: l.format,
+            width: l.width,
+            height: l.height,
+            reason: "the frame has no pixels".into(),
+        });
+    }
     let min_stride = l.format.packed_stride(l.width).unwrap_or(0);
     let needed = l.format.frame_len(l.stride, l.height).unwrap_or(0);
     if l.stride < min_stride || frame.data.len() < needed {

@@ -244,3 +244,30 @@ fn an_mjpeg_frame_of_another_size_than_negotiated_is_refused() {
         "MJPEG frame cannot be decoded: frame is 64x48, the camera negotiated 640x480"
     );
 }
+
+/// Found by fuzzing (fuzz/regressions/convert/rgb3-zero-width): a frame of
+/// width 0 has a stride of 0, and the RGB3 copy split its rows into chunks
+/// of 0 bytes, which panics. A driver's layout must not crash the pipeline.
+#[test]
+fn a_frame_without_pixels_is_an_error_not_a_panic() {
+    for (format, width, height) in [
+        (PixelFormat::Rgb24, 0, 1),
+        (PixelFormat::Rgb24, 1, 0),
+        (PixelFormat::Yuyv, 0, 4),
+        (PixelFormat::Nv12, 0, 4),
+        (PixelFormat::Grey, 4, 0),
+    ] {
+        let stride = format.packed_stride(width).unwrap();
+        let data = vec![0u8; format.frame_len(stride, height).unwrap()];
+        let f = frame(&data, format, width, height, stride);
+        let err = Converter::new()
+            .to_rgb(&f, &mut RgbImage::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot convert {format} frame {width}x{height}: the frame has no pixels")
+        );
+        let mut out = vec![0; 4 * 4 * 3];
+        assert!(Converter::new().to_rgb_scaled(&f, 4, 4, &mut out).is_err());
+    }
+}

@@ -187,6 +187,10 @@ pub struct Model {
     pub class_ids: BTreeMap<Class, usize>,
 }
 
+/// Most SSD anchors a manifest may describe (16 MB of anchors; real heads
+/// have a few thousand, 1917 for SSD MobileNet at 300x300).
+const MAX_ANCHORS: u64 = 1_000_000;
+
 fn bad(path: &Path, key: &str, reason: impl Into<String>) -> DetectError {
     DetectError::Manifest {
         path: path.to_owned(),
@@ -271,6 +275,17 @@ impl Model {
             return Err(bad(p, "input.width", "width and height must be 1 to 4096"));
         }
         let output = output_kind(p, &manifest.output)?;
+        if let OutputKind::SsdRaw(params) = &output {
+            let (w, h) = (manifest.input.width, manifest.input.height);
+            let count = super::postprocess::ssd_anchor_count(&params.anchors, w, h);
+            if count > MAX_ANCHORS {
+                return Err(bad(
+                    p,
+                    "output.anchors",
+                    format!("{count} anchors over the {w}x{h} input, more than {MAX_ANCHORS}: are the strides or aspect_ratios right?"),
+                ));
+            }
+        }
         let labels_path = model_dir.join(&manifest.labels.file);
         let labels_text = std::fs::read_to_string(&labels_path)
             .map_err(|err| missing(p, "labels.file", "label", &labels_path, &err))?;
@@ -514,5 +529,34 @@ mod tests {
         assert_eq!(lines[&1], "Bicycle");
         assert!(parse_labels("person\n", "id-name").is_err());
         assert!(parse_labels("", "lines").is_err());
+    }
+
+    /// Writes a fuzz input (manifest, `#--labels--` line, label file) into
+    /// a folder of its own, with an empty model file, and loads it.
+    fn load_fuzz_input(name: &str, input: &str) -> Result<Model, DetectError> {
+        let dir =
+            std::env::temp_dir().join(format!("luciole-manifest-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (manifest, labels) = input.split_once("\n#--labels--\n").unwrap();
+        let parsed: Manifest = toml::from_str(manifest).unwrap();
+        std::fs::write(dir.join(&parsed.labels.file), labels).unwrap();
+        std::fs::write(dir.join(&parsed.file), b"").unwrap();
+        std::fs::write(dir.join("model.toml"), manifest).unwrap();
+        let loaded = Model::load(&dir.join("model.toml"), &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded
+    }
+
+    /// Found by fuzzing (fuzz/regressions/manifest/huge-anchor-grid): stride
+    /// 1 over a 4096x4096 input with 8 anchor shapes is 134 million anchors,
+    /// 2 GB the detector would allocate when it opens the model.
+    #[test]
+    fn an_anchor_layout_of_millions_of_anchors_is_refused_when_loading() {
+        let input = include_str!("../../../fuzz/regressions/manifest/huge-anchor-grid");
+        let err = load_fuzz_input("anchors", input).unwrap_err().to_string();
+        assert!(
+            err.contains("output.anchors") && err.contains("134217728 anchors"),
+            "{err}"
+        );
     }
 }

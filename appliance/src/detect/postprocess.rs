@@ -154,6 +154,23 @@ fn layer_scale(spec: &AnchorSpec, layer: usize) -> f32 {
     }
 }
 
+/// How many anchors [`ssd_anchors`] makes, counted without making them (a
+/// manifest is checked with it before anything is allocated).
+pub fn ssd_anchor_count(spec: &AnchorSpec, width: u32, height: u32) -> u64 {
+    let mut count = 0u64;
+    for (layer, &stride) in spec.strides.iter().enumerate().take(spec.num_layers) {
+        let shapes = if layer == 0 && spec.reduce_boxes_in_lowest_layer {
+            3
+        } else {
+            spec.aspect_ratios.len() as u64 + u64::from(spec.interpolated_scale_aspect_ratio > 0.0)
+        };
+        let cells =
+            u64::from(height.div_ceil(stride.max(1))) * u64::from(width.div_ceil(stride.max(1)));
+        count = count.saturating_add(cells.saturating_mul(shapes));
+    }
+    count
+}
+
 /// The anchors of an SSD head over a `width` x `height` input, in the order
 /// the model emits its boxes: layer by layer, row by row, column by column,
 /// anchor shape by anchor shape.
@@ -472,6 +489,7 @@ mod tests {
     #[test]
     fn ssd_anchors_match_the_models_box_count_and_layout() {
         let anchors = ssd_anchors(&mediapipe_layout(), 300, 300);
+        assert_eq!(ssd_anchor_count(&mediapipe_layout(), 300, 300), 1917);
         // 19x19x3 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x6 + 1x1x6
         assert_eq!(anchors.len(), 1917);
         let first = anchors[0];
