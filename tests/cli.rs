@@ -14,7 +14,9 @@ fn shipped_configs(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            if !name.starts_with('.') && name != "target" {
+            // fuzz/seeds holds fuzzer inputs (some copies of these files,
+            // some made to fail), not configurations a pole is given.
+            if !name.starts_with('.') && name != "target" && name != "fuzz" {
                 shipped_configs(&path, found);
             }
         } else if name.ends_with(".toml")
