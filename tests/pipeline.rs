@@ -379,11 +379,18 @@ fn a_demo_run_publishes_schema_valid_events_and_fiware_entities_and_drives_the_l
     assert!(reasons.contains(&"presence"), "{lights:?}");
     let boost = lights.iter().find(|c| c["reason"] == "presence").unwrap();
     assert_eq!(boost["level"], 1.0, "{boost}");
+    // Once frames flow the lamp leaves its fail-safe level: for the
+    // schedule's base level, or straight for the boost when the first
+    // analysed frame already shows someone (vtest always has people; on a
+    // loaded machine the lighting thread may not look in between).
+    let first_after_fail_safe = lights
+        .iter()
+        .find(|c| c["reason"] != "fail_safe")
+        .expect("the lamp left its fail-safe level");
     assert!(
-        lights
-            .iter()
-            .any(|c| c["reason"] == "schedule" && c["level"] == 0.3),
-        "the base level once frames flow: {lights:?}"
+        (first_after_fail_safe["reason"] == "schedule" && first_after_fail_safe["level"] == 0.3)
+            || first_after_fail_safe["reason"] == "presence",
+        "the base level or the boost once frames flow: {lights:?}"
     );
     let last = lights.last().unwrap();
     assert_eq!(last["reason"], "safe_exit", "{lights:?}");

@@ -1088,10 +1088,10 @@ impl Outbox {
         let store = match Store::open(&self.path, self.settings.cache_bytes) {
             Ok(store) => store,
             Err(err) => {
-                self.log_limited(&format!(
-                    "{}: cannot reopen the outbox: {err}",
-                    self.path.display()
-                ));
+                // Not through the shared limiter: the failure that broke
+                // the store has just used it, and the retry delay (growing
+                // to RECOVER_MAX) already bounds these lines.
+                tracing::error!("{}: cannot reopen the outbox: {err}", self.path.display());
                 return false;
             }
         };
@@ -1099,7 +1099,7 @@ impl Outbox {
         let scan = match Self::scan(&self.settings, &store, &now) {
             Ok(scan) => scan,
             Err(err) => {
-                self.log_limited(&err);
+                tracing::error!("{}: cannot reopen the outbox: {err}", self.path.display());
                 return false;
             }
         };

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -47,44 +47,23 @@ impl Drop for Logging {
         if let Some(capture) = self.capture.take() {
             // Descriptor 2 was the pipe's last writer: restoring it ends
             // the pipe, and the reader forwards what is left, then stops.
-            if redirect(&capture.original, 2).is_ok() {
+            if redirect_stderr(&capture.original).is_ok() {
                 let _ = capture.reader.join();
             }
         }
     }
 }
 
-unsafe extern "C" {
-    /// POSIX `dup2` (std has no safe wrapper; std links the C library).
-    fn dup2(old: i32, new: i32) -> i32;
-    /// POSIX `pipe` (`std::io::pipe` is newer than the crate's MSRV).
-    fn pipe(fds: *mut i32) -> i32;
-}
-
-/// A pipe: (read end, write end).
+/// A pipe: (read end, write end), both closed on exec so that children
+/// (ffmpeg) do not inherit them.
 fn new_pipe() -> std::io::Result<(File, OwnedFd)> {
-    let mut fds = [-1i32; 2];
-    // SAFETY: `fds` is a valid array of two ints that `pipe` fills.
-    if unsafe { pipe(fds.as_mut_ptr()) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: `pipe` succeeded, so both descriptors are open and owned by
-    // nobody else; each is wrapped exactly once.
-    let (reader, writer) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((reader, writer))
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((File::from(reader), writer))
 }
 
-/// Makes descriptor `to` a copy of `from`.
-fn redirect(from: &impl AsRawFd, to: i32) -> std::io::Result<()> {
-    // SAFETY: dup2 only reads its two integer arguments; `from` is an open
-    // descriptor borrowed for the call, and replacing descriptor `to`
-    // (standard error) is the intent: nothing in this process holds it as
-    // an owned handle that would later close it.
-    if unsafe { dup2(from.as_raw_fd(), to) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+/// Makes standard error (descriptor 2) a copy of `from`.
+fn redirect_stderr(from: impl AsFd) -> std::io::Result<()> {
+    Ok(rustix::stdio::dup2_stderr(from)?)
 }
 
 /// Installs the global subscriber. `level` is a tracing filter such as
@@ -143,7 +122,7 @@ fn capture_stderr(original: OwnedFd) -> std::io::Result<Capture> {
     let thread = std::thread::Builder::new()
         .name("native-stderr".into())
         .spawn(move || forward(BufReader::new(reader)))?;
-    redirect(&writer, 2)?;
+    redirect_stderr(&writer)?;
     drop(writer);
     Ok(Capture {
         original,
