@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::{check_delivery, make_pki, make_pki_naming, Broker, BrokerOptions, Consumer};
+use broker::{check_delivery, make_pki, make_pki_naming, Broker, BrokerOptions, Consumer, Pki};
 use luciole::backoff::Backoff;
 use luciole::events::{Body, ErrorCode, ErrorReport, Origin};
 use luciole::outbox::ledger::Limits;
@@ -220,6 +220,24 @@ fn the_refusal_is_explained_in_terms_of_the_configuration() {
     assert!(text.contains("127.0.0.1:1883"), "{text}");
 }
 
+/// A broker on a TLS listener with `pki`'s server certificate (and a
+/// plaintext one for the consumer); `client_certs`: clients must present a
+/// certificate signed by `pki`'s CA.
+fn tls_broker(dir: &Path, pki: &Pki, client_certs: bool) -> Broker {
+    Broker::start_with(
+        &dir.join("broker"),
+        BrokerOptions {
+            tls: Some((
+                pki.ca.clone(),
+                pki.server_cert.clone(),
+                pki.server_key.clone(),
+                client_certs,
+            )),
+            ..Default::default()
+        },
+    )
+}
+
 fn tls_settings(port: u16, ca: &Path, client: Option<(&Path, &Path)>) -> MqttSettings {
     let mut settings = mqtt(port);
     settings.tls = Some(TlsSettings {
@@ -234,18 +252,7 @@ fn a_server_certificate_from_an_unknown_ca_is_refused() {
     let dir = scratch("mqtt-unknown-ca");
     let city = make_pki(&dir, "city");
     let stranger = make_pki(&dir, "stranger");
-    let broker = Broker::start_with(
-        &dir.join("broker"),
-        BrokerOptions {
-            tls: Some((
-                city.ca.clone(),
-                city.server_cert.clone(),
-                city.server_key.clone(),
-                false,
-            )),
-            ..Default::default()
-        },
-    );
+    let broker = tls_broker(&dir, &city, false);
     let consumer = Consumer::start(broker.plain_port, FILTER);
     let store = outbox(&dir, 64 << 20);
     let ids: Vec<u64> = (0..10).map(|n| store.push(event(n)).unwrap()).collect();
@@ -275,18 +282,7 @@ fn a_server_certificate_from_an_unknown_ca_is_refused() {
 fn a_broker_requiring_client_certificates_accepts_the_poles_certificate() {
     let dir = scratch("mqtt-client-cert");
     let city = make_pki(&dir, "city");
-    let broker = Broker::start_with(
-        &dir.join("broker"),
-        BrokerOptions {
-            tls: Some((
-                city.ca.clone(),
-                city.server_cert.clone(),
-                city.server_key.clone(),
-                true,
-            )),
-            ..Default::default()
-        },
-    );
+    let broker = tls_broker(&dir, &city, true);
     let consumer = Consumer::start(broker.plain_port, FILTER);
     let store = outbox(&dir, 64 << 20);
     // Without a client certificate the broker hangs up.
@@ -726,18 +722,7 @@ fn a_corrected_ca_file_is_read_at_the_next_attempt_without_a_restart() {
     let dir = scratch("mqtt-ca-fixed");
     let city = make_pki(&dir, "city");
     let stranger = make_pki(&dir, "stranger");
-    let broker = Broker::start_with(
-        &dir.join("broker"),
-        BrokerOptions {
-            tls: Some((
-                city.ca.clone(),
-                city.server_cert.clone(),
-                city.server_key.clone(),
-                false,
-            )),
-            ..Default::default()
-        },
-    );
+    let broker = tls_broker(&dir, &city, false);
     let consumer = Consumer::start(broker.plain_port, FILTER);
     let ca_file = dir.join("pole-ca.pem");
     std::fs::copy(&stranger.ca, &ca_file).unwrap();
@@ -769,18 +754,7 @@ fn wait_for_failures(pole: &Pole, n: u64) {
 fn a_certificate_not_naming_the_host_is_explained_as_a_name_mismatch() {
     let dir = scratch("mqtt-name-mismatch");
     let city = make_pki_naming(&dir, "city", &["broker.city.invalid"]);
-    let broker = Broker::start_with(
-        &dir.join("broker"),
-        BrokerOptions {
-            tls: Some((
-                city.ca.clone(),
-                city.server_cert.clone(),
-                city.server_key.clone(),
-                false,
-            )),
-            ..Default::default()
-        },
-    );
+    let broker = tls_broker(&dir, &city, false);
     let settings = tls_settings(broker.port, &city.ca, None);
     // The real handshake's error, as the publisher gets it.
     let mut options = rumqttc::MqttOptions::new("name-mismatch", "127.0.0.1", broker.port);
