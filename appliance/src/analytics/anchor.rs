@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A change of the wall-monotonic offset larger than this is a clock step
 /// (NTP slews smaller errors at most 0.5 ms per second).
@@ -24,7 +24,7 @@ pub trait Clocks: Send + Sync {
     fn now(&self) -> (Duration, u64);
 }
 
-/// The system's clocks: [`Instant`] and [`SystemTime`].
+/// The system's clocks: [`Instant`] and the wall clock ([`crate::events::now_ms`]).
 #[derive(Debug)]
 pub struct SystemClocks {
     origin: Instant,
@@ -40,11 +40,7 @@ impl Default for SystemClocks {
 
 impl Clocks for SystemClocks {
     fn now(&self) -> (Duration, u64) {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        (self.origin.elapsed(), wall)
+        (self.origin.elapsed(), crate::events::now_ms())
     }
 }
 
