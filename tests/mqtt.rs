@@ -1,6 +1,6 @@
 //! The publisher against a real Mosquitto (Debian package) started by each
 //! test on free loopback ports: broker outages, credentials, TLS trust and
-//! a full outbox. Events go through the real outbox (sled) and the real
+//! a full outbox. Events go through the real outbox (SQLite) and the real
 //! publisher (rumqttc); a separate consumer checks what the city would see.
 
 #[path = "support/broker.rs"]

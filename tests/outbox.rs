@@ -421,29 +421,32 @@ fn stored_events_a_newer_firmware_wrote_are_set_aside_and_reported_and_the_rest_
     // read: one in a storage format it does not know, one in the first
     // storage format (8 bytes of time, then JSON) but of a newer schema.
     let (second, fourth, held_last) = {
-        let db = sled::open(dir.join("outbox")).unwrap();
+        let db = rusqlite::Connection::open(dir.join("outbox").join("events.sqlite")).unwrap();
         let ids: Vec<u64> = db
-            .scan_prefix(b"e")
-            .keys()
-            .map(|k| u64::from_be_bytes(k.unwrap()[1..9].try_into().unwrap()))
+            .prepare("SELECT key FROM records WHERE key > 0 ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|id| id.unwrap() as u64)
             .collect();
         assert!(ids.len() >= 5, "held: {ids:?}");
-        let key = |id: u64| {
-            let mut key = vec![b'e'];
-            key.extend_from_slice(&id.to_be_bytes());
-            key
+        let put = |id: u64, value: &[u8]| {
+            db.execute(
+                "UPDATE records SET body = ?2 WHERE key = ?1",
+                rusqlite::params![id as i64, value],
+            )
+            .unwrap()
         };
         let mut unknown_format = vec![0x7f];
         unknown_format.extend_from_slice(b"\x00\x01future storage format");
-        db.insert(key(ids[1]), unknown_format).unwrap();
+        assert_eq!(put(ids[1], &unknown_format), 1);
         let future = format!(
             r#"{{"schema":3,"id":{},"time":"2026-01-01T00:00:00.000Z","site":"test-site","device":"pole-1","kind":"hologram","data":{{"depth":3}}}}"#,
             ids[3]
         );
         let mut value = 1_767_225_600_000u64.to_be_bytes().to_vec();
         value.extend_from_slice(future.as_bytes());
-        db.insert(key(ids[3]), value).unwrap();
-        db.flush().unwrap();
+        assert_eq!(put(ids[3], &value), 1);
         (ids[1], ids[3], *ids.last().unwrap())
     };
     let broker = Broker::start(&dir.join("broker"));

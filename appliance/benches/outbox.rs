@@ -32,7 +32,10 @@
 //! of that run: durable publish sled 1,650–2,750 events/s, redb
 //! 1,880–1,950; 100,000-event backlog drained by sled in 29–31 s, by redb
 //! in 35–39 s; bytes written per event at 20 events/s sled 11.9 KB, redb
-//! 49.4 KB; store size for that backlog sled 145 MB, redb 4.3 GB).
+//! 49.4 KB; store size for that backlog sled 145 MB, redb 4.3 GB). sled
+//! was then replaced by SQLite for its bytes written per event (the wear
+//! benchmark, `benches/wear.rs`); the figures of both are in
+//! docs/performance.md.
 
 #[path = "../../tests/support/broker.rs"]
 mod broker;
@@ -233,12 +236,12 @@ fn main() {
     let broker = broker::Broker::start(&root.join("broker"));
     let event_len = origin().event(1, 0, health(1)).encode().len();
     println!(
-        "outbox benchmark: sled (flush every {FLUSH:?}, event {event_len} bytes of JSON{})",
+        "outbox benchmark: SQLite (flush every {FLUSH:?}, event {event_len} bytes of JSON{})",
         if quick { ", quick" } else { "" }
     );
     let mut table = Vec::new();
-    let mut row = |what: &str, sled: String, reference: String, ratio: f64| {
-        table.push(format!("| {what} | {sled} | {reference} | {ratio:.2} |"));
+    let mut row = |what: &str, outbox: String, reference: String, ratio: f64| {
+        table.push(format!("| {what} | {outbox} | {reference} | {ratio:.2} |"));
     };
 
     // 1. Durable commit, no broker.
@@ -260,7 +263,7 @@ fn main() {
             (write_bytes() - before) as f64 / n as f64,
         )
     };
-    let (sled_rate, sled_bytes) = {
+    let (outbox_rate, outbox_bytes) = {
         let outbox = open(&root.join("commit"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         sync_disk();
@@ -281,15 +284,15 @@ fn main() {
     };
     row(
         &format!("durable commit, {n} events (events/s)"),
-        format!("{sled_rate:.0}"),
+        format!("{outbox_rate:.0}"),
         format!("{append_rate:.0} (append)"),
-        sled_rate / append_rate,
+        outbox_rate / append_rate,
     );
     row(
         "bytes written per event at full speed",
-        format!("{sled_bytes:.0}"),
+        format!("{outbox_bytes:.0}"),
         format!("{append_bytes:.0} (append)"),
-        sled_bytes / append_bytes,
+        outbox_bytes / append_bytes,
     );
 
     // 2. Sustained publish: push, commit, publish, PUBACK, delete.
@@ -333,7 +336,7 @@ fn main() {
         log.close();
         (write_bytes() - before) as f64 / n as f64
     };
-    let sled_trickle = {
+    let outbox_trickle = {
         let outbox = open(&root.join("trickle"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         let publisher =
@@ -352,9 +355,9 @@ fn main() {
     };
     row(
         "bytes written per event at 20 events/s (store + delete)",
-        format!("{sled_trickle:.0}"),
+        format!("{outbox_trickle:.0}"),
         format!("{append_trickle:.0} (append, no delete)"),
-        sled_trickle / append_trickle,
+        outbox_trickle / append_trickle,
     );
 
     // 4. Drain a backlog.
@@ -403,7 +406,7 @@ fn main() {
         size as f64 / append_size as f64,
     );
 
-    println!("\n| measure | sled outbox | reference (same run) | ratio |");
+    println!("\n| measure | outbox (SQLite) | reference (same run) | ratio |");
     println!("|---|---|---|---|");
     for line in table {
         println!("{line}");

@@ -3,7 +3,7 @@
 //! and deletion as the publisher does on PUBACK), on a real filesystem.
 //!
 //! Bytes written are `write_bytes` of `/proc/self/io` (every thread of this
-//! process: sled's writes and fsyncs, counted by the kernel as pages are
+//! process: the store's writes and fsyncs, counted by the kernel as pages are
 //! dirtied), over the whole run, divided by the events pushed; the ratio is
 //! to the event's own encoded size. Events are `crossing` events of about
 //! 330 bytes, as the daemon sends one per counted passage.
@@ -15,7 +15,7 @@
 //! cargo run --profile emulated --example wear -- --rate 1 --seconds 600 --dir /var/tmp/wear-1
 //! ```
 //!
-//! Options: `--flush-ms N` (the outbox's commit period, default 50, the
+//! Options: `--flush-ms N` (the outbox's commit period, default 1000, the
 //! shipped default), `--store append` (a plain append-only file with
 //! `fdatasync` at the same period and no deletions: the least any durable
 //! store can write), `--cache-bytes N`. Figures: docs/performance.md.
@@ -43,8 +43,8 @@ fn args() -> Args {
         rate: 20.0,
         seconds: 600,
         dir: std::env::temp_dir().join("luciole-wear"),
-        flush_ms: 50,
-        store: "sled".into(),
+        flush_ms: 1000,
+        store: "outbox".into(),
         cache_bytes: OutboxSettings::default().cache_bytes,
     };
     let mut it = std::env::args().skip(1);
@@ -104,7 +104,7 @@ fn main() {
     let started = Instant::now();
     let before = write_bytes();
     match args.store.as_str() {
-        "sled" => {
+        "outbox" => {
             let settings = OutboxSettings {
                 path: args.dir.join("outbox"),
                 limits: Limits {
@@ -173,15 +173,7 @@ fn main() {
             }
             file.sync_data().unwrap();
         }
-        "sqlite" => {
-            // SQLite in WAL mode with synchronous=FULL (every commit
-            // durable), through the sqlite3 program: the same schedule
-            // (insert, commit every --flush-ms, delete once committed).
-            // Its own write_bytes are counted.
-            let written = sqlite(&args, total, period, flush, started);
-            return report(&args, total, started, written, event_size);
-        }
-        other => panic!("--store {other}: sled, append or sqlite"),
+        other => panic!("--store {other}: outbox or append"),
     }
     let _ = std::process::Command::new("sync").status();
     let written = write_bytes() - before;
@@ -202,83 +194,4 @@ fn report(args: &Args, total: u64, started: Instant, written: u64, event_size: u
         event_size,
         per_event / event_size as f64
     );
-}
-
-fn sqlite(args: &Args, total: u64, period: Duration, flush: Duration, started: Instant) -> u64 {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("sqlite3")
-        .arg(args.dir.join("outbox.sqlite"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the sqlite3 program (Debian package sqlite3)");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let io = format!("/proc/{}/io", child.id());
-    let child_written = || {
-        std::fs::read_to_string(&io)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("write_bytes: "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    writeln!(stdin, "PRAGMA journal_mode=WAL;").unwrap();
-    stdin.flush().unwrap();
-    stdout.read_line(&mut String::new()).unwrap();
-    let mut line = String::new();
-    let mut ask = |stdin: &mut std::process::ChildStdin, sql: &str| {
-        writeln!(stdin, "{sql}\nSELECT 'ok';").unwrap();
-        stdin.flush().unwrap();
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok", "sqlite3 said {line}");
-    };
-    ask(
-        &mut stdin,
-        "PRAGMA synchronous=FULL; CREATE TABLE events (id INTEGER PRIMARY KEY, value BLOB);",
-    );
-    let before = child_written();
-    let mut batch = String::new();
-    let mut committed_upto = 0u64;
-    let mut pushed = 0u64;
-    let mut last_commit = Instant::now();
-    let mut n = 0;
-    while n < total || !batch.is_empty() {
-        if n < total {
-            let due = started + period.mul_f64(n as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait.min(flush));
-            }
-        }
-        if n < total && Instant::now() >= started + period.mul_f64(n as f64) {
-            let json = String::from_utf8(origin().event(n + 1, 0, crossing(n)).encode()).unwrap();
-            batch += &format!(
-                "INSERT INTO events VALUES ({}, '{}');",
-                n + 1,
-                json.replace('\'', "''")
-            );
-            n += 1;
-            pushed = n;
-        }
-        if !batch.is_empty() && (last_commit.elapsed() >= flush || n >= total) {
-            // The deletions of what the last commit made durable ride on
-            // this commit, as in the outbox.
-            let sql =
-                format!("BEGIN; {batch} DELETE FROM events WHERE id <= {committed_upto}; COMMIT;");
-            ask(&mut stdin, &sql);
-            committed_upto = pushed;
-            batch.clear();
-            last_commit = Instant::now();
-        }
-    }
-    ask(
-        &mut stdin,
-        &format!("DELETE FROM events WHERE id <= {committed_upto};"),
-    );
-    let written = child_written() - before;
-    drop(stdin);
-    child.wait().unwrap();
-    written
 }

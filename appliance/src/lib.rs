@@ -41,7 +41,7 @@
 //! - [`events`]: the versioned JSON events a pole publishes, their topics,
 //!   and the [`events::Sink`] they are handed to; one JSON Schema per kind
 //!   in `appliance/schemas/`.
-//! - [`outbox`]: store-and-forward in sled: events are committed before
+//! - [`outbox`]: store-and-forward in SQLite: events are committed before
 //!   they are offered and deleted on the broker's acknowledgement, within
 //!   size and age limits ([`outbox::ledger`] keeps the pure bookkeeping).
 //! - [`publish`]: the MQTT 3.1.1/5 publisher (rumqttc): TLS, presence with

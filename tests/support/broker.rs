@@ -64,8 +64,12 @@ impl Broker {
         // switch to its own user and lose access to the test's files).
         let user = Command::new("id").arg("-un").output().unwrap();
         let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+        // max_queued_messages: the test consumers read as fast as they can,
+        // but a burst of thousands of events can outrun one; past its queue
+        // (1000 by default) the broker would drop messages for it, and the
+        // test would blame the pole.
         let mut conf = format!(
-            "user {user}\nper_listener_settings true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+            "user {user}\nper_listener_settings true\npersistence {}\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nmax_queued_messages 100000\n",
             !options.no_persistence,
             dir.display()
         );

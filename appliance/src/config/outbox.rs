@@ -22,12 +22,14 @@ pub struct RawOutbox {
     /// Seconds an unpublished event is kept before it is deleted (and
     /// reported by a `dropped` event), 60 to 2 592 000 (30 days).
     pub retention_s: Option<u64>,
-    /// Milliseconds between durable commits, 1 to 1000: the most recent
-    /// events a power cut can lose.
+    /// Milliseconds between durable commits, 1 to 10 000 (default 1000):
+    /// the most recent events a power cut can lose, and the longest an
+    /// event waits before it is published. Longer windows put more events
+    /// in each commit and wear the SD card less (docs/performance.md).
     pub flush_ms: Option<u64>,
-    /// sled's page cache in bytes, 1 048 576 (1 MiB) to 268 435 456
-    /// (256 MiB); default 16 MiB (sled's own default, 1 GiB, is too much
-    /// for a 1-2 GB board).
+    /// The store's page cache (SQLite's) in bytes, 1 048 576 (1 MiB) to
+    /// 268 435 456 (256 MiB); default 16 MiB, an upper bound (SQLite fills
+    /// it only as the store grows).
     pub cache_bytes: Option<u64>,
 }
 
@@ -43,7 +45,7 @@ pub(super) fn validate(raw: RawOutbox, check: &mut Check<'_, '_>) -> Option<Outb
     let flush_ms = raw.flush_ms.unwrap_or(d.flush_every.as_millis() as u64);
     check.range("outbox.max_bytes", max_bytes, 65_536, 16 << 30);
     check.range("outbox.retention_s", retention_s, 60, 30 * 86_400);
-    check.range("outbox.flush_ms", flush_ms, 1, 1000);
+    check.range("outbox.flush_ms", flush_ms, 1, 10_000);
     let cache_bytes = raw.cache_bytes.unwrap_or(d.cache_bytes);
     check.range("outbox.cache_bytes", cache_bytes, 1 << 20, 256 << 20);
     if check.count() > before {

@@ -261,7 +261,7 @@ fn outbox_and_mqtt_sections_get_documented_defaults() {
     assert_eq!(outbox.path, dir.join("spool"));
     assert_eq!(outbox.limits.max_bytes, 256 << 20);
     assert_eq!(outbox.limits.retention_ms, 24 * 3600 * 1000);
-    assert_eq!(outbox.flush_every, Duration::from_millis(50));
+    assert_eq!(outbox.flush_every, Duration::from_millis(1000));
     let mqtt = settings.mqtt.unwrap();
     assert_eq!(mqtt.port, 8883, "TLS by default, on the TLS port");
     assert_eq!(mqtt.tls.unwrap().ca_file, dir.join("ca.pem"));
@@ -312,7 +312,7 @@ fn events_outbox_and_mqtt_problems_are_each_named_with_line_and_key() {
     let expected = [
         "pole.toml:10 events.health_interval_ms = 5: must be between 100 and 86400000",
         "pole.toml:13 outbox.max_bytes = 10: must be between 65536 and 17179869184",
-        "pole.toml:14 outbox.flush_ms = 0: must be between 1 and 1000",
+        "pole.toml:14 outbox.flush_ms = 0: must be between 1 and 10000",
         "pole.toml:17 mqtt.host = \"mqtt://broker\": must be a host name or IP address (no scheme, port or path)",
         "pole.toml:18 mqtt.password_file: only used with mqtt.username",
         "pole.toml:20 mqtt.reconnect_max_ms = 1000: must not be below mqtt.reconnect_min_ms (5000)",
@@ -352,7 +352,7 @@ fn publishing_without_an_outbox_is_refused() {
 
 #[test]
 fn the_outbox_has_no_store_choice_any_more() {
-    // redb was measured and removed (docs/performance.md): sled only.
+    // redb and sled were measured and removed (docs/performance.md).
     let lines =
         messages(parse_text(&format!("{MINIMAL}\n[outbox]\nstore = \"redb\"\n")).unwrap_err());
     assert_eq!(lines.len(), 1, "{lines:#?}");

@@ -1,5 +1,5 @@
-//! Store-and-forward: events wait on local storage (sled) until the broker
-//! has acknowledged them.
+//! Store-and-forward: events wait on local storage (SQLite, see [`store`])
+//! until the broker has acknowledged them.
 //!
 //! - **Write before offer.** [`Outbox::push`] gives the event its id and
 //!   writes it; [`Outbox::commit`] makes the writes durable. The flusher
@@ -29,14 +29,15 @@
 //!   visible.
 //! - **Unreadable records.** A stored record this firmware cannot read (a
 //!   newer firmware's schema after a rollback, damaged bytes) is set aside
-//!   (a bounded tree of its own, kept for diagnosis) and a `dropped` event
+//!   (a bounded table of its own, kept for diagnosis) and a `dropped` event
 //!   with reason `unreadable` names its id; everything else is published.
-//! - **Disk errors.** sled keeps an I/O error (ENOSPC, EIO) as a permanent
-//!   state of its handle. The outbox then stops writing, and the flusher
-//!   reopens the store (retrying with a growing delay while it fails); once
+//! - **Disk errors.** A write or commit that fails on the disk (ENOSPC,
+//!   EIO) loses the transaction in progress. The outbox then stops
+//!   writing, and the flusher reopens the store (retrying with a growing delay while it fails); once
 //!   open, an `outbox_disk_error` alert says what failed and how many
 //!   events could not be stored meanwhile. The daemon keeps running.
-//! - **Corruption.** A database sled cannot open is moved aside
+//! - **Corruption.** A database that cannot be read (damaged, of a newer
+//!   layout, or a sled store of an earlier firmware) is moved aside
 //!   (`<path>.corrupt-<unix-seconds>`, the newest [`KEEP_CORRUPT`] kept), a
 //!   fresh one is started and an `alert` event (`outbox_corrupted`) says
 //!   so. A store that opens but has lost committed data (found through the
@@ -83,6 +84,9 @@ pub const KEEP_CORRUPT: usize = 2;
 /// Free space left on the outbox's filesystem for everything else (logs,
 /// the system): the outbox shrinks before the filesystem fills.
 pub const FREE_RESERVE: u64 = 4 << 20;
+/// Size on disk from which the ratio of the store's size to its events'
+/// bytes is used to cap the events ([`disk_cap`]).
+pub const SCALE_FROM: u64 = 1 << 20;
 /// How often the real size on disk and the free space are measured.
 const CAPACITY_EVERY: Duration = Duration::from_secs(1);
 /// First and longest delay between attempts to reopen a failed store.
@@ -152,13 +156,13 @@ pub struct OutboxSettings {
     pub limits: Limits,
     /// Longest time between a push and its durable commit.
     pub flush_every: Duration,
-    /// sled's page cache, bytes.
+    /// The store's page cache (SQLite's), bytes.
     pub cache_bytes: u64,
 }
 
 impl Default for OutboxSettings {
     /// `/var/lib/luciole/outbox`, at most 256 MiB, events kept 24 hours,
-    /// committed every 50 ms, a 16 MiB page cache.
+    /// committed every second, a 16 MiB page cache.
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/luciole/outbox"),
@@ -166,7 +170,7 @@ impl Default for OutboxSettings {
                 max_bytes: 256 << 20,
                 retention_ms: 24 * 3600 * 1000,
             },
-            flush_every: Duration::from_millis(50),
+            flush_every: Duration::from_millis(1000),
             cache_bytes: 16 << 20,
         }
     }
@@ -304,6 +308,8 @@ struct State {
     pending_acks: Vec<u64>,
     /// When the disk capacity was last measured.
     measured: Option<Instant>,
+    /// The disk cap last written to the log, if it bound.
+    logged_cap: Option<u64>,
 }
 
 /// The event store. Shared between the producers, the flusher and the
@@ -504,6 +510,7 @@ impl Outbox {
                 unstored: Unstored::default(),
                 pending_acks: Vec::new(),
                 measured: None,
+                logged_cap: None,
             }),
             committed: AtomicU64::new(next_id - 1),
             deletions: AtomicBool::new(false),
@@ -1050,7 +1057,7 @@ impl Outbox {
             }
             state.measured = Some(Instant::now());
         }
-        let Ok(on_disk) = self.with_db(Store::size_on_disk) else {
+        let Ok(on_disk) = self.with_db(Store::used_bytes) else {
             return;
         };
         let free = match rustix::fs::statvfs(&self.path) {
@@ -1064,7 +1071,12 @@ impl Outbox {
             free,
             self.settings.limits.max_bytes,
         );
-        if cap < self.settings.limits.max_bytes && cap != state.ledger.max_bytes() {
+        // Logged when it first binds and when it moves by a tenth since.
+        let moved = state
+            .logged_cap
+            .is_none_or(|last| cap.abs_diff(last) > last / 10);
+        if cap < self.settings.limits.max_bytes && moved {
+            state.logged_cap = Some(cap);
             tracing::warn!(
                 on_disk,
                 free,
@@ -1083,7 +1095,7 @@ impl Outbox {
             return true;
         };
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        // sled releases its lock only once the old handle is gone.
+        // The old handle's lock goes with it.
         drop(db.take());
         let store = match Store::open(&self.path, self.settings.cache_bytes) {
             Ok(store) => store,
@@ -1235,11 +1247,14 @@ impl From<StoreError> for Stop {
 }
 
 /// The byte limit the disk allows: the store may take at most
-/// `max_bytes` on disk and must leave [`FREE_RESERVE`] free; its logical
-/// bytes (`held`) are scaled by how much larger it is on disk.
+/// `max_bytes` on disk and must leave [`FREE_RESERVE`] free (room, too,
+/// for the store's write-ahead log, [`store::WAL_LIMIT`]); its logical
+/// bytes (`held`) are scaled by how much larger it is on disk, once the
+/// store is large enough ([`SCALE_FROM`]) for that ratio to mean
+/// something: a nearly empty store is mostly its fixed pages.
 pub fn disk_cap(held: u64, on_disk: u64, free: u64, max_bytes: u64) -> u64 {
     let allowed = max_bytes.min((on_disk + free).saturating_sub(FREE_RESERVE));
-    if on_disk == 0 || held == 0 {
+    if on_disk < SCALE_FROM || held == 0 {
         return allowed;
     }
     let cap = (held as u128 * allowed as u128 / on_disk as u128) as u64;

@@ -205,11 +205,11 @@ fn scribbled_data_ends_in_an_alert_and_ids_above_the_lost_ones() {
         outbox.commit().unwrap();
     }
     // Scribble over the data, as a failing SD card would.
-    let data = path.join("db");
+    let data = path.join(store::DB_FILE);
     let len = std::fs::metadata(&data).unwrap().len() as usize;
     std::fs::write(&data, vec![0xA5; len.max(4096)]).unwrap();
-    // sled either refuses the store (moved aside) or recovers it without
-    // the data; both must end in an alert and ids above every old one.
+    // The store is either refused (moved aside) or opens without the
+    // data; both must end in an alert and ids above every old one.
     let outbox = Outbox::open(&s, origin()).unwrap();
     let events: Vec<Event> = outbox.all().map(Result::unwrap).collect();
     let Some(Body::Alert(alert)) = events.last().map(|e| &e.body) else {
@@ -254,7 +254,11 @@ fn an_unreadable_outbox_is_moved_aside_and_a_fresh_one_starts_with_an_alert() {
         }
         outbox.commit().unwrap();
     }
-    std::fs::write(path.join("conf"), b"\xA5\xA5 not a sled configuration").unwrap();
+    // A newer firmware's layout, as after a rollback.
+    rusqlite::Connection::open(path.join(store::DB_FILE))
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     assert!(matches!(
         Outbox::inspect(&s, origin()),
         Err(OutboxError::Open { .. })
@@ -274,6 +278,44 @@ fn an_unreadable_outbox_is_moved_aside_and_a_fresh_one_starts_with_an_alert() {
         .filter(|n| n.starts_with("outbox.corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
+}
+
+#[test]
+fn a_sled_store_of_an_earlier_firmware_is_moved_aside_with_an_alert() {
+    let path = scratch("sled");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("conf"), b"segment_size: 524288\n").unwrap();
+    std::fs::write(path.join("db"), vec![0u8; 4096]).unwrap();
+    let outbox = Outbox::open(&settings(&path, 1 << 20, u64::MAX), origin()).unwrap();
+    let events: Vec<Event> = outbox.all().map(Result::unwrap).collect();
+    let [Event {
+        body: Body::Alert(alert),
+        ..
+    }] = events.as_slice()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(alert.code, "outbox_corrupted");
+    assert!(
+        !path.join("conf").exists(),
+        "the sled files went with the old folder"
+    );
+    assert!(path.join(store::DB_FILE).exists());
+}
+
+#[test]
+fn a_store_just_created_is_locked_against_a_second_opener() {
+    let path = scratch("lock");
+    let first = store::Store::open(&path, 1 << 20).unwrap();
+    first.apply(&[(1, b"x".to_vec())], &[], 2).unwrap();
+    first.flush().unwrap();
+    assert!(matches!(
+        store::Store::open(&path, 1 << 20),
+        Err(store::StoreError::Locked(_))
+    ));
+    drop(first);
+    let again = store::Store::open(&path, 1 << 20).unwrap();
+    assert_eq!(again.next_id().unwrap(), Some(2));
 }
 
 #[test]
@@ -690,4 +732,6 @@ fn the_disk_cap_follows_the_real_size_on_disk_and_the_free_space() {
     assert_eq!(cap, (6 << 20) / 4);
     // Never below a few events.
     assert!(disk_cap(1, 1 << 30, 0, 1 << 20) >= 4 * events::MAX_EVENT_BYTES as u64);
+    // A nearly empty store is mostly its fixed pages: no scaling.
+    assert_eq!(disk_cap(10_000, 12_288, 1 << 30, 256 << 20), 256 << 20);
 }
