@@ -626,6 +626,15 @@ mod tests {
         assert_eq!(Event::decode(2, &plain.encode()).unwrap().clock, None);
     }
 
+    /// The JSON Schema of a kind (appliance/schemas/KIND.json).
+    fn schema(kind: &str) -> jsonschema::Validator {
+        let path = format!("{}/schemas/{kind}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let schema: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     fn origin() -> Origin {
         Origin {
             site: "lyon".into(),
@@ -741,6 +750,8 @@ mod tests {
             let encoded = event.encode();
             let text = String::from_utf8_lossy(&encoded);
             assert!(!text.contains("null"), "{text}");
+            let json: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+            assert!(schema(event.body.kind()).is_valid(&json), "{text}");
             let back = Event::decode(id, &encoded).unwrap_or_else(|e| panic!("{e}: {text}"));
             assert_eq!(back, origin().event_marked(id, 0, None, good), "{text}");
         }
@@ -774,7 +785,16 @@ mod tests {
                 speed_m_s: None,
             }),
         );
-        assert_eq!(Event::decode(2, &event.encode()).unwrap(), event);
+        let encoded = event.encode();
+        assert_eq!(Event::decode(2, &encoded).unwrap(), event);
+        // The schema says the same: the largest f32 passes, 1e39 does not.
+        let crossing = schema("crossing");
+        let mut json: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+        assert!(crossing.is_valid(&json), "{json}");
+        json["data"]["position"][0] = serde_json::json!(1e39);
+        assert!(!crossing.is_valid(&json), "{json}");
+        let text = json.to_string();
+        assert!(Event::decode(2, text.as_bytes()).is_err(), "{text}");
     }
 
     #[test]
