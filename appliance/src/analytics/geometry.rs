@@ -99,7 +99,9 @@ impl Homography {
         let (x, y) = (f64::from(p[0]), f64::from(p[1]));
         let m = &self.m;
         let w = m[2][0] * x + m[2][1] * y + m[2][2];
-        if !(w * self.front > 0.0) {
+        // On the horizon (0), beyond it (the other sign), or NaN: none.
+        let in_front = w * self.front > 0.0;
+        if !in_front {
             return None;
         }
         let g = [
