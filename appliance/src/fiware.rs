@@ -43,6 +43,8 @@ impl Mapper {
                 .iter()
                 .find(|s| s.class == class)
                 .and_then(|s| s.speed_m_s)
+                // JSON has no NaN or infinity (`json!` would write `null`).
+                .filter(|m_s| m_s.is_finite())
                 .map(|m_s| (m_s * 3.6 * 100.0).round() / 100.0)
         };
         let count = |line: &str, direction: &str, class: &str| -> u64 {

@@ -59,6 +59,10 @@ pub fn distance(a: Point, b: Point) -> f32 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Homography {
     m: [[f64; 3]; 3],
+    /// The sign of the projective divisor on the calibration points: image
+    /// points where it is 0 lie on the ground's horizon, those where it has
+    /// the other sign beyond it (sky), neither has a ground position.
+    front: f64,
 }
 
 impl Homography {
@@ -82,20 +86,36 @@ impl Homography {
             }
         }
         let h = solve8(a)?;
-        Some(Homography {
-            m: [[h[0], h[1], h[2]], [h[3], h[4], h[5]], [h[6], h[7], 1.0]],
-        })
+        let m = [[h[0], h[1], h[2]], [h[3], h[4], h[5]], [h[6], h[7], 1.0]];
+        let (x, y) = (f64::from(image[0][0]), f64::from(image[0][1]));
+        let front = (m[2][0] * x + m[2][1] * y + m[2][2]).signum();
+        Some(Homography { m, front })
     }
 
-    /// The ground point of an image point.
-    pub fn map(&self, p: Point) -> Point {
+    /// The ground point of an image point; `None` for a point on or beyond
+    /// the ground's horizon, or one so near it that its ground position is
+    /// out of `f32` range (no finite ground position).
+    pub fn map(&self, p: Point) -> Option<Point> {
         let (x, y) = (f64::from(p[0]), f64::from(p[1]));
         let m = &self.m;
         let w = m[2][0] * x + m[2][1] * y + m[2][2];
-        [
+        // On the horizon (0), beyond it (the other sign), or NaN: none.
+        let in_front = w * self.front > 0.0;
+        if !in_front {
+            return None;
+        }
+        let g = [
             ((m[0][0] * x + m[0][1] * y + m[0][2]) / w) as f32,
             ((m[1][0] * x + m[1][1] * y + m[1][2]) / w) as f32,
-        ]
+        ];
+        (g[0].is_finite() && g[1].is_finite()).then_some(g)
+    }
+
+    /// Ground distance between two image points, metres; `None` when either
+    /// has no ground position ([`Homography::map`]).
+    pub fn ground_distance(&self, a: Point, b: Point) -> Option<f64> {
+        let d = f64::from(distance(self.map(a)?, self.map(b)?));
+        d.is_finite().then_some(d)
     }
 }
 
@@ -169,12 +189,16 @@ mod tests {
         let ground = [[0.0, 10.0], [3.5, 10.0], [3.5, 0.0], [0.0, 0.0]];
         let h = Homography::from_points(&image, &ground).unwrap();
         for i in 0..4 {
-            let g = h.map(image[i]);
+            let g = h.map(image[i]).unwrap();
             assert!(distance(g, ground[i]) < 1e-3, "{i}: {g:?}");
         }
         // The middle of the near edge is the middle of the rectangle's edge.
-        let g = h.map([310.0, 450.0]);
+        let g = h.map([310.0, 450.0]).unwrap();
         assert!(distance(g, [1.75, 0.0]) < 1e-3, "{g:?}");
+        // The road's edges meet at y = 141.2, the horizon: above it is sky.
+        assert!(h.map([310.0, 150.0]).is_some());
+        assert_eq!(h.map([310.0, 100.0]), None);
+        assert_eq!(h.map([310.0, 0.0]), None);
         // Three points on one line: refused.
         let flat = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [0.0, 5.0]];
         assert!(Homography::from_points(&flat, &ground).is_none());

@@ -138,14 +138,18 @@ struct TrackMemory {
     visited: BTreeSet<usize>,
     last_foot: Option<(Duration, Point)>,
     first_foot: Point,
-    /// Path length and time over the whole track, pixels and metres.
+    /// Path length and time over the whole track, pixels and metres. The
+    /// metres and their time count only the steps with a ground position
+    /// (not on or beyond the calibration's horizon).
     path_px: f64,
     path_m: f64,
     path_time: f64,
+    path_m_time: f64,
     /// The same over the current flow interval.
     interval_px: f64,
     interval_m: f64,
     interval_time: f64,
+    interval_m_time: f64,
     class: Class,
 }
 
@@ -158,8 +162,8 @@ struct Interval {
     occupancy_max: BTreeMap<(usize, Class), u64>,
     dwell: BTreeMap<(usize, Class), (f64, u64)>,
     /// Speed of tracks that ended during the interval: class → (px, m,
-    /// seconds, tracks).
-    speed: BTreeMap<Class, (f64, f64, f64, u64)>,
+    /// seconds, seconds on the ground, tracks).
+    speed: BTreeMap<Class, (f64, f64, f64, f64, u64)>,
 }
 
 /// Analytics for one camera.
@@ -287,9 +291,11 @@ impl Analytics {
             path_px: 0.0,
             path_m: 0.0,
             path_time: 0.0,
+            path_m_time: 0.0,
             interval_px: 0.0,
             interval_m: 0.0,
             interval_time: 0.0,
+            interval_m_time: 0.0,
             class: track.class,
         });
         memory.class = track.class;
@@ -364,7 +370,8 @@ impl Analytics {
                         speed_m_s: settings
                             .calibration
                             .as_ref()
-                            .map(|h| round2(ground_speed(h, foot, track.velocity))),
+                            .and_then(|h| ground_speed(h, foot, track.velocity))
+                            .map(round2),
                     }));
                 }
             }
@@ -374,16 +381,17 @@ impl Analytics {
             if let Some((then, last)) = memory.last_foot {
                 let dt = time.saturating_sub(then).as_secs_f64();
                 let px = f64::from(distance(last, foot));
-                let m = settings
-                    .calibration
-                    .as_ref()
-                    .map_or(0.0, |h| f64::from(distance(h.map(last), h.map(foot))));
                 memory.path_px += px;
-                memory.path_m += m;
                 memory.path_time += dt;
                 memory.interval_px += px;
-                memory.interval_m += m;
                 memory.interval_time += dt;
+                let ground = settings.calibration.as_ref();
+                if let Some(m) = ground.and_then(|h| h.ground_distance(last, foot)) {
+                    memory.path_m += m;
+                    memory.path_m_time += dt;
+                    memory.interval_m += m;
+                    memory.interval_m_time += dt;
+                }
             }
             memory.last_foot = Some((time, foot));
         }
@@ -404,7 +412,10 @@ impl Analytics {
         if !self.settings.track_events {
             return;
         }
-        let calibrated = self.settings.calibration.is_some();
+        // Ground figures when calibrated, unless none of the track's steps
+        // had a ground position.
+        let on_ground = self.settings.calibration.is_some()
+            && (memory.path_m_time > 0.0 || memory.path_time == 0.0);
         let last = memory.last_foot.map_or(track.foot(), |(_, p)| p);
         let duration = track.last_seen.saturating_sub(track.first_seen);
         let back = time.saturating_sub(track.first_seen).as_millis() as u64;
@@ -418,8 +429,8 @@ impl Analytics {
             last: [round1(last[0]), round1(last[1])],
             distance_px: round1(memory.path_px as f32).into(),
             speed_px_s: round2(ratio(memory.path_px, memory.path_time)),
-            distance_m: calibrated.then(|| round2(memory.path_m)),
-            speed_m_s: calibrated.then(|| round2(ratio(memory.path_m, memory.path_time))),
+            distance_m: on_ground.then(|| round2(memory.path_m)),
+            speed_m_s: on_ground.then(|| round2(ratio(memory.path_m, memory.path_m_time))),
             zones: memory
                 .visited
                 .iter()
@@ -434,11 +445,13 @@ impl Analytics {
             entry.0 += memory.interval_px;
             entry.1 += memory.interval_m;
             entry.2 += memory.interval_time;
-            entry.3 += 1;
+            entry.3 += memory.interval_m_time;
+            entry.4 += 1;
         }
         memory.interval_px = 0.0;
         memory.interval_m = 0.0;
         memory.interval_time = 0.0;
+        memory.interval_m_time = 0.0;
     }
 
     fn close_interval(&mut self, time: Duration, wall_ms: u64) -> Flow {
@@ -502,11 +515,12 @@ impl Analytics {
         let speeds = interval
             .speed
             .iter()
-            .map(|(class, &(px, m, secs, tracks))| FlowSpeed {
+            .map(|(class, &(px, m, secs, m_secs, tracks))| FlowSpeed {
                 class: class.name().into(),
                 tracks,
                 speed_px_s: round2(ratio(px, secs)),
-                speed_m_s: calibrated.then(|| round2(ratio(m, secs))),
+                // Over the steps with a ground position only.
+                speed_m_s: (calibrated && m_secs > 0.0).then(|| round2(ratio(m, m_secs))),
             })
             .collect();
         self.interval.start = Some((time, wall_ms));
@@ -534,11 +548,13 @@ fn normal_speed(line: &LineSettings, velocity: [f32; 2]) -> f32 {
     (velocity[0] * dy - velocity[1] * dx) / len
 }
 
-/// Ground speed of a point moving at `velocity` pixels per second.
-fn ground_speed(h: &Homography, at: Point, velocity: [f32; 2]) -> f64 {
+/// Ground speed of a point moving at `velocity` pixels per second; `None`
+/// when the point, or where it is heading, has no ground position (on or
+/// beyond the calibration's horizon).
+fn ground_speed(h: &Homography, at: Point, velocity: [f32; 2]) -> Option<f64> {
     let step = 0.1;
     let ahead = [at[0] + velocity[0] * step, at[1] + velocity[1] * step];
-    f64::from(distance(h.map(at), h.map(ahead))) / f64::from(step)
+    Some(h.ground_distance(at, ahead)? / f64::from(step))
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

@@ -360,3 +360,47 @@ fn a_slow_drift_within_the_tolerance_moves_nothing() {
     let t = |ms: u64| crate::events::rfc3339_ms(1_795_948_000_000 + ms);
     assert_eq!(flows[1], (t(10_000), t(20_000), 10.0));
 }
+
+#[test]
+fn a_track_on_the_calibrations_horizon_has_no_ground_figures_rather_than_non_finite_ones() {
+    let mut settings = settings();
+    // A road seen in perspective, 4 m wide and 10 m long: its edges meet at
+    // y = 100, the horizon, where the ground is infinitely far.
+    settings.calibration = Some(
+        Homography::from_points(
+            &[
+                [150.0, 200.0],
+                [250.0, 200.0],
+                [300.0, 300.0],
+                [100.0, 300.0],
+            ],
+            &[[0.0, 10.0], [4.0, 10.0], [4.0, 0.0], [0.0, 0.0]],
+        )
+        .unwrap(),
+    );
+    // Feet along y = 100 (the first path), across the line at x = 300.
+    let path: Vec<f32> = (0..40).map(|i| 100.0 + 15.0 * i as f32).collect();
+    let (_, out) = run(settings, &[path]);
+    let mut numbers = Vec::new();
+    for o in &out {
+        match o {
+            Output::Crossing(c) => {
+                assert_eq!(c.speed_m_s, None, "{c:?}");
+                numbers.extend([c.speed_px_s, c.position[0].into(), c.position[1].into()]);
+            }
+            Output::Track(t) => {
+                assert_eq!((t.distance_m, t.speed_m_s), (None, None), "{t:?}");
+                numbers.extend([t.distance_px, t.speed_px_s]);
+            }
+            Output::Flow(f) => {
+                for s in &f.speeds {
+                    assert_eq!(s.speed_m_s, None, "{f:?}");
+                    numbers.push(s.speed_px_s);
+                }
+            }
+        }
+    }
+    assert_eq!(crossings(&out).len(), 1, "{out:?}");
+    assert!(out.iter().any(|o| matches!(o, Output::Flow(_))), "{out:?}");
+    assert!(numbers.iter().all(|v| v.is_finite()), "{out:?}");
+}

@@ -13,6 +13,7 @@
 //! will).
 
 pub mod clock;
+mod finite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -461,14 +462,50 @@ impl Default for EventSettings {
 }
 
 impl Event {
-    /// Decodes stored or received JSON.
+    /// Decodes stored or received JSON. An event holding a number beyond
+    /// its field's range (a 32-bit field given `1e39`) is refused: it would
+    /// hold infinity (docs/events.md, "Numbers").
     pub fn decode(id: u64, bytes: &[u8]) -> Result<Event, EventError> {
-        serde_json::from_slice(bytes).map_err(|source| EventError::Decode { id, source })
+        let mut event: Event =
+            serde_json::from_slice(bytes).map_err(|source| EventError::Decode { id, source })?;
+        if let Some(field) = finite::not_finite(&mut event.body).first() {
+            return Err(EventError::Decode {
+                id,
+                source: serde::de::Error::custom(format!(
+                    "data.{field}: a number out of the range of its field"
+                )),
+            });
+        }
+        Ok(event)
     }
 
-    /// The JSON bytes published.
+    /// The JSON bytes published and stored. They always decode: a number
+    /// that is not finite (which JSON cannot hold) is written as 0, or left
+    /// out when its field is optional (docs/events.md, "Numbers"), with a
+    /// warning naming the fields: such a number is a bug where the event
+    /// was made.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("events always serialise")
+        let mut body = self.body.clone();
+        let repaired = finite::repair(&mut body);
+        if repaired.is_empty() {
+            return serde_json::to_vec(self).expect("events always serialise");
+        }
+        tracing::warn!(
+            "event {} ({}): data.{} not finite, written as 0 or left out",
+            self.id,
+            self.body.kind(),
+            repaired.join(", data.")
+        );
+        let event = Event {
+            schema: self.schema,
+            id: self.id,
+            time: self.time.clone(),
+            clock: self.clock,
+            site: self.site.clone(),
+            device: self.device.clone(),
+            body,
+        };
+        serde_json::to_vec(&event).expect("events always serialise")
     }
 }
 
@@ -587,6 +624,177 @@ mod tests {
         assert!(json.get("clock").is_none(), "{json}");
         // Events stored before the mark existed still decode.
         assert_eq!(Event::decode(2, &plain.encode()).unwrap().clock, None);
+    }
+
+    /// The JSON Schema of a kind (appliance/schemas/KIND.json).
+    fn schema(kind: &str) -> jsonschema::Validator {
+        let path = format!("{}/schemas/{kind}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let schema: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            site: "lyon".into(),
+            device: "pole-7".into(),
+        }
+    }
+
+    #[test]
+    fn an_event_holding_a_number_that_is_not_finite_encodes_to_bytes_that_decode() {
+        // What the fuzz finding (fuzz/regressions/event_decode/infinite-f32)
+        // showed: infinity in a position, NaN in a speed.
+        let origin = origin();
+        let crossing = |position: [f32; 2], speed_px_s: f64, speed_m_s: Option<f64>| {
+            Body::Crossing(Crossing {
+                line: "north".into(),
+                direction: "a_to_b".into(),
+                class: "car".into(),
+                track: 3,
+                at: rfc3339_ms(0),
+                position,
+                speed_px_s,
+                speed_m_s,
+            })
+        };
+        let event = origin.event_marked(
+            1,
+            0,
+            None,
+            crossing([f32::INFINITY, 2.0], f64::NAN, Some(f64::NEG_INFINITY)),
+        );
+        let encoded = event.encode();
+        let back = Event::decode(1, &encoded).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&encoded));
+        });
+        assert_eq!(
+            back,
+            origin.event_marked(1, 0, None, crossing([0.0, 2.0], 0.0, None))
+        );
+    }
+
+    #[test]
+    fn every_number_of_every_kind_that_is_not_finite_is_written_as_0_or_left_out() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        let bodies = |bad: bool| {
+            let (x, y) = if bad { (inf, nan) } else { (0.0, 0.0) };
+            let (f, g) = if bad {
+                (f32::NEG_INFINITY, f32::NAN)
+            } else {
+                (0.0, 0.0)
+            };
+            let opt = |v: f64| if bad { Some(v) } else { None };
+            vec![
+                Body::Health(Health {
+                    fps: x,
+                    frames: 1,
+                    dropped_frames: 2,
+                    reconnects: 3,
+                    outage_ms: 4,
+                    outbox_depth: 5,
+                    broker_reconnects: 6,
+                    inferences: 7,
+                    skipped_by_motion: 8,
+                    queue_dropped: 9,
+                    inference_ms: y,
+                    tracks: 10,
+                }),
+                Body::Track(TrackSummary {
+                    track: 3,
+                    class: "person".into(),
+                    first_seen: rfc3339_ms(0),
+                    duration_ms: 1200,
+                    detections: 12,
+                    first: [f, 5.0],
+                    last: [7.0, g],
+                    distance_px: y,
+                    speed_px_s: x,
+                    distance_m: opt(nan),
+                    speed_m_s: opt(inf),
+                    zones: vec!["square".into()],
+                }),
+                Body::Flow(Flow {
+                    from: rfc3339_ms(0),
+                    to: rfc3339_ms(60_000),
+                    interval_s: y,
+                    lines: vec![],
+                    zones: vec![FlowZone {
+                        zone: "square".into(),
+                        class: "person".into(),
+                        occupancy_mean: x,
+                        occupancy_max: 2,
+                        dwell_mean_s: opt(nan),
+                        dwells: 1,
+                    }],
+                    speeds: vec![FlowSpeed {
+                        class: "car".into(),
+                        tracks: 4,
+                        speed_px_s: -x,
+                        speed_m_s: opt(inf),
+                    }],
+                    part: None,
+                }),
+                Body::Light(crate::light::LightState {
+                    level: y,
+                    previous: x,
+                    reason: crate::light::LightReason::Presence,
+                    night: true,
+                    detail: "presence".into(),
+                }),
+            ]
+        };
+        for (id, (bad, good)) in (1..).zip(bodies(true).into_iter().zip(bodies(false))) {
+            let event = origin().event_marked(id, 0, None, bad);
+            let encoded = event.encode();
+            let text = String::from_utf8_lossy(&encoded);
+            assert!(!text.contains("null"), "{text}");
+            let json: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+            assert!(schema(event.body.kind()).is_valid(&json), "{text}");
+            let back = Event::decode(id, &encoded).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert_eq!(back, origin().event_marked(id, 0, None, good), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_number_beyond_a_32_bit_field_is_refused_when_decoding_and_its_largest_value_reads_back() {
+        // Found by fuzzing (fuzz/regressions/event_decode/infinite-f32): a
+        // stored value (8 bytes of time, then the event) with a position of
+        // 1e39, infinity as an f32. It decoded, and then encoded to `null`.
+        let stored = include_bytes!("../../../fuzz/regressions/event_decode/infinite-f32");
+        let err = Event::decode(1, &stored[8..]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "event 1: cannot decode: data.position: a number out of the range of its field"
+        );
+        // The largest f32 is in range, and survives the round trip.
+        let origin = origin();
+        let event = origin.event_marked(
+            2,
+            0,
+            None,
+            Body::Crossing(Crossing {
+                line: "north".into(),
+                direction: "a_to_b".into(),
+                class: "car".into(),
+                track: 3,
+                at: rfc3339_ms(0),
+                position: [f32::MAX, -f32::MAX],
+                speed_px_s: f64::MAX,
+                speed_m_s: None,
+            }),
+        );
+        let encoded = event.encode();
+        assert_eq!(Event::decode(2, &encoded).unwrap(), event);
+        // The schema says the same: the largest f32 passes, 1e39 does not.
+        let crossing = schema("crossing");
+        let mut json: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+        assert!(crossing.is_valid(&json), "{json}");
+        json["data"]["position"][0] = serde_json::json!(1e39);
+        assert!(!crossing.is_valid(&json), "{json}");
+        let text = json.to_string();
+        assert!(Event::decode(2, text.as_bytes()).is_err(), "{text}");
     }
 
     #[test]
