@@ -642,23 +642,25 @@ mod tests {
         }
     }
 
+    /// A `crossing` with the given numbers.
+    fn crossing(position: [f32; 2], speed_px_s: f64, speed_m_s: Option<f64>) -> Body {
+        Body::Crossing(Crossing {
+            line: "north".into(),
+            direction: "a_to_b".into(),
+            class: "car".into(),
+            track: 3,
+            at: rfc3339_ms(0),
+            position,
+            speed_px_s,
+            speed_m_s,
+        })
+    }
+
     #[test]
     fn an_event_holding_a_number_that_is_not_finite_encodes_to_bytes_that_decode() {
         // What the fuzz finding (fuzz/regressions/event_decode/infinite-f32)
         // showed: infinity in a position, NaN in a speed.
         let origin = origin();
-        let crossing = |position: [f32; 2], speed_px_s: f64, speed_m_s: Option<f64>| {
-            Body::Crossing(Crossing {
-                line: "north".into(),
-                direction: "a_to_b".into(),
-                class: "car".into(),
-                track: 3,
-                at: rfc3339_ms(0),
-                position,
-                speed_px_s,
-                speed_m_s,
-            })
-        };
         let event = origin.event_marked(
             1,
             0,
@@ -770,21 +772,8 @@ mod tests {
         );
         // The largest f32 is in range, and survives the round trip.
         let origin = origin();
-        let event = origin.event_marked(
-            2,
-            0,
-            None,
-            Body::Crossing(Crossing {
-                line: "north".into(),
-                direction: "a_to_b".into(),
-                class: "car".into(),
-                track: 3,
-                at: rfc3339_ms(0),
-                position: [f32::MAX, -f32::MAX],
-                speed_px_s: f64::MAX,
-                speed_m_s: None,
-            }),
-        );
+        let event =
+            origin.event_marked(2, 0, None, crossing([f32::MAX, -f32::MAX], f64::MAX, None));
         let encoded = event.encode();
         assert_eq!(Event::decode(2, &encoded).unwrap(), event);
         // The schema says the same: the largest f32 passes, 1e39 does not.
