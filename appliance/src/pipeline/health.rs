@@ -101,9 +101,57 @@ impl Every {
     }
 }
 
+/// The count of analysed frames on the status line (systemd's `STATUS=`):
+/// told as soon as the first frame is analysed, then at most once per
+/// interval. A health check (the image's boot check, before it marks an
+/// updated system good) can then tell a pipeline that analyses frames from
+/// one that only opened its camera.
+#[derive(Clone, Debug)]
+pub struct AnalysedStatus {
+    told: u64,
+    due: Every,
+}
+
+impl AnalysedStatus {
+    pub fn new(interval: Duration, now: Instant) -> Self {
+        Self {
+            told: 0,
+            due: Every::new(interval, now),
+        }
+    }
+
+    /// The status line to send now, if any: `<flowing>: N analysed`.
+    pub fn check(&mut self, flowing: &str, analysed: u64, now: Instant) -> Option<String> {
+        if analysed == self.told || (self.told > 0 && !self.due.due(now)) {
+            return None;
+        }
+        self.told = analysed;
+        Some(format!("{flowing}: {analysed} analysed"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_analysed_frame_is_told_at_once_and_later_counts_once_per_interval() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut status = AnalysedStatus::new(s(10), t0);
+        let flowing = "analysing frames from /dev/video0";
+        assert_eq!(status.check(flowing, 0, t0), None, "nothing analysed yet");
+        assert_eq!(
+            status.check(flowing, 1, t0 + s(1)).as_deref(),
+            Some("analysing frames from /dev/video0: 1 analysed")
+        );
+        assert_eq!(status.check(flowing, 40, t0 + s(5)), None, "within the interval");
+        assert_eq!(
+            status.check(flowing, 250, t0 + s(10)).as_deref(),
+            Some("analysing frames from /dev/video0: 250 analysed")
+        );
+        assert_eq!(status.check(flowing, 250, t0 + s(30)), None, "no change, no line");
+    }
 
     #[test]
     fn figures_cover_the_interval_and_totals_cover_the_run() {

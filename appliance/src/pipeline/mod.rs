@@ -81,7 +81,7 @@ use crate::shutdown::Shutdown;
 use crate::sync::lock;
 use crate::track::{TrackSettings, Tracker};
 use clock::FrameClock;
-use health::{Counts, Every, HealthMeter};
+use health::{AnalysedStatus, Counts, Every, HealthMeter};
 use supervise::{Liveness, Supervisor, Unsupervised};
 use watch::{CameraWatch, Change};
 
@@ -257,6 +257,8 @@ const TICK: Duration = Duration::from_millis(50);
 const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Time between two health lines in the log.
 const HEALTH_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the status line's count of analysed frames is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn spawn<T: Send + 'static>(
     name: &'static str,
@@ -406,6 +408,9 @@ pub fn run_supervised(
         .fiware
         .then(|| crate::fiware::Mapper::new(options.origin.clone()));
     let now = Instant::now();
+    // Frames flow (the camera is open and not lost): the status line then
+    // carries the count of frames analysed.
+    let mut flowing = away.is_none();
     let mut watch = match away {
         None => CameraWatch::new(options.camera_lost_after, now),
         Some(_) => CameraWatch::away(options.camera_lost_after, now),
@@ -421,6 +426,7 @@ pub fn run_supervised(
     let mut log_due = Every::new(HEALTH_LOG_EVERY, now);
     let mut captured_seen = 0;
     let mut finishing = false;
+    let mut analysed_status = AnalysedStatus::new(STATUS_EVERY, now);
     loop {
         if (worker.is_finished() || shutdown.requested()) && !stopping_told {
             stopping_told = true;
@@ -468,6 +474,11 @@ pub fn run_supervised(
                 _ => {}
             }
         }
+        if flowing && !finishing {
+            if let Some(line) = analysed_status.check(&analysing(&info), counts.analysed, now) {
+                supervisor.status(&line);
+            }
+        }
         if counts.captured != captured_seen {
             captured_seen = counts.captured;
             watch.frame(now);
@@ -478,6 +489,7 @@ pub fn run_supervised(
                     if let Some((feed, _)) = &feed {
                         feed.camera(false);
                     }
+                    flowing = false;
                     tracing::warn!("no frame for {} ms: camera lost", waited.as_millis());
                     supervisor.status(&format!(
                         "camera {} lost: no frame for {} ms; reopening with backoff",
@@ -497,6 +509,7 @@ pub fn run_supervised(
                     if let Some((feed, _)) = &feed {
                         feed.camera(true);
                     }
+                    flowing = true;
                     tracing::info!("frames are flowing again");
                     supervisor.status(&analysing(&info));
                     sink.event(status(

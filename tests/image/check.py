@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""The appliance image, booted and updated under QEMU: every step of issue 12's
+boot and update test for one architecture (tests/image/run calls it).
+
+    check.py ARCH IMAGE_FOLDER WORK_FOLDER
+
+IMAGE_FOLDER is what image-build/build made (disk.img, the bundles on
+updates.img, the firmware). A Mosquitto broker runs on a free loopback port;
+the guest reaches it only through QEMU's restricted network and a relay the
+test can cut (the pole's link going down). Steps, in order, each printed as
+`IMAGE <arch> <step>: PASS|FAIL <details>`:
+
+  boot        slot A boots; luciole runs as its own user, reports ready and
+              analyses frames; the boot check marks the slot good; the root
+              file system is read-only and the outbox on the data partition
+  security    `systemd-analyze security luciole.service` exposure <= 2.0
+  lamp        the daemon drives the simulated relay and dimmer (30 %)
+  publish     its events reach the broker
+  install     with the link down (events queue), update.raucb is installed
+              into slot B
+  switch      the reboot boots slot B (version 2), marked good once healthy
+  delivered   the events queued before the update arrive after it, with no
+              gap in ids
+  refused     tampered.raucb and foreign.raucb are refused; nothing changes
+  rollback    broken.raucb (a daemon that never becomes healthy) installs,
+              boots once, is marked bad, and the pole reboots into slot B,
+              its lamp at the safe level meanwhile, publishing again
+  powercut    QEMU killed in the middle of an installation: the pole boots
+              its current slot and publishes
+
+It ends with `IMAGE <arch>: PASS` only if every step passed, and the
+timings (boot, install, switch, rollback) on a line `IMAGE <arch> times:`.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vm import Boot, Machine, VmError  # noqa: E402
+
+SITE, DEVICE = "image-test", "pole-vm"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Broker:
+    """Mosquitto on a loopback port, and a subscriber writing every message to a file."""
+
+    def __init__(self, work):
+        self.work = work
+        self.port = free_port()
+        conf = os.path.join(work, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100000\n")
+        self.broker = subprocess.Popen(["mosquitto", "-c", conf],
+                                       stdout=open(os.path.join(work, "mosquitto.log"), "w"),
+                                       stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.broker.poll() is not None:
+                    raise RuntimeError(f"mosquitto did not start on port {self.port}")
+                time.sleep(0.1)
+        self.messages = os.path.join(work, "messages.txt")
+        self.sub = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1", "-v",
+             "-t", f"luciole/{SITE}/{DEVICE}/#"],
+            stdout=open(self.messages, "w"), stderr=subprocess.STDOUT)
+
+    def events(self):
+        """Every event received so far: a list of dicts (the envelope), in arrival order."""
+        out = []
+        try:
+            with open(self.messages, errors="replace") as f:
+                for line in f:
+                    topic, _, payload = line.rstrip("\n").partition(" ")
+                    if "/events/" not in topic:
+                        continue
+                    try:
+                        out.append(json.loads(payload))
+                    except json.JSONDecodeError:
+                        pass
+        except FileNotFoundError:
+            pass
+        return out
+
+    def stop(self):
+        for p in (self.sub, self.broker):
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Link:
+    """The pole's link to the broker: a relay QEMU runs per guest connection,
+    refusing while a flag file exists. Cutting kills the relays running."""
+
+    def __init__(self, work, port):
+        self.flag = os.path.join(work, "link-down")
+        self.relay = os.path.join(work, "relay")
+        self.mark = f"luciole-image-relay-{os.getpid()}"
+        with open(self.relay, "w") as f:
+            f.write(f"#!/bin/sh\n# {self.mark}\n[ -e '{self.flag}' ] && exit 0\n"
+                    f"exec socat - TCP:127.0.0.1:{port}\n")
+        os.chmod(self.relay, 0o755)
+
+    def down(self):
+        open(self.flag, "w").close()
+        subprocess.run(["pkill", "-f", f"socat - TCP:127.0.0.1:.*"], check=False)
+
+    def up(self):
+        if os.path.exists(self.flag):
+            os.unlink(self.flag)
+
+
+class Run:
+    def __init__(self, arch, image, work):
+        self.arch = arch
+        self.image = image
+        self.work = work
+        self.failed = []
+        self.times = {}
+        self.boots = 0
+
+    def report(self, step, ok, detail):
+        print(f"IMAGE {self.arch} {step}: {'PASS' if ok else 'FAIL'} {detail}", flush=True)
+        if not ok:
+            self.failed.append(step)
+        return ok
+
+    def boot(self, name):
+        self.boots += 1
+        return Boot(self.machine, f"{self.boots}-{name}")
+
+    def slot_info(self, vm):
+        """(booted slot, version) from the guest."""
+        slot = vm.out("sed -n 's/.*rauc\\.slot=\\([^ ]*\\).*/\\1/p' /proc/cmdline")
+        version = vm.out("sed -n 's/^VERSION=//p' /etc/luciole-release")
+        return slot, version
+
+    def boot_check(self, vm, timeout):
+        """The boot check's record for this boot: waits for it."""
+        return vm.poll("cat /run/luciole-boot-check", timeout)
+
+    def healthy(self, vm, timeout):
+        return vm.poll("[ \"$(systemctl show -p ActiveState --value luciole)\" = active ] && "
+                       "systemctl show -p StatusText --value luciole | grep -E ': [1-9][0-9]* analysed$'",
+                       timeout)
+
+    def wait_new_events(self, after_count, timeout, want=1):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = self.broker.events()
+            if len(ev) >= after_count + want:
+                return ev
+            time.sleep(1)
+        return None
+
+    def main(self):
+        overlay = os.path.join(self.work, "disk.qcow2")
+        if os.path.exists(overlay):
+            os.unlink(overlay)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        os.path.join(self.image, "disk.img"), overlay], check=True)
+        self.broker = Broker(self.work)
+        self.link = Link(self.work, self.broker.port)
+        self.machine = Machine(self.arch, os.path.join(self.image, "firmware"), overlay,
+                               os.path.join(self.image, "updates.img"), self.link.relay, self.work)
+        limit = 600 if self.arch == "aarch64" else 400
+        vm = None
+        try:
+            vm = self.steps(limit)
+        except VmError as err:
+            self.report("vm", False, str(err))
+        finally:
+            if vm is not None:
+                vm.kill()
+            self.broker.stop()
+        t = " ".join(f"{k}={v:.0f}s" for k, v in self.times.items())
+        print(f"IMAGE {self.arch} times: {t}", flush=True)
+        if self.failed:
+            print(f"IMAGE {self.arch}: FAIL ({', '.join(self.failed)}; logs in {self.work})", flush=True)
+            return 1
+        print(f"IMAGE {self.arch}: PASS", flush=True)
+        return 0
+
+    def steps(self, limit):
+        # ---------------------------------------------------------------- boot (slot A)
+        vm = self.boot("factory")
+        vm.wait_agent(limit)
+        record = self.boot_check(vm, limit)
+        slot, version = self.slot_info(vm)
+        user = vm.out("ps -o user= -C luciole | sort -u | tr '\\n' ' '")
+        ro = vm.out("findmnt -no OPTIONS /")
+        outbox_src = vm.out("findmnt -no SOURCE --target /var/lib/luciole/outbox")
+        health = self.healthy(vm, limit)
+        self.times["boot"] = vm.elapsed()
+        ok = (slot == "A" and version == "1" and record is not None and record.startswith("good")
+              and user.strip() == "luciole" and ro.split(",")[0] == "ro"
+              and "data" in outbox_src and health is not None)
+        self.report("boot", ok, f"slot={slot} version={version} user={user.strip()!r} root={ro.split(',')[0]} "
+                    f"outbox_on={outbox_src!r} status={health!r} check={record!r} in {vm.elapsed():.0f}s")
+
+        # ---------------------------------------------------------------- security
+        rc, out, err = vm.sh("systemd-analyze security --no-pager luciole.service", timeout=120)
+        m = re.search(r"Overall exposure level for luciole\.service:\s*([0-9.]+)", out + err)
+        score = float(m.group(1)) if m else None
+        self.report("security", score is not None and score <= 2.0,
+                    f"exposure={score} (limit 2.0)" + ("" if m else f" output: {(out + err)[-300:]!r}"))
+
+        # ---------------------------------------------------------------- lamp
+        lamp = vm.poll("chip=$(cat /sys/kernel/config/gpio-sim/luciole/gpio-bank0/chip_name) && "
+                       "r=$(cat /sys/bus/gpio/devices/$chip/sim_gpio3/value) && "
+                       "p=$(sed -n '1{s/ /,/g;p}' /sys/devices/platform/luciole-pwm-sim/sim_state) && "
+                       "echo relay=$r pwm=$p && [ \"$r\" = 1 ] && [ \"$p\" = 0,1000000,300000,normal,1 ]",
+                       120)
+        self.report("lamp", lamp is not None, f"{lamp or 'relay/dimmer never reached on at 30 %'}")
+
+        # ---------------------------------------------------------------- publish
+        ev = self.wait_new_events(0, 120, want=3)
+        kinds = sorted({e.get("kind") for e in (ev or [])})
+        self.report("publish", ev is not None and "health" in kinds,
+                    f"{len(ev or [])} events, kinds {kinds}")
+
+        # ---------------------------------------------------------------- install (link down)
+        self.link.down()
+        time.sleep(3)
+        before = self.broker.events()
+        last_id = max((e["id"] for e in before), default=0)
+        vm.out("mkdir -p /mnt/stick && mount -o ro /dev/disk/by-label/updates /mnt/stick")
+        t0 = time.monotonic()
+        rc, out, err = vm.sh("rauc install /mnt/stick/update.raucb", timeout=limit)
+        self.times["install"] = time.monotonic() - t0
+        status = vm.out("rauc status --output-format=json")
+        st = json.loads(status)
+        ok = rc == 0 and st.get("boot_primary") in ("rootfs.1",)
+        self.report("install", ok, f"rc={rc} primary={st.get('boot_primary')} in {self.times['install']:.0f}s "
+                    f"{(err or out).strip()[-200:]!r}")
+        # Events made from here to the reboot wait in the outbox.
+        time.sleep(6)
+        t_switch = time.monotonic()
+        vm.sh("systemctl reboot", timeout=30)
+        if vm.wait_exit(limit) is None:
+            raise VmError("the guest did not reboot after the update")
+        vm.close()
+
+        # ---------------------------------------------------------------- switch (slot B)
+        vm = self.boot("updated")
+        vm.wait_agent(limit)
+        record = self.boot_check(vm, limit)
+        self.times["switch"] = time.monotonic() - t_switch
+        slot, version = self.slot_info(vm)
+        self.report("switch", slot == "B" and version == "2" and record is not None
+                    and record.startswith("good") and "update accepted" in record,
+                    f"slot={slot} version={version} check={record!r} reboot-to-good {self.times['switch']:.0f}s")
+
+        # ---------------------------------------------------------------- delivered
+        self.link.up()
+        deadline = time.monotonic() + 120
+        ids = []
+        while time.monotonic() < deadline:
+            ev = self.broker.events()
+            ids = sorted({e["id"] for e in ev if e["id"] > last_id})
+            boots = {e["id"] for e in ev if e.get("kind") == "status"
+                     and e.get("data", {}).get("state") == "started" and e["id"] > last_id}
+            # The events made before the update (before the reboot's `started`), then after it.
+            if ids and boots and min(ids) == last_id + 1 and min(boots) > last_id + 1 \
+                    and ids == list(range(ids[0], ids[-1] + 1)):
+                break
+            time.sleep(2)
+        queued = [i for i in ids if i < min(boots or {0})]
+        gapless = bool(ids) and ids == list(range(last_id + 1, ids[-1] + 1))
+        self.report("delivered", gapless and len(queued) >= 2,
+                    f"{len(queued)} events queued before the update delivered after it (ids {last_id + 1}.."
+                    f"{(min(boots) - 1) if boots else '?'}), ids {ids[:1]}..{ids[-1:]} gapless={gapless}")
+
+        # ---------------------------------------------------------------- refused
+        vm.out("mkdir -p /mnt/stick && mount -o ro /dev/disk/by-label/updates /mnt/stick")
+        details = []
+        ok = True
+        for name in ("tampered", "foreign"):
+            rc, out, err = vm.sh(f"rauc install /mnt/stick/{name}.raucb", timeout=limit)
+            st = json.loads(vm.out("rauc status --output-format=json"))
+            msg = (err or out).strip().splitlines()[-1:] or [""]
+            ok = ok and rc != 0 and st.get("boot_primary") == "rootfs.1"
+            details.append(f"{name}: rc={rc} primary={st.get('boot_primary')} {msg[0][-160:]!r}")
+        self.report("refused", ok, "; ".join(details))
+
+        # ---------------------------------------------------------------- rollback
+        before_count = len(self.broker.events())
+        rc, out, err = vm.sh("rauc install /mnt/stick/broken.raucb", timeout=limit)
+        if rc != 0:
+            self.report("rollback", False, f"broken.raucb did not install: {(err or out).strip()[-200:]!r}")
+            return vm
+        t_roll = time.monotonic()
+        vm.sh("systemctl reboot", timeout=30)
+        if vm.wait_exit(limit) is None:
+            raise VmError("the guest did not reboot after installing the broken bundle")
+        vm.close()
+        vm = self.boot("broken")
+        vm.wait_agent(limit)
+        slot3, version3 = self.slot_info(vm)
+        # While the daemon fails, the lamp is at its safe (rated) level.
+        lamp_safe = vm.poll("p=$(sed -n '1{s/ /,/g;p}' /sys/devices/platform/luciole-pwm-sim/sim_state); "
+                            "chip=$(cat /sys/kernel/config/gpio-sim/luciole/gpio-bank0/chip_name); "
+                            "r=$(cat /sys/bus/gpio/devices/$chip/sim_gpio3/value); echo relay=$r pwm=$p; "
+                            "[ \"$r\" = 1 ] && case $p in 0,*,*,*,0|0,1000000,1000000,normal,1) true;; *) false;; esac",
+                            120)
+        ended = vm.wait_exit(limit + 120)
+        serial3 = vm.serial()
+        vm.close()
+        vm = self.boot("rolled-back")
+        vm.wait_agent(limit)
+        record = self.boot_check(vm, limit)
+        self.times["rollback"] = time.monotonic() - t_roll
+        slot, version = self.slot_info(vm)
+        history = vm.out("cat /data/update/history")
+        health = self.healthy(vm, limit)
+        ev = self.wait_new_events(before_count, 120, want=2)
+        ok = (slot3 == "A" and version3 == "3" and ended is not None and slot == "B" and version == "2"
+              and record is not None and record.startswith("good") and "rollback" in history
+              and health is not None and ev is not None and lamp_safe is not None)
+        self.report("rollback", ok,
+                    f"broken boot slot={slot3} version={version3} lamp={lamp_safe!r} rebooted={ended is not None}; "
+                    f"then slot={slot} version={version} status={health!r} new_events={ev is not None} "
+                    f"install-to-back {self.times['rollback']:.0f}s; history: "
+                    f"{[h for h in history.splitlines() if 'rollback' in h][-1:]!r}")
+        if ended is None:
+            print(serial3[-2000:])
+
+        # ---------------------------------------------------------------- power cut
+        vm.out("mkdir -p /mnt/stick && mount -o ro /dev/disk/by-label/updates /mnt/stick")
+        vm.out("nohup rauc install /mnt/stick/update.raucb >/run/install.log 2>&1 &")
+        progress = vm.poll("grep -oE '[0-9]+%' /run/install.log | tail -n 1 | tr -d % | "
+                           "awk '$1 >= 20 && $1 < 90 { print; ok = 1 } END { exit !ok }'",
+                           limit, every=0.5)
+        vm.kill()
+        before_count = len(self.broker.events())
+        vm = self.boot("after-power-cut")
+        vm.wait_agent(limit)
+        record = self.boot_check(vm, limit)
+        slot, version = self.slot_info(vm)
+        health = self.healthy(vm, limit)
+        ev = self.wait_new_events(before_count, 120, want=2)
+        self.report("powercut", progress is not None and slot == "B" and version == "2" and record is not None
+                    and record.startswith("good") and health is not None and ev is not None,
+                    f"killed at {progress}% of the installation; then slot={slot} version={version} "
+                    f"check={record!r} status={health!r}")
+        return vm
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit("usage: check.py ARCH IMAGE_FOLDER WORK_FOLDER")
+    arch, image, work = sys.argv[1:]
+    for tool in ("qemu-img", "mosquitto", "mosquitto_sub", "socat", "pkill",
+                 "qemu-system-x86_64" if arch == "x86_64" else "qemu-system-aarch64"):
+        if shutil.which(tool) is None:
+            print(f"IMAGE {arch}: FAIL: {tool} not found (tests/setup installs it)")
+            return 1
+    os.makedirs(work, exist_ok=True)
+    return Run(arch, image, work).main()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    sys.exit(main())
