@@ -61,7 +61,7 @@ pub fn select_chip<'a>(
         .ok_or_else(|| LightError::ChipNotFound {
             chip: wanted.into(),
             reason: if !unreadable.is_empty() {
-                "no chip that could be opened has this label or name (permission? run as root or add a udev rule for /dev/gpiochip*)".into()
+                "no chip that could be opened has this label or name (permission? the luciole user opens /dev/gpiochip* through the gpio group, which the udev rule 60-luciole.rules sets)".into()
             } else if found.is_empty() {
                 "no GPIO chip under /dev (is the driver or overlay loaded?)".into()
             } else {

@@ -130,7 +130,7 @@ fn list(found: &[String]) -> String {
 fn hint(err: &std::io::Error) -> &'static str {
     match err.kind() {
         std::io::ErrorKind::PermissionDenied => {
-            " (run as root, or give the luciole user write access through a udev rule)"
+            " (the luciole user writes them through the gpio group, which the udev rule 60-luciole.rules sets)"
         }
         _ => "",
     }

@@ -20,6 +20,9 @@ use super::{duty_for, Dimmer, LightError};
 pub trait AttrFs: Send {
     fn read(&self, path: &Path) -> io::Result<String>;
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// Whether this process may write the file now (a freshly exported
+    /// channel is root's until udev gives it to the `gpio` group).
+    fn writable(&self, path: &Path) -> bool;
 }
 
 /// The real file system.
@@ -41,11 +44,18 @@ impl AttrFs for RealFs {
             .open(path)?;
         file.write_all(value.as_bytes())
     }
+
+    fn writable(&self, path: &Path) -> bool {
+        rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok()
+    }
 }
 
-/// How long an exported channel may take to appear (udev may also have to
-/// fix its permissions).
+/// How long an exported channel may take to appear and become writable
+/// (udev's rule 60-luciole.rules gives its files to the `gpio` group).
 const EXPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// The channel files the dimmer writes.
+const CHANNEL_FILES: [&str; 4] = ["period", "duty_cycle", "polarity", "enable"];
 
 /// A PWM channel driven through sysfs.
 pub struct SysfsPwm {
@@ -137,6 +147,25 @@ impl SysfsPwm {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+        }
+        // The kernel makes the channel's files root's; udev then hands them
+        // to `gpio`. Writing before it has would fail for the luciole user.
+        let start = Instant::now();
+        while let Some(file) = CHANNEL_FILES
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| !fs.writable(path))
+        {
+            if start.elapsed() > EXPORT_WAIT {
+                return Err(LightError::Pwm {
+                    path: file,
+                    reason: format!(
+                        "not writable by this user within {} s (the udev rule 60-luciole.rules gives the channel's files to the gpio group)",
+                        EXPORT_WAIT.as_secs()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         let mut pwm = SysfsPwm {
             enabled: read_value::<u8>(fs.as_ref(), &dir.join("enable"))? == 1,

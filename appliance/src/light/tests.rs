@@ -541,8 +541,34 @@ fn safe_reports_relay_on_and_the_rated_duty() {
 /// rules: export creates the channel, the duty cycle may not exceed the
 /// period, the polarity may not change while enabled. Every accepted
 /// write is logged as `name=value`.
+///
+/// Like the kernel, export makes the channel's files root's: they refuse
+/// writes (EACCES) until "udev" has handed them over, which happens after
+/// `udev_looks` calls of `writable` (never with `u32::MAX`).
 struct KernelFs {
     log: Log,
+    udev_looks: u32,
+    /// The exported channel still waiting for udev, and the looks left.
+    root_owned: Mutex<Option<(PathBuf, u32)>>,
+}
+
+impl KernelFs {
+    /// udev is done before the first look.
+    fn new(log: Log) -> Self {
+        Self::with_udev(log, 0)
+    }
+
+    fn with_udev(log: Log, udev_looks: u32) -> Self {
+        KernelFs {
+            log,
+            udev_looks,
+            root_owned: Mutex::new(None),
+        }
+    }
+
+    fn root_owned(&self, path: &Path) -> bool {
+        matches!(&*self.root_owned.lock().unwrap(), Some((dir, _)) if path.starts_with(dir))
+    }
 }
 
 impl AttrFs for KernelFs {
@@ -550,9 +576,30 @@ impl AttrFs for KernelFs {
         std::fs::read_to_string(path)
     }
 
+    fn writable(&self, path: &Path) -> bool {
+        let mut root_owned = self.root_owned.lock().unwrap();
+        match &mut *root_owned {
+            Some((dir, looks)) if path.starts_with(&*dir) => {
+                if *looks == 0 {
+                    *root_owned = None;
+                    true
+                } else {
+                    if *looks != u32::MAX {
+                        *looks -= 1;
+                    }
+                    false
+                }
+            }
+            _ => true,
+        }
+    }
+
     fn write(&self, path: &Path, value: &str) -> std::io::Result<()> {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let dir = path.parent().unwrap();
+        if self.root_owned(path) {
+            return Err(std::io::Error::from_raw_os_error(13));
+        }
         let num = |file: &str| -> u64 {
             std::fs::read_to_string(dir.join(file))
                 .unwrap()
@@ -562,7 +609,11 @@ impl AttrFs for KernelFs {
         };
         let einval = || Err(std::io::Error::from_raw_os_error(22));
         match name.as_str() {
-            "export" => make_channel(&dir.join(format!("pwm{value}")), 0, 0, false, "normal"),
+            "export" => {
+                let channel = dir.join(format!("pwm{value}"));
+                make_channel(&channel, 0, 0, false, "normal");
+                *self.root_owned.lock().unwrap() = Some((channel, self.udev_looks));
+            }
             "duty_cycle" if value.parse::<u64>().unwrap() > num("period") => return einval(),
             "period" if value.parse::<u64>().unwrap() < num("duty_cycle") => return einval(),
             "polarity" if num("enable") == 1 => {
@@ -646,7 +697,7 @@ fn pwm_exports_the_channel_then_sets_period_before_duty_and_enables() {
     let tmp = fake_sysfs();
     let log = Log::default();
     let pwm = SysfsPwm::open_with(
-        Box::new(KernelFs { log: log.clone() }),
+        Box::new(KernelFs::new(log.clone())),
         tmp.path(),
         &dimmer("fe20c000.pwm", 1, 1_000_000, Polarity::Normal),
         0.3,
@@ -666,13 +717,58 @@ fn pwm_exports_the_channel_then_sets_period_before_duty_and_enables() {
 }
 
 #[test]
+fn pwm_waits_for_udev_to_make_a_freshly_exported_channel_writable() {
+    let tmp = fake_sysfs();
+    let log = Log::default();
+    let pwm = SysfsPwm::open_with(
+        Box::new(KernelFs::with_udev(log.clone(), 20)),
+        tmp.path(),
+        &dimmer("fe20c000.pwm", 0, 1_000_000, Polarity::Normal),
+        0.5,
+    )
+    .unwrap();
+    assert_eq!(
+        log.take(),
+        [
+            "export=0",
+            "period=1000000",
+            "duty_cycle=500000",
+            "enable=1"
+        ]
+    );
+    assert_eq!(pwm.duty_ns(), 500_000);
+}
+
+#[test]
+fn pwm_names_the_file_udev_never_made_writable() {
+    let tmp = fake_sysfs();
+    let log = Log::default();
+    let err = SysfsPwm::open_with(
+        Box::new(KernelFs::with_udev(log.clone(), u32::MAX)),
+        tmp.path(),
+        &dimmer("fe20c000.pwm", 1, 1_000_000, Polarity::Normal),
+        0.5,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("pwmchip0/pwm1/period"), "{err}");
+    assert!(
+        err.contains("not writable by this user within 2 s"),
+        "{err}"
+    );
+    assert!(err.contains("60-luciole.rules"), "{err}");
+    assert_eq!(log.take(), ["export=1"], "nothing written to the channel");
+}
+
+#[test]
 fn pwm_shrinks_duty_before_period_and_changes_polarity_only_while_disabled() {
     let tmp = fake_sysfs();
     let dir = tmp.path().join("class/pwm/pwmchip1/pwm0");
     make_channel(&dir, 2_000_000, 1_500_000, true, "normal");
     let log = Log::default();
     let mut pwm = SysfsPwm::open_with(
-        Box::new(KernelFs { log: log.clone() }),
+        Box::new(KernelFs::new(log.clone())),
         tmp.path(),
         &dimmer("luciole-pwm-sim", 0, 1_000_000, Polarity::Inversed),
         0.5,
@@ -749,12 +845,22 @@ fn the_kernel_like_fake_refuses_a_duty_above_the_period() {
     let tmp = fake_sysfs();
     let dir = tmp.path().join("class/pwm/pwmchip0/pwm0");
     make_channel(&dir, 1000, 0, false, "normal");
-    let fs = KernelFs {
-        log: Log::default(),
-    };
+    let fs = KernelFs::new(Log::default());
     assert!(fs.write(&dir.join("duty_cycle"), "2000").is_err());
     make_channel(&dir, 1000, 0, true, "normal");
     assert!(fs.write(&dir.join("polarity"), "inversed").is_err());
+    // A channel just exported is root's until udev has looked at it.
+    let fs = KernelFs::with_udev(Log::default(), 1);
+    fs.write(&tmp.path().join("class/pwm/pwmchip0/export"), "1")
+        .unwrap();
+    let period = tmp.path().join("class/pwm/pwmchip0/pwm1/period");
+    assert_eq!(
+        fs.write(&period, "1000").unwrap_err().raw_os_error(),
+        Some(13)
+    );
+    assert!(!fs.writable(&period));
+    assert!(fs.writable(&period));
+    fs.write(&period, "1000").unwrap();
 }
 
 // -------------------------------------------------------------------- GPIO
