@@ -39,7 +39,7 @@ class Machine:
 
     def command(self, serial_log, agent_socket):
         if self.arch == "x86_64":
-            cmd = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35"]
+            cmd = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", "max"]
         elif self.arch == "aarch64":
             cmd = ["qemu-system-aarch64", "-accel", "tcg", "-M", "virt", "-cpu", "cortex-a72"]
         else:
@@ -186,6 +186,11 @@ class Boot:
             if time.monotonic() > deadline:
                 raise VmError(f"guest command did not end within {timeout} s: {script}")
             time.sleep(0.5)
+
+    def spawn(self, script):
+        """Starts `sh -c script` in the guest without waiting for it (a reboot: the agent
+        itself is stopped on the way)."""
+        self._call("guest-exec", {"path": "/bin/sh", "arg": ["-c", script]})
 
     def out(self, script, timeout=60):
         """stdout of a guest command that must succeed."""

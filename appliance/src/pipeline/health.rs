@@ -145,12 +145,20 @@ mod tests {
             status.check(flowing, 1, t0 + s(1)).as_deref(),
             Some("analysing frames from /dev/video0: 1 analysed")
         );
-        assert_eq!(status.check(flowing, 40, t0 + s(5)), None, "within the interval");
+        assert_eq!(
+            status.check(flowing, 40, t0 + s(5)),
+            None,
+            "within the interval"
+        );
         assert_eq!(
             status.check(flowing, 250, t0 + s(10)).as_deref(),
             Some("analysing frames from /dev/video0: 250 analysed")
         );
-        assert_eq!(status.check(flowing, 250, t0 + s(30)), None, "no change, no line");
+        assert_eq!(
+            status.check(flowing, 250, t0 + s(30)),
+            None,
+            "no change, no line"
+        );
     }
 
     #[test]
