@@ -301,7 +301,10 @@ class Run:
         for name in ("tampered", "foreign"):
             rc, out, err = vm.sh(f"rauc install /run/stick/{name}.raucb", timeout=limit)
             st = json.loads(vm.out("rauc status --output-format=json"))
-            msg = (err or out).strip().splitlines()[-1:] or [""]
+            lines = [ln for ln in (err + out).splitlines()
+                     if ln.strip() and not ln.strip().startswith("Installing")]
+            why = [ln for ln in lines if re.search(r"(?i)error|fail|verif|signature|hash", ln)]
+            msg = (why or lines)[-1:] or [""]
             ok = ok and rc != 0 and st.get("boot_primary") == "rootfs.1"
             details.append(f"{name}: rc={rc} primary={st.get('boot_primary')} {msg[0][-160:]!r}")
         self.report("refused", ok, "; ".join(details))
