@@ -60,6 +60,21 @@ fn every_shipped_pole_config_passes_check_config() {
             .replace(
                 "# model_dir = \"/usr/share/luciole/models\"",
                 &format!("model_dir = \"{}/models\"", cache.display()),
+            )
+            // The image's configurations (image-build/rootfs, tests/image/pole)
+            // name the production paths: the manifest under
+            // /usr/share/luciole/models, the runtime at /usr/lib.
+            .replace(
+                "\nmodel = \"/usr/share/luciole/models/",
+                &format!("\nmodel = \"{}/models/", repo().display()),
+            )
+            .replace(
+                "\nruntime = \"/usr/lib/libLiteRt.so\"",
+                &format!(
+                    "\nruntime = \"{}/libLiteRt.so\"\nmodel_dir = \"{}/models\"",
+                    runtime_dir().display(),
+                    cache.display()
+                ),
             );
         let copy = dir.join(config.file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
