@@ -166,6 +166,13 @@ class Run:
                        "systemctl show -p StatusText --value luciole | grep -E ': [1-9][0-9]* analysed$'",
                        timeout)
 
+    def reboot(self, vm, timeout, after):
+        """`systemctl reboot` in the guest; waits for QEMU to end (-no-reboot)."""
+        vm.spawn("systemctl reboot")
+        if vm.wait_exit(timeout) is None:
+            raise VmError(f"the guest did not reboot after {after}")
+        vm.close()
+
     def wait_new_events(self, after_count, timeout, want=1):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -253,16 +260,13 @@ class Run:
         self.times["install"] = time.monotonic() - t0
         status = vm.out("rauc status --output-format=json")
         st = json.loads(status)
-        ok = rc == 0 and st.get("boot_primary") in ("rootfs.1",)
+        ok = rc == 0 and st.get("boot_primary") == "rootfs.1"
         self.report("install", ok, f"rc={rc} primary={st.get('boot_primary')} in {self.times['install']:.0f}s "
                     f"{(err or out).strip()[-200:]!r}")
         # Events made from here to the reboot wait in the outbox.
         time.sleep(6)
         t_switch = time.monotonic()
-        vm.spawn("systemctl reboot")
-        if vm.wait_exit(limit) is None:
-            raise VmError("the guest did not reboot after the update")
-        vm.close()
+        self.reboot(vm, limit, "the update")
 
         # ---------------------------------------------------------------- switch (slot B)
         vm = self.boot("updated")
@@ -316,10 +320,7 @@ class Run:
             self.report("rollback", False, f"broken.raucb did not install: {(err or out).strip()[-200:]!r}")
             return vm
         t_roll = time.monotonic()
-        vm.spawn("systemctl reboot")
-        if vm.wait_exit(limit) is None:
-            raise VmError("the guest did not reboot after installing the broken bundle")
-        vm.close()
+        self.reboot(vm, limit, "installing the broken bundle")
         vm = self.boot("broken")
         vm.wait_agent(limit)
         slot3, version3 = self.slot_info(vm)

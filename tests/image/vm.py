@@ -163,12 +163,7 @@ class Boot:
                 return
             except (OSError, VmError) as err:
                 last = str(err)
-                if self.sock is not None:
-                    try:
-                        self.sock.close()
-                    except OSError:
-                        pass
-                    self.sock = None
+                self._drop_socket()
                 time.sleep(1)
         raise VmError(f"the guest agent did not answer within {timeout} s ({last})")
 
@@ -226,11 +221,14 @@ class Boot:
             self.proc.wait()
         self.close()
 
-    def close(self):
+    def _drop_socket(self):
         if self.sock is not None:
             try:
                 self.sock.close()
             except OSError:
                 pass
             self.sock = None
+
+    def close(self):
+        self._drop_socket()
         self.qemu_log.close()
