@@ -23,8 +23,10 @@ test can cut (the pole's link going down). Steps, in order, each printed as
               gap in ids
   refused     tampered.raucb and foreign.raucb are refused; nothing changes
   rollback    broken.raucb (a daemon that never becomes healthy) installs,
-              boots once, is marked bad, and the pole reboots into slot B,
-              its lamp at the safe level meanwhile, publishing again
+              boots once, is refused as soon as systemd has had to restart
+              the daemon HEALTH_MAX_RESTARTS times (not at the time limit),
+              marked bad, and the pole reboots into slot B, its lamp at the
+              safe level meanwhile, publishing again
   powercut    QEMU killed while RAUC writes the slot: the pole boots
               its current slot and publishes
 
@@ -166,6 +168,14 @@ class Run:
                        "systemctl show -p StatusText --value luciole | grep -E ': [1-9][0-9]* analysed$'",
                        timeout)
 
+    @staticmethod
+    def poll_quiet(vm, script, timeout):
+        """vm.poll, but a guest that goes down meanwhile gives None rather than an error."""
+        try:
+            return vm.poll(script, timeout)
+        except VmError:
+            return None
+
     def reboot(self, vm, timeout, after):
         """`systemctl reboot` in the guest; waits for QEMU to end (-no-reboot)."""
         vm.spawn("systemctl reboot")
@@ -192,7 +202,9 @@ class Run:
         self.link = Link(self.work, self.broker.port)
         self.machine = Machine(self.arch, os.path.join(self.image, "firmware"), overlay,
                                os.path.join(self.image, "updates.img"), self.link.relay, self.work)
-        limit = 600 if self.arch == "aarch64" else 400
+        # Upper bounds for one boot or one installation, generous: the two VMs share 2 cores
+        # (an aarch64 installation took 447 s so).
+        limit = 900 if self.arch == "aarch64" else 600
         vm = None
         try:
             vm = self.steps(limit)
@@ -326,7 +338,9 @@ class Run:
         slot3, version3 = self.slot_info(vm)
         # While the daemon fails, the lamp is at its safe (rated) level: the relay on and the
         # dimmer at 100 %, set by the unit's ExecStopPost after each failed start.
-        lamp_safe = vm.poll("p=$(sed -n '1{s/ /,/g;p}' /sys/devices/platform/luciole-pwm-sim/sim_state); "
+        # The boot check refuses a daemon that keeps failing within seconds: the poll may
+        # meet the guest on its way down, which leaves lamp_safe None (a failure).
+        lamp_safe = self.poll_quiet(vm, "p=$(sed -n '1{s/ /,/g;p}' /sys/devices/platform/luciole-pwm-sim/sim_state); "
                             "chip=$(cat /sys/kernel/config/gpio-sim/luciole/gpio-bank0/chip_name); "
                             "r=$(cat /sys/bus/gpio/devices/$chip/sim_gpio3/value); echo relay=$r pwm=$p; "
                             "[ \"$r\" = 1 ] && [ \"$p\" = 0,1000000,1000000,normal,1 ]",
@@ -342,14 +356,16 @@ class Run:
         history = vm.out("cat /data/update/history")
         health = self.healthy(vm, limit)
         ev = self.wait_new_events(before_count, 120, want=2)
+        refusal = [h for h in history.splitlines() if "rollback" in h][-1:]
+        # Refused because it kept failing, not because the time ran out.
+        fast = bool(refusal) and "restart" in refusal[0]
         ok = (slot3 == "A" and version3 == "3" and ended is not None and slot == "B" and version == "2"
-              and record is not None and record.startswith("good") and "rollback" in history
+              and record is not None and record.startswith("good") and fast
               and health is not None and ev is not None and lamp_safe is not None)
         self.report("rollback", ok,
                     f"broken boot slot={slot3} version={version3} lamp={lamp_safe!r} rebooted={ended is not None}; "
                     f"then slot={slot} version={version} status={health!r} new_events={ev is not None} "
-                    f"install-to-back {self.times['rollback']:.0f}s; history: "
-                    f"{[h for h in history.splitlines() if 'rollback' in h][-1:]!r}")
+                    f"install-to-back {self.times['rollback']:.0f}s; history: {refusal!r}")
         if ended is None:
             print(serial3[-2000:])
 

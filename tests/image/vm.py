@@ -44,8 +44,10 @@ class Machine:
             cmd = ["qemu-system-aarch64", "-accel", "tcg", "-M", "virt", "-cpu", "cortex-a72"]
         else:
             raise VmError(f"unknown architecture {self.arch}")
+        # One vCPU: the two architectures' VMs run side by side on a 2-core machine, and a
+        # guest with more vCPUs than it gets host cores stalls on its own spinning locks.
         cmd += [
-            "-m", str(self.memory), "-smp", "2",
+            "-m", str(self.memory), "-smp", "1",
             "-bios", self.firmware,
             "-drive", f"if=none,id=disk,file={self.disk},format=qcow2,cache=unsafe",
             "-device", "virtio-blk-pci,drive=disk,bootindex=0",
