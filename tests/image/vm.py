@@ -44,10 +44,12 @@ class Machine:
             cmd = ["qemu-system-aarch64", "-accel", "tcg", "-M", "virt", "-cpu", "cortex-a72"]
         else:
             raise VmError(f"unknown architecture {self.arch}")
-        # One vCPU: the two architectures' VMs run side by side on a 2-core machine, and a
-        # guest with more vCPUs than it gets host cores stalls on its own spinning locks.
+        # Two vCPUs, even with the two architectures' VMs side by side on a 2-core machine: a
+        # busy guest (an installation: dm-verity, squashfs, RAUC's copy) can then use the core
+        # the other, waiting, guest leaves. Side by side, x86_64 installs took 182 s with 2 vCPUs
+        # and 472 s with 1; aarch64 284 s and 447 s (docs/performance.md).
         cmd += [
-            "-m", str(self.memory), "-smp", "1",
+            "-m", str(self.memory), "-smp", "2",
             "-bios", self.firmware,
             "-drive", f"if=none,id=disk,file={self.disk},format=qcow2,cache=unsafe",
             "-device", "virtio-blk-pci,drive=disk,bootindex=0",
