@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use support::*;
@@ -60,6 +60,27 @@ echo "rauc $*" >>"$root/fake/calls"
 exit "$(cat "$root/fake/rauc_rc" 2>/dev/null || echo 0)""#,
         );
         pole
+    }
+
+    /// A pole booted into slot B, the slot an update to version 7 went to.
+    fn updated(name: &str) -> Self {
+        let pole = Pole::new(name, "B");
+        pole.write("data/update/pending", "B 7\n");
+        pole
+    }
+
+    /// Runs the boot check and asserts it refused the update (marked bad, rebooted) for a
+    /// reason containing `why`: its exit status and the record it wrote.
+    fn check_refused(&self, why: &str) -> (i32, String) {
+        let (rc, out) = self.check();
+        assert_eq!(
+            self.calls(),
+            ["rauc status mark-bad booted", "systemctl reboot"],
+            "{out}"
+        );
+        let record = self.read("run/luciole-boot-check");
+        assert!(record.contains(why), "{out}");
+        (rc, record)
     }
 
     fn write(&self, path: &str, text: &str) {
@@ -122,7 +143,7 @@ exit "$(cat "$root/fake/rauc_rc" 2>/dev/null || echo 0)""#,
     }
 
     fn exists(&self, path: &str) -> bool {
-        Path::new(&self.root.join(path)).exists()
+        self.root.join(path).exists()
     }
 }
 
@@ -160,8 +181,7 @@ fn an_update_that_never_came_up_leaves_the_booted_slot_good_and_clears_the_pendi
 
 #[test]
 fn an_update_is_accepted_only_with_frames_analysed() {
-    let pole = Pole::new("accepted", "B");
-    pole.write("data/update/pending", "B 7\n");
+    let pole = Pole::updated("accepted");
     pole.daemon("active", HEALTHY, 0);
     let (rc, out) = pole.check();
     assert_eq!(rc, 0, "{out}");
@@ -177,49 +197,27 @@ fn an_update_is_accepted_only_with_frames_analysed() {
 
 #[test]
 fn a_daemon_that_keeps_failing_is_refused_before_the_time_limit() {
-    let pole = Pole::new("restarts", "B");
-    pole.write("data/update/pending", "B 7\n");
+    let pole = Pole::updated("restarts");
     // Active between two failures, with no frame analysed: not healthy.
     pole.daemon("active", "starting", 5);
-    let (rc, out) = pole.check();
-    assert_eq!(rc, 0, "{out}");
-    assert_eq!(
-        pole.calls(),
-        ["rauc status mark-bad booted", "systemctl reboot"],
-        "{out}"
-    );
-    let record = pole.read("run/luciole-boot-check");
+    let (rc, record) =
+        pole.check_refused("the daemon failed and was restarted 5 times without becoming healthy");
+    assert_eq!(rc, 0, "{record}");
     assert!(record.starts_with("rollback slot=B"), "{record}");
-    assert!(
-        record.contains("the daemon failed and was restarted 5 times without becoming healthy"),
-        "{record}"
-    );
     assert!(pole.read("data/update/history").contains(&record));
     assert!(!pole.exists("data/update/pending"));
 }
 
 #[test]
 fn a_daemon_systemd_stopped_restarting_is_refused_at_once() {
-    let pole = Pole::new("start-limit", "B");
-    pole.write("data/update/pending", "B 7\n");
+    let pole = Pole::updated("start-limit");
     pole.daemon("failed", "", 4);
-    let (_, out) = pole.check();
-    assert_eq!(
-        pole.calls(),
-        ["rauc status mark-bad booted", "systemctl reboot"],
-        "{out}"
-    );
-    assert!(
-        pole.read("run/luciole-boot-check")
-            .contains("systemd stopped restarting it (after 4 restarts)"),
-        "{out}"
-    );
+    pole.check_refused("systemd stopped restarting it (after 4 restarts)");
 }
 
 #[test]
 fn a_daemon_neither_failing_nor_healthy_is_refused_at_the_time_limit() {
-    let pole = Pole::new("timeout", "B");
-    pole.write("data/update/pending", "B 7\n");
+    let pole = Pole::updated("timeout");
     // Running, zero frames analysed, past the limit the pole's update.conf sets.
     pole.conf("HEALTH_TIMEOUT_S=120\n");
     pole.daemon(
@@ -228,43 +226,27 @@ fn a_daemon_neither_failing_nor_healthy_is_refused_at_the_time_limit() {
         0,
     );
     pole.uptime(121);
-    let (_, out) = pole.check();
-    assert_eq!(
-        pole.calls(),
-        ["rauc status mark-bad booted", "systemctl reboot"],
-        "{out}"
-    );
-    assert!(
-        pole.read("run/luciole-boot-check")
-            .contains("the daemon was not healthy within 120 s of boot (state: active"),
-        "{out}"
-    );
+    pole.check_refused("the daemon was not healthy within 120 s of boot (state: active");
 }
 
 #[test]
 fn the_restart_threshold_comes_from_update_conf() {
-    // Three restarts: under this pole's threshold of 4, so only the time limit refuses it.
-    let pole = Pole::new("threshold", "B");
-    pole.write("data/update/pending", "B 7\n");
-    pole.conf("HEALTH_TIMEOUT_S=60\nHEALTH_MAX_RESTARTS=4\n");
-    pole.daemon("activating", "", 3);
-    pole.uptime(61);
-    let (_, out) = pole.check();
-    let record = pole.read("run/luciole-boot-check");
-    assert!(record.contains("not healthy within 60 s"), "{out}");
-    // At the threshold, the restarts decide before the time does.
-    let pole = Pole::new("threshold-met", "B");
-    pole.write("data/update/pending", "B 7\n");
-    pole.conf("HEALTH_TIMEOUT_S=60\nHEALTH_MAX_RESTARTS=4\n");
-    pole.daemon("activating", "", 4);
-    pole.uptime(61);
-    pole.check();
-    assert!(
-        pole.read("run/luciole-boot-check")
-            .contains("restarted 4 times without becoming healthy"),
-        "{}",
-        pole.read("run/luciole-boot-check")
-    );
+    for (name, restarts, why) in [
+        // Three restarts: under this pole's threshold of 4, so only the time limit refuses it.
+        ("threshold", 3, "not healthy within 60 s"),
+        // At the threshold, the restarts decide before the time does.
+        (
+            "threshold-met",
+            4,
+            "restarted 4 times without becoming healthy",
+        ),
+    ] {
+        let pole = Pole::updated(name);
+        pole.conf("HEALTH_TIMEOUT_S=60\nHEALTH_MAX_RESTARTS=4\n");
+        pole.daemon("activating", "", restarts);
+        pole.uptime(61);
+        pole.check_refused(why);
+    }
 }
 
 #[test]
