@@ -1,0 +1,10 @@
+# fw_printenv/fw_setenv (RAUC's uboot backend) find U-Boot's environment
+# in uboot.env on the boot partition, which a Luciole pole mounts at
+# /boot/efi (image-build/rootfs/etc/fstab).
+
+FILESEXTRAPATHS:prepend:luciole := "${THISDIR}/files:"
+SRC_URI:append:luciole = " file://luciole-fw_env.config"
+
+do_install:append:luciole() {
+    install -m 0644 ${UNPACKDIR}/luciole-fw_env.config ${D}${sysconfdir}/fw_env.config
+}

@@ -1,0 +1,50 @@
+SUMMARY = "Luciole street-pole camera: the production image"
+DESCRIPTION = "The system a pole runs: systemd, RAUC, the Luciole daemon \
+with its model, runtime and board configuration, and the update \
+acceptance machinery. Read-only root file system; what survives an update \
+lives on the data partition."
+HOMEPAGE = "https://example.invalid/luciole"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+inherit core-image
+
+IMAGE_FEATURES += "read-only-rootfs"
+IMAGE_LINGUAS = ""
+
+# The kernel is in the root file system: each RAUC slot carries its own,
+# so an update replaces kernel and system together (the boot loaders read
+# it from the slot they boot).
+IMAGE_INSTALL = " \
+    packagegroup-core-boot \
+    kernel-image \
+    luciole \
+    luciole-config \
+    luciole-model \
+    luciole-system \
+    litert \
+    rauc \
+    ca-certificates \
+    ${LUCIOLE_BOARD_PACKAGES} \
+"
+# Board-specific pieces: U-Boot's environment tools on the Raspberry Pis
+# (RAUC's uboot backend), nvbootctrl's wrapper on the Jetson.
+LUCIOLE_BOARD_PACKAGES ??= ""
+LUCIOLE_BOARD_PACKAGES:rpi = "libubootenv-bin"
+LUCIOLE_BOARD_PACKAGES:tegra = "luciole-tegra-boot"
+
+IMAGE_FSTYPES:rpi = "ext4 wic.bz2 wic.bmap"
+IMAGE_FSTYPES:tegra = "ext4 tegraflash.tar.zst"
+IMAGE_ROOTFS_EXTRA_SPACE = "0"
+
+# The data partition's first content, as image-build makes it: the outbox
+# (owned by the daemon's fixed uid 901), the overlay over /etc/luciole,
+# RAUC's status and the boot check's record. On the Raspberry Pis it
+# becomes the data partition (wic/luciole-rpi.wks.in); the root file
+# systems keep /data empty, as a mount point.
+ROOTFS_POSTPROCESS_COMMAND += "luciole_data_dirs"
+luciole_data_dirs() {
+    install -d -m 0755 ${IMAGE_ROOTFS}/data/etc-luciole/upper ${IMAGE_ROOTFS}/data/etc-luciole/work \
+        ${IMAGE_ROOTFS}/data/rauc ${IMAGE_ROOTFS}/data/update
+    install -d -m 0750 -o 901 -g 901 ${IMAGE_ROOTFS}/data/luciole
+}
