@@ -38,7 +38,8 @@ impl Pole {
         pole.write("etc/luciole/update.conf", "HEALTH_POLL_S=0.01\n");
         // Fakes: systemctl answers `show -p X --value luciole.service` from fake/X (and
         // each poll of the restart count moves the clock 10 s on) and logs a reboot; rauc
-        // logs mark-good / mark-bad and exits with fake/rauc_rc.
+        // answers `status --output-format=shell` from fake/rauc_status (nothing if absent),
+        // and logs mark-good / mark-bad and exits with fake/rauc_rc.
         pole.script(
             "bin/systemctl",
             r#"root="$LUCIOLE_BOOT_CHECK_ROOT"
@@ -56,6 +57,10 @@ esac"#,
         pole.script(
             "bin/rauc",
             r#"root="$LUCIOLE_BOOT_CHECK_ROOT"
+if [ "$1 $2" = "status --output-format=shell" ]; then
+    cat "$root/fake/rauc_status" 2>/dev/null
+    exit 0
+fi
 echo "rauc $*" >>"$root/fake/calls"
 exit "$(cat "$root/fake/rauc_rc" 2>/dev/null || echo 0)""#,
         );
@@ -264,6 +269,27 @@ fn without_a_slot_on_the_command_line_nothing_is_marked() {
             .contains("no rauc.slot= on the kernel command line"),
         "{out}"
     );
+}
+
+#[test]
+fn without_a_slot_on_the_command_line_the_slot_rauc_booted_is_used() {
+    // The Jetson's firmware names no slot on the command line; RAUC's boot loader
+    // backend knows it.
+    let pole = Pole::updated("rauc-slot");
+    pole.write(
+        "proc/cmdline",
+        "BOOT_IMAGE=/boot/Image root=PARTUUID=0123 ro\n",
+    );
+    pole.write(
+        "fake/rauc_status",
+        "RAUC_SYSTEM_COMPATIBLE='luciole-jetson-orin-nano-devkit'\nRAUC_SYSTEM_BOOTED_BOOTNAME='B'\nRAUC_BOOT_PRIMARY='rootfs.1'\n",
+    );
+    pole.daemon("active", HEALTHY, 0);
+    let (rc, out) = pole.check();
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(pole.calls(), ["rauc status mark-good booted"]);
+    let record = pole.read("run/luciole-boot-check");
+    assert!(record.starts_with("good slot=B "), "{record}");
 }
 
 #[test]

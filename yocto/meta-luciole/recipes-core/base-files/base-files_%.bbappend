@@ -4,9 +4,9 @@
 # holds the boot loader's slot selection. Only the partition labels differ
 # per board (LUCIOLE_*_PARTLABEL, conf/distro/luciole.conf).
 
-FILESEXTRAPATHS:prepend:luciole := "${LUCIOLE_TOPDIR}/image-build/rootfs/etc:"
+FILESEXTRAPATHS:prepend:luciole-distro := "${LUCIOLE_TOPDIR}/image-build/rootfs/etc:"
 
-do_install:append:luciole() {
+do_install:append:luciole-distro() {
     sed -e "s#^PARTLABEL=data \\( *[^ ]* *[^ ]* *\\)\\([^ ]*\\)#PARTLABEL=${LUCIOLE_DATA_PARTLABEL} \\1\\2${LUCIOLE_DATA_MOUNT_EXTRA}#" \
         -e 's#^PARTLABEL=boot #PARTLABEL=${LUCIOLE_BOOT_PARTLABEL} #' \
         ${UNPACKDIR}/fstab >${D}${sysconfdir}/fstab
@@ -15,4 +15,4 @@ do_install:append:luciole() {
     install -d ${D}/data
 }
 
-FILES:${PN}:append:luciole = " /data"
+FILES:${PN}:append:luciole-distro = " /data"

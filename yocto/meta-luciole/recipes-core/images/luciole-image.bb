@@ -34,13 +34,13 @@ LUCIOLE_BOARD_PACKAGES:rpi = "libubootenv-bin"
 LUCIOLE_BOARD_PACKAGES:tegra = "luciole-tegra-boot"
 
 IMAGE_FSTYPES:rpi = "ext4 wic.bz2 wic.bmap"
-IMAGE_FSTYPES:tegra = "ext4 tegraflash.tar.zst"
+IMAGE_FSTYPES:tegra = "ext4 tegraflash-tar.zst"
 IMAGE_ROOTFS_EXTRA_SPACE = "0"
 
 # The data partition's first content, as image-build makes it: the outbox
 # (owned by the daemon's fixed uid 901), the overlay over /etc/luciole,
 # RAUC's status and the boot check's record. On the Raspberry Pis it
-# becomes the data partition (wic/luciole-rpi.wks.in); the root file
+# becomes the data partition (files/wic/luciole-rpi.wks.in); the root file
 # systems keep /data empty, as a mount point.
 ROOTFS_POSTPROCESS_COMMAND += "luciole_data_dirs"
 luciole_data_dirs() {

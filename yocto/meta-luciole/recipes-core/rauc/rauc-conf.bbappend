@@ -5,15 +5,15 @@
 # (never kept in the layer). Installed in /etc/rauc, where image-build puts
 # them and system.conf's keyring path points.
 
-FILESEXTRAPATHS:prepend:luciole := "${LUCIOLE_TOPDIR}/image-build/rootfs/etc/rauc:"
-SRC_URI:luciole = "file://system.conf.in"
+FILESEXTRAPATHS:prepend:luciole-distro := "${LUCIOLE_TOPDIR}/image-build/rootfs/etc/rauc:"
+SRC_URI:luciole-distro = "file://system.conf.in"
 
 # Rebuild when the certificate changes (when it exists at parse time).
 do_install[file-checksums] += "${@'%s:True' % d.getVar('LUCIOLE_RAUC_KEYRING') if os.path.isfile(d.getVar('LUCIOLE_RAUC_KEYRING') or '') else ''}"
 
-do_install:luciole() {
+do_install:luciole-distro() {
     [ -n "${LUCIOLE_RAUC_KEYRING}" ] ||
-        bbfatal "LUCIOLE_RAUC_KEYRING is not set: give the path of the CA certificate update bundles must chain to (yocto/README.md, Signing keys)"
+        bbfatal "LUCIOLE_RAUC_KEYRING is not set: give the path of the CA certificate update bundles must chain to (yocto/README.md, Building a board image)"
     [ -r "${LUCIOLE_RAUC_KEYRING}" ] ||
         bbfatal "LUCIOLE_RAUC_KEYRING=${LUCIOLE_RAUC_KEYRING}: not a readable file"
     grep -q "BEGIN CERTIFICATE" "${LUCIOLE_RAUC_KEYRING}" ||
@@ -39,5 +39,5 @@ do_install:luciole() {
     install -m 0644 "${LUCIOLE_RAUC_KEYRING}" ${D}${sysconfdir}/rauc/keyring.pem
 }
 
-PACKAGE_ARCH:luciole = "${MACHINE_ARCH}"
-FILES:${PN}:append:luciole = " ${sysconfdir}/rauc"
+PACKAGE_ARCH:luciole-distro = "${MACHINE_ARCH}"
+FILES:${PN}:append:luciole-distro = " ${sysconfdir}/rauc"

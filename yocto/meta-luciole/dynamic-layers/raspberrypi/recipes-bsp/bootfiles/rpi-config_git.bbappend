@@ -4,10 +4,10 @@
 # `dimmer` output) is routed to its header pin, and the analogue audio,
 # which shares that PWM block, is off.
 
-FILESEXTRAPATHS:prepend:luciole := "${LUCIOLE_TOPDIR}/hw:"
-SRC_URI:append:luciole = " ${@'file://%s.toml' % d.getVar('LUCIOLE_BOARD') if d.getVar('LUCIOLE_BOARD') else ''}"
+FILESEXTRAPATHS:prepend:luciole-distro := "${LUCIOLE_TOPDIR}/hw:"
+SRC_URI:append:luciole-distro = " ${@'file://%s.toml' % d.getVar('LUCIOLE_BOARD') if d.getVar('LUCIOLE_BOARD') else ''}"
 
-do_deploy:append:luciole() {
+do_deploy:append:luciole-distro() {
     if [ -n "${LUCIOLE_BOARD}" ]; then
         profile=${UNPACKDIR}/${LUCIOLE_BOARD}.toml
         echo "# Luciole: board profile hw/${LUCIOLE_BOARD}.toml" >>$CONFIG
