@@ -27,15 +27,26 @@ IMAGE_INSTALL = " \
     ca-certificates \
     ${LUCIOLE_BOARD_PACKAGES} \
 "
-# Board-specific pieces: U-Boot's environment tools on the Raspberry Pis
-# (RAUC's uboot backend), nvbootctrl's wrapper on the Jetson.
+# Board-specific pieces. The Raspberry Pis: U-Boot's environment tools and
+# their fw_env.config (RAUC's uboot backend), and the kernel's modules (PWM,
+# USB cameras and dm-verity are modules there). The Jetson: the nvbootctrl
+# backend, the USB camera driver, fan control, and mkfs.ext4 for the data
+# partition's first boot (x-systemd.makefs).
 LUCIOLE_BOARD_PACKAGES ??= ""
-LUCIOLE_BOARD_PACKAGES:rpi = "libubootenv-bin"
-LUCIOLE_BOARD_PACKAGES:tegra = "luciole-tegra-boot"
+LUCIOLE_BOARD_PACKAGES:rpi = "libubootenv-bin u-boot-env kernel-modules"
+LUCIOLE_BOARD_PACKAGES:tegra = "luciole-tegra-boot kernel-module-uvcvideo tegra-nvfancontrol e2fsprogs-mke2fs"
+
+# meta-rauc recommends rauc-mark-good, which marks every boot good as soon
+# as it completes; on a pole only luciole-boot-check decides, once the
+# daemon has proved itself.
+BAD_RECOMMENDATIONS += "rauc-mark-good"
 
 IMAGE_FSTYPES:rpi = "ext4 wic.bz2 wic.bmap"
 IMAGE_FSTYPES:tegra = "ext4 tegraflash-tar.zst"
 IMAGE_ROOTFS_EXTRA_SPACE = "0"
+# A slot holds 640 MiB (files/wic/luciole-rpi.wks.in, image-build): a larger
+# root file system fails here, not at flashing or at `rauc install`.
+IMAGE_ROOTFS_MAXSIZE = "655360"
 
 # The data partition's first content, as image-build makes it: the outbox
 # (owned by the daemon's fixed uid 901), the overlay over /etc/luciole,

@@ -29,7 +29,10 @@ COMPATIBLE_HOST = "(aarch64|x86_64).*-linux"
 
 S = "${UNPACKDIR}/wheel"
 
-INHIBIT_DEFAULT_DEPS = "1"
+# The default dependencies stay: the library needs libstdc++ and libgcc_s
+# (readelf), and oe-core only finds their packages for the automatic
+# runtime dependencies when the toolchain is among the recipe's
+# dependencies.
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 

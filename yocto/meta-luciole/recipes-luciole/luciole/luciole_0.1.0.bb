@@ -47,6 +47,10 @@ export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET} --target=${TA
 
 # Only the daemon's binary (not the tests, benches or examples).
 CARGO_BUILD_FLAGS += "--package luciole --bin luciole"
+# The workspace's release profile strips the binary (Cargo.toml); oe-core
+# strips it itself, keeping the debug symbols in luciole-dbg, and refuses a
+# binary stripped before it (QA already-stripped).
+export CARGO_PROFILE_RELEASE_STRIP = "false"
 
 # The Raspberry Pi backend (rppal), off by default: every board drives its
 # lamp through the GPIO character device and PWM sysfs, which need no
