@@ -9,7 +9,6 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 
 inherit core-image
 
-IMAGE_FEATURES += "read-only-rootfs"
 IMAGE_LINGUAS = ""
 
 # The kernel is in the root file system: each RAUC slot carries its own,
@@ -47,15 +46,7 @@ IMAGE_ROOTFS_EXTRA_SPACE = "0"
 # A slot holds 640 MiB (files/wic/luciole-rpi.wks.in, image-build): a larger
 # root file system fails here, not at flashing or at `rauc install`.
 IMAGE_ROOTFS_MAXSIZE = "655360"
-
-# The data partition's first content, as image-build makes it: the outbox
-# (owned by the daemon's fixed uid 901), the overlay over /etc/luciole,
-# RAUC's status and the boot check's record. On the Raspberry Pis it
-# becomes the data partition (files/wic/luciole-rpi.wks.in); the root file
-# systems keep /data empty, as a mount point.
-ROOTFS_POSTPROCESS_COMMAND += "luciole_data_dirs"
-luciole_data_dirs() {
-    install -d -m 0755 ${IMAGE_ROOTFS}/data/etc-luciole/upper ${IMAGE_ROOTFS}/data/etc-luciole/work \
-        ${IMAGE_ROOTFS}/data/rauc ${IMAGE_ROOTFS}/data/update
-    install -d -m 0750 -o 901 -g 901 ${IMAGE_ROOTFS}/data/luciole
-}
+# The root file system is read-only (the luciole distro's IMAGE_FEATURES).
+# The data partition's layout (outbox, /etc/luciole overlay, RAUC's status,
+# the boot check's record) is made on first boot, on every board, by
+# luciole-data-init.service (luciole-system).
