@@ -302,7 +302,7 @@ fn main() {
         let outbox = open(&root.join("publish"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         let publisher =
-            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox)).unwrap();
+            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox), None).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
         for i in 0..n {
@@ -340,7 +340,7 @@ fn main() {
         let outbox = open(&root.join("trickle"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         let publisher =
-            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox)).unwrap();
+            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox), None).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         sync_disk();
         let before = write_bytes();
@@ -372,7 +372,7 @@ fn main() {
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         let started = Instant::now();
         let publisher =
-            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox)).unwrap();
+            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox), None).unwrap();
         wait_empty(&outbox, Duration::from_secs(900));
         let elapsed = started.elapsed();
         publisher.stop(Duration::ZERO);

@@ -146,6 +146,7 @@ fn lamp_latency(dir: &std::path::Path) {
     let lamp = Lamp {
         lighting: Lighting::open_with_sysfs(lighting, &sys).unwrap(),
         presence: lighting.presence.clone(),
+        feed: luciole::light::runner::LightFeed::new(),
     };
     let shutdown = Shutdown::new();
     let stages = stages(&settings, &shutdown, Some(lamp));

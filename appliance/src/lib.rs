@@ -47,6 +47,8 @@
 //! - [`publish`]: the MQTT 3.1.1/5 publisher (rumqttc): TLS, presence with
 //!   last will, ordered replay, bounded in-flight window;
 //!   [`publish::reporter`] is the daemon's event sink (outbox + publisher).
+//! - [`remote`]: the signed commands a pole accepts from its broker: Ed25519
+//!   signatures, roles, validity windows and nonces, checked purely.
 //! - [`light`]: the lamp: a pure policy (schedule or sun, presence boost,
 //!   fail-on), relay and PWM outputs behind traits (GPIO, sysfs, rppal,
 //!   simulated), and the lighting thread.
@@ -67,6 +69,7 @@ pub mod motion;
 pub mod outbox;
 pub mod pipeline;
 pub mod publish;
+pub mod remote;
 pub mod shutdown;
 pub mod sync;
 pub mod track;

@@ -14,7 +14,7 @@
 //! (every optional key an `Option`, unknown keys refused) beside its
 //! validation into the owning module's settings type: [`device`],
 //! [`camera`], [`detect`], [`events`], [`outbox`], [`mqtt`], [`tracking`],
-//! [`motion`], [`analytics`], [`pipeline`], [`lighting`]. A default value
+//! [`motion`], [`analytics`], [`pipeline`], [`lighting`], [`remote`]. A default value
 //! is never written here: a key left out takes the value of the owning
 //! module's `Default` (or constructor). [`check`] holds the problem
 //! collector and the checks sections share; this file composes the whole
@@ -36,6 +36,7 @@ pub mod mqtt;
 pub mod outbox;
 pub mod pipeline;
 pub mod preflight;
+pub mod remote;
 pub mod tracking;
 
 use std::fmt;
@@ -55,6 +56,7 @@ use crate::motion::MotionSettings;
 use crate::outbox::OutboxSettings;
 use crate::pipeline::PipelineSettings;
 use crate::publish::MqttSettings;
+use crate::remote::RemoteSettings;
 use crate::track::TrackSettings;
 pub use check::expand_vars;
 use check::Check;
@@ -86,6 +88,9 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     /// The lamp, when the file has a `[lighting]` section.
     pub lighting: Option<LightingSettings>,
+    /// Signed commands from the broker, when the file has a `[remote]`
+    /// section (it needs `[mqtt]`).
+    pub remote: Option<RemoteSettings>,
 }
 
 impl Settings {
@@ -143,11 +148,13 @@ pub struct RawConfig {
     pub pipeline: Option<pipeline::RawPipeline>,
     /// `[lighting]`: the lamp.
     pub lighting: Option<lighting::RawLighting>,
+    /// `[remote]`: signed commands from the broker (needs `[mqtt]`).
+    pub remote: Option<remote::RawRemote>,
 }
 
 impl RawConfig {
     /// Top-level sections this version understands.
-    pub const SECTIONS: [&'static str; 11] = [
+    pub const SECTIONS: [&'static str; 12] = [
         "device",
         "camera",
         "detect",
@@ -159,6 +166,7 @@ impl RawConfig {
         "analytics",
         "pipeline",
         "lighting",
+        "remote",
     ];
 }
 
@@ -323,6 +331,7 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
             "analytics" => raw.analytics = section(text, &name, value, problems),
             "pipeline" => raw.pipeline = section(text, &name, value, problems),
             "lighting" => raw.lighting = section(text, &name, value, problems),
+            "remote" => raw.remote = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -420,6 +429,14 @@ fn validate(
     let analytics = analytics::validate(raw.analytics, &mut check);
     let pipeline = pipeline::validate(raw.pipeline, &mut check);
     let lighting = raw.lighting.map(|raw| lighting::validate(raw, &mut check));
+    if raw.remote.is_some() && mqtt.is_none() && !parse_failed {
+        check.fail(
+            "remote",
+            None,
+            "commands arrive through the broker: [remote] needs an [mqtt] section",
+        );
+    }
+    let remote = raw.remote.map(|raw| remote::validate(raw, &mut check));
     if let Some(Some(light)) = &lighting {
         presence_names_exist(light, &analytics, &mut check);
     }
@@ -436,6 +453,7 @@ fn validate(
         outbox: outbox.map(|o| o.ok_or(())).transpose().ok()?,
         mqtt: mqtt.map(|m| m.ok_or(())).transpose().ok()?,
         lighting: lighting.map(|l| l.ok_or(())).transpose().ok()?,
+        remote: remote.map(|r| r.ok_or(())).transpose().ok()?,
     })
 }
 

@@ -89,6 +89,8 @@ pub enum Body {
     Fiware(serde_json::Value),
     /// The lamp's target level or its reason changed.
     Light(crate::light::LightState),
+    /// A remote command was refused, accepted, done or failed.
+    Audit(Audit),
 }
 
 impl Body {
@@ -105,6 +107,7 @@ impl Body {
             Body::Flow(_) => "flow",
             Body::Fiware(_) => "fiware",
             Body::Light(_) => "light",
+            Body::Audit(_) => "audit",
         }
     }
 }
@@ -371,6 +374,29 @@ pub struct Alert {
     pub code: String,
     /// Free text for people.
     pub message: String,
+}
+
+/// `audit` body: one step of a remote command. Never its arguments (a
+/// configuration, a level): only who, what and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    /// The key the command names (`[[remote.keys]]`); whether the
+    /// signature matched it is told by `outcome` and `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key's role, once the signature matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The command's name, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `refused`, `accepted`, `done` or `failed`.
+    pub outcome: String,
+    /// Why it was refused or failed (the response's error code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Free text for people.
+    pub detail: String,
 }
 
 /// Who is speaking: put in every envelope and topic.

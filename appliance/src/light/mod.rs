@@ -173,7 +173,8 @@ pub enum LightReason {
     Presence,
     /// Camera, detector or pipeline lost at night: rated level.
     FailSafe,
-    /// Set by hand (`luciole light --level`).
+    /// Set by hand (`luciole light --level`) or by a remote
+    /// `light.override`.
     Manual,
     /// The daemon is stopping: rated level.
     SafeExit,
@@ -296,6 +297,11 @@ impl Lighting {
             written: None,
             safe_applied: false,
         }
+    }
+
+    /// See [`Policy::set_manual`].
+    pub fn set_manual(&mut self, manual: Option<(f64, i64)>) {
+        self.policy.set_manual(manual);
     }
 
     /// Advances the policy to `now_utc_ms` and writes the outputs when the

@@ -9,6 +9,9 @@
 //! target at full scale per `ramp_up` when rising and per `fade` when
 //! falling, and is quantised to the output's resolution. A change of
 //! target or reason (not a ramp step) yields a [`LightState`] record.
+//!
+//! A manual override ([`Policy::set_manual`], from a remote command) takes
+//! precedence over all of these until it expires.
 
 use std::time::Duration;
 
@@ -46,6 +49,8 @@ pub struct Policy {
     /// The target and reason last reported.
     published: Option<(f64, LightReason)>,
     night: bool,
+    /// A level set by a remote command, and until when (UTC ms).
+    manual: Option<(f64, i64)>,
 }
 
 impl Policy {
@@ -59,7 +64,15 @@ impl Policy {
             last_presence: None,
             published: None,
             night: false,
+            manual: None,
         }
+    }
+
+    /// Holds the target at `level` (0 to 1) until `until_utc_ms` whatever
+    /// the schedule, presence or failures say (a remote `light.override`);
+    /// `None` gives the lamp back to the policy.
+    pub fn set_manual(&mut self, manual: Option<(f64, i64)>) {
+        self.manual = manual.map(|(level, until)| (level.clamp(0.0, 1.0), until));
     }
 
     /// Advances to `now_utc_ms` (UTC ms since the epoch).
@@ -115,7 +128,19 @@ impl Policy {
             }
         };
 
-        let (target, reason, detail) = if !night {
+        if self.manual.is_some_and(|(_, until)| now_utc_ms >= until) {
+            self.manual = None;
+        }
+        let (target, reason, detail) = if let Some((level, until)) = self.manual {
+            let until = jiff::Timestamp::from_millisecond(until)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| format!("{until} ms"));
+            (
+                level,
+                LightReason::Manual,
+                format!("override until {until}"),
+            )
+        } else if !night {
             (
                 0.0,
                 LightReason::Schedule,

@@ -38,6 +38,8 @@ struct FeedState {
     /// Frame arrival → boost write, one per boost, the last
     /// [`LATENCIES_KEPT`].
     boost_latencies: VecDeque<Duration>,
+    /// A remote override: level and until when (UTC ms).
+    manual: Option<(f64, i64)>,
 }
 
 /// What the pipeline tells the lighting thread; cheap to clone.
@@ -66,6 +68,7 @@ impl LightFeed {
                 last_frame: None,
                 presence_since: None,
                 boost_latencies: VecDeque::new(),
+                manual: None,
             })),
             wake_tx,
             wake_rx,
@@ -117,6 +120,17 @@ impl LightFeed {
         });
     }
 
+    /// Holds the lamp at a level until a UTC time (ms), or (`None`) gives
+    /// it back to the policy; the lighting thread applies it at once.
+    pub fn set_manual(&self, manual: Option<(f64, i64)>) {
+        self.with(|s| s.manual = manual);
+        let _ = self.wake_tx.try_send(());
+    }
+
+    fn manual(&self) -> Option<(f64, i64)> {
+        self.with(|s| s.manual)
+    }
+
     /// The camera was lost (`false`) or is back (`true`).
     pub fn camera(&self, ok: bool) {
         self.with(|s| s.camera_ok = ok);
@@ -154,6 +168,7 @@ pub fn spawn(
         .spawn(move || {
             let mut failing = false;
             while !shutdown.requested() {
+                lighting.set_manual(feed.manual());
                 match lighting.update(now_ms(), &feed.inputs()) {
                     Ok(change) => {
                         failing = false;

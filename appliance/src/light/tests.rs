@@ -1103,3 +1103,36 @@ fn the_lighting_thread_follows_the_feed_and_ends_in_the_safe_state() {
     assert_eq!(changes[3].level, 0.9);
     assert_eq!(log.take().last().unwrap(), "duty=900");
 }
+
+#[test]
+fn a_manual_override_beats_presence_and_failures_and_ends_at_its_expiry() {
+    let mut policy = Policy::new(&always_night());
+    let t0 = utc("2026-01-10T22:00:00Z");
+    assert_eq!(policy.step(t0, &seeing(true)).reason, LightReason::Presence);
+    policy.set_manual(Some((0.25, t0 + 60_000)));
+    let d = policy.step(t0 + 50, &seeing(true));
+    assert_eq!((d.target, d.reason), (0.25, LightReason::Manual));
+    assert_eq!(
+        d.change.unwrap().detail,
+        "override until 2026-01-10T22:01:00Z"
+    );
+    let lost = LightInputs {
+        camera_ok: false,
+        ..LightInputs::healthy()
+    };
+    let d = policy.step(t0 + 30_000, &lost);
+    assert_eq!((d.target, d.reason), (0.25, LightReason::Manual));
+    assert!(d.change.is_none(), "same target and reason: no new record");
+    // At expiry the policy has the lamp again, and says so.
+    let d = policy.step(t0 + 60_000, &lost);
+    assert_eq!((d.target, d.reason), (1.0, LightReason::FailSafe));
+    assert!(d.change.is_some());
+    // A cancelled override ends at once; by day too the override rules.
+    policy.set_manual(Some((0.0, t0 + 120_000)));
+    assert_eq!(policy.step(t0 + 61_000, &lost).target, 0.0);
+    policy.set_manual(None);
+    assert_eq!(
+        policy.step(t0 + 62_000, &lost).reason,
+        LightReason::FailSafe
+    );
+}

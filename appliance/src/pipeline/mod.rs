@@ -124,6 +124,9 @@ pub struct Lamp {
     /// The policy and its opened outputs.
     pub lighting: Lighting,
     pub presence: PresenceSettings,
+    /// What the pipeline tells the lighting thread; a clone held elsewhere
+    /// can set a manual override.
+    pub feed: LightFeed,
 }
 
 /// The opened stages a run is handed.
@@ -335,8 +338,11 @@ pub fn run_supervised(
     let (note_tx, note_rx) = crossbeam_channel::unbounded::<Note>();
     let light_stop = Shutdown::new();
     let (feed, mut lighting_thread) = match lamp {
-        Some(Lamp { lighting, presence }) => {
-            let feed = LightFeed::new();
+        Some(Lamp {
+            lighting,
+            presence,
+            feed,
+        }) => {
             if away.is_some() {
                 feed.camera(false);
             }
@@ -464,6 +470,7 @@ pub fn run_supervised(
         }
         let now = Instant::now();
         let counts = counters.snapshot();
+        supervisor.analysed(counts.analysed);
         if let Some(liveness) = &mut liveness {
             let finished = counters.finished.load(Ordering::Relaxed);
             match liveness.check(now, finished, counts.analysed != finished) {

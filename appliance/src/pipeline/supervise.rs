@@ -34,6 +34,9 @@ pub trait Supervisor {
     fn alive(&mut self);
     /// The pipeline is winding down, for the reason `status` says.
     fn stopping(&mut self, status: &str);
+    /// Frames analysed so far in this run, told about every tick (how the
+    /// daemon decides a new configuration works).
+    fn analysed(&mut self, _total: u64) {}
     /// The pipeline is winding down to start again with a new
     /// configuration; [`Supervisor::ready`] follows.
     fn reloading(&mut self, status: &str) {

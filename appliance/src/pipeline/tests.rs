@@ -96,6 +96,7 @@ fn lamp(dir: &Path) -> Lamp {
     Lamp {
         presence: settings.presence.clone(),
         lighting: Lighting::open(&settings).unwrap(),
+        feed: crate::light::runner::LightFeed::new(),
     }
 }
 

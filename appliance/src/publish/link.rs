@@ -17,6 +17,7 @@ use crate::outbox::Outbox;
 
 use super::session::{packet_bytes, Connection, Protocol, Session, Step};
 use super::state::{Flight, STRIKES};
+use super::{Inbound, Inbox};
 use super::{MqttSettings, PublishError, PublishStats};
 
 /// How long a stopping publisher waits for the connection thread to end
@@ -29,10 +30,10 @@ pub(super) fn spawn(
     settings: &MqttSettings,
     origin: Origin,
     outbox: Arc<Outbox>,
-    client: Session,
-    connection: Connection,
+    (client, connection): (Session, Connection),
     stats: &Arc<PublishStats>,
     stop: Receiver<Duration>,
+    inbox: Option<Inbox>,
 ) -> Result<(JoinHandle<bool>, JoinHandle<()>), PublishError> {
     let (steps_tx, steps) = crossbeam_channel::unbounded();
     // One go-ahead per failure, sent once: never blocks.
@@ -40,9 +41,18 @@ pub(super) fn spawn(
     let commits = outbox.on_commit();
     let driver = {
         let settings = settings.clone();
+        let replies = client.clone();
         std::thread::Builder::new()
             .name("mqtt-conn".into())
-            .spawn(move || drive(connection, &settings, &steps_tx, &resume))
+            .spawn(move || {
+                drive(
+                    connection,
+                    &settings,
+                    &steps_tx,
+                    &resume,
+                    inbox.map(|inbox| (inbox, replies)),
+                )
+            })
             .map_err(|e| PublishError::Thread("mqtt-conn", e))?
     };
     let publishing = Publishing {
@@ -77,17 +87,40 @@ pub(super) fn spawn(
 /// rumqttc's queues (and reads the credentials again) before the next
 /// attempt: by then the publishing thread has seen the failure and queues
 /// nothing until the next connection.
+/// With an inbox, it subscribes to the inbox's filters on each connection
+/// (sessions are clean) and hands every message received to the inbox.
 /// Ends after a clean disconnect, or when the publishing thread is gone.
 fn drive(
     mut connection: Connection,
     settings: &MqttSettings,
     steps: &Sender<Step>,
     resume: &Receiver<()>,
+    inbox: Option<(Inbox, Session)>,
 ) {
     while let Some(batch) = connection.next(settings) {
         let failed = batch.iter().any(|s| matches!(s, Step::Failed(_)));
         let closed = batch.iter().any(|s| matches!(s, Step::Closed));
         for step in batch {
+            let step = match (step, &inbox) {
+                (Step::Received(message), Some((inbox, session))) => {
+                    let inbound = Inbound {
+                        message,
+                        replies: session.clone(),
+                    };
+                    if inbox.sender.try_send(inbound).is_err() {
+                        tracing::warn!("commands arrive faster than they are handled: one dropped");
+                    }
+                    continue;
+                }
+                (Step::Received(_), None) => continue,
+                (step @ Step::Connected { .. }, Some((inbox, session))) => {
+                    if !session.subscribe(&inbox.filters) {
+                        tracing::error!("cannot queue the command subscriptions");
+                    }
+                    step
+                }
+                (step, _) => step,
+            };
             if steps.send(step).is_err() {
                 return;
             }
@@ -286,7 +319,7 @@ impl Publishing {
                 tracing::warn!(retry_in_ms = delay.as_millis() as u64, "{why}");
                 self.retry_at = Some(Instant::now() + delay);
             }
-            Step::Closed | Step::Other => {}
+            Step::Closed | Step::Other | Step::Received(_) => {}
         }
     }
 

@@ -175,6 +175,21 @@ impl MqttSettings {
 /// HiveMQ: 256 MB; AWS IoT Core: 128 KiB, Azure IoT Hub: 256 KiB).
 pub const DEFAULT_MAX_PACKET_BYTES: u32 = 256 * 1024;
 
+/// Where messages on subscribed topics go (commands): the topic filters
+/// the publisher subscribes to on each connection, and a bounded channel.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    pub filters: Vec<String>,
+    pub sender: Sender<Inbound>,
+}
+
+/// A message received, with the session to answer through.
+pub struct Inbound {
+    pub message: session::Received,
+    /// Publishes replies (QoS 0) on the connection the message came from.
+    pub replies: session::Session,
+}
+
 /// Counters the daemon reports in health events.
 #[derive(Debug, Default)]
 pub struct PublishStats {
@@ -211,12 +226,19 @@ impl Publisher {
         settings: &MqttSettings,
         origin: Origin,
         outbox: Arc<Outbox>,
+        inbox: Option<Inbox>,
     ) -> Result<Publisher, PublishError> {
         let (client, connection) = session::open(settings, &origin)?;
         let stats = Arc::new(PublishStats::default());
         let (stop, stopped) = crossbeam_channel::bounded(1);
         let (publishing, connection) = link::spawn(
-            settings, origin, outbox, client, connection, &stats, stopped,
+            settings,
+            origin,
+            outbox,
+            (client, connection),
+            &stats,
+            stopped,
+            inbox,
         )?;
         Ok(Publisher {
             stats,

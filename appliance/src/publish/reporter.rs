@@ -32,6 +32,7 @@ impl Reporter {
         outbox: &OutboxSettings,
         mqtt: Option<&MqttSettings>,
         origin: Origin,
+        inbox: Option<super::Inbox>,
     ) -> Result<Reporter, PublishError> {
         let flush_every = outbox.flush_every;
         let outbox = Arc::new(Outbox::open(outbox, origin.clone())?);
@@ -44,7 +45,7 @@ impl Reporter {
             .spawn_flusher(flush_every)
             .map_err(|e| PublishError::Thread("outbox-flush", e))?;
         let publisher = match mqtt {
-            Some(mqtt) => Some(Publisher::start(mqtt, origin, Arc::clone(&outbox))?),
+            Some(mqtt) => Some(Publisher::start(mqtt, origin, Arc::clone(&outbox), inbox)?),
             None => None,
         };
         Ok(Reporter {
@@ -141,7 +142,7 @@ mod tests {
             flush_every: Duration::from_secs(3600),
             ..OutboxSettings::default()
         };
-        let mut reporter = Reporter::start(&settings, None, origin()).unwrap();
+        let mut reporter = Reporter::start(&settings, None, origin(), None).unwrap();
         reporter.status("started", "test");
         reporter.event(Body::Health(health()));
         reporter.finish();

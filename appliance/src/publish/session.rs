@@ -44,10 +44,23 @@ pub enum Step {
     },
     /// The connection failed; the text says why in configuration terms.
     Failed(String),
+    /// A message arrived on a subscribed topic (a command).
+    Received(Received),
     /// We disconnected on purpose.
     Closed,
     /// Anything else (pings, presence acknowledgements of other kinds...).
     Other,
+}
+
+/// A message received on a subscribed topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// MQTT 5 response topic, if the sender gave one.
+    pub response_topic: Option<String>,
+    /// MQTT 5 correlation data, if the sender gave some.
+    pub correlation: Option<Vec<u8>>,
 }
 
 /// A handle to publish through: requests are queued on rumqttc's channel
@@ -82,6 +95,45 @@ impl Session {
         }
     }
 
+    /// Queues a QoS 0 publish outside the publisher's bookkeeping (a
+    /// command's response), with MQTT 5 correlation data when given; false
+    /// when the queue is full.
+    pub fn reply(&self, topic: &str, payload: Vec<u8>, correlation: Option<Vec<u8>>) -> bool {
+        match self {
+            Session::V311(client) => client
+                .try_publish(topic, QoS::AtMostOnce, false, payload)
+                .is_ok(),
+            Session::V5(client) => {
+                let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                    correlation_data: correlation.map(Into::into),
+                    ..Default::default()
+                };
+                client
+                    .try_publish_with_properties(
+                        topic,
+                        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                        false,
+                        payload,
+                        properties,
+                    )
+                    .is_ok()
+            }
+        }
+    }
+
+    /// Queues a QoS 1 subscription to each filter; false when the queue is
+    /// full.
+    pub fn subscribe(&self, filters: &[String]) -> bool {
+        filters.iter().all(|filter| match self {
+            Session::V311(client) => client
+                .try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                .is_ok(),
+            Session::V5(client) => client
+                .try_subscribe(filter.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .is_ok(),
+        })
+    }
+
     /// Asks for a clean disconnect (no last will).
     pub fn disconnect(&self) {
         let _ = match self {
@@ -101,8 +153,16 @@ impl Connection {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => Step::Connected {
                     broker_max_packet: None,
                 },
+                // Packet id 0: a QoS 0 reply, not the publisher's.
+                Ok(Event::Outgoing(Outgoing::Publish(0))) => Step::Other,
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => Step::Acked(ack.pkid),
+                Ok(Event::Incoming(Incoming::Publish(publish))) => Step::Received(Received {
+                    topic: publish.topic,
+                    payload: publish.payload.to_vec(),
+                    response_topic: None,
+                    correlation: None,
+                }),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
                 Ok(_) => Step::Other,
                 Err(err) => Step::Failed(explain(&err, settings)),
@@ -114,8 +174,18 @@ impl Connection {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => Step::Connected {
                         broker_max_packet: ack.properties.and_then(|p| p.max_packet_size),
                     },
+                    Ok(Event::Outgoing(Outgoing::Publish(0))) => Step::Other,
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => Step::Acked(ack.pkid),
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let properties = publish.properties.unwrap_or_default();
+                        Step::Received(Received {
+                            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                            payload: publish.payload.to_vec(),
+                            response_topic: properties.response_topic,
+                            correlation: properties.correlation_data.map(|c| c.to_vec()),
+                        })
+                    }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
                     Ok(_) => Step::Other,
                     Err(ConnectionError::MqttState(StateError::PubAckFail { reason })) => {
@@ -280,7 +350,9 @@ pub fn open(
     let material = material(settings)?;
     let will_topic = origin.presence_topic(&settings.topic_prefix);
     let will = origin.presence("offline");
-    let queue = usize::from(settings.inflight) + 4;
+    // The publisher's window, its presence message, the command
+    // subscriptions and a few replies.
+    let queue = usize::from(settings.inflight) + 16;
     match settings.protocol {
         Protocol::V311 => {
             let mut options =

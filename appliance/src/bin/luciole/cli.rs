@@ -101,6 +101,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The integrator's tool for remote operations: `keygen` makes a
+    /// signing key, `send` signs a command and prints one JSON line per
+    /// pole's answer, `status` shows the site's poles (docs/remote.md).
+    Fleet {
+        #[command(subcommand)]
+        action: Box<crate::commands::fleet::Fleet>,
+    },
     /// Drive the lamp by hand: `--level PERCENT` writes the level, prints
     /// one JSON line and holds the outputs until SIGTERM/SIGINT, then applies
     /// the safe state (rated level), prints a second line and exits 0;

@@ -46,7 +46,7 @@ pub fn run(
     let mut printer = Printer {
         json,
         out: std::io::stdout(),
-        next: super::reporter(&settings)?,
+        next: super::reporter(&settings, None)?,
     };
     let outcome = super::run_pipeline(&settings, &options, &shutdown, &mut printer);
     if let Some(reporter) = printer.next.take() {

@@ -9,8 +9,10 @@ mod check_config;
 mod demo;
 mod detect;
 mod events;
+pub mod fleet;
 mod light;
 mod reload;
+mod remote;
 mod run;
 
 use std::process::ExitCode;
@@ -48,6 +50,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             level,
             safe,
         } => light::run(&config, level, safe),
+        Command::Fleet { action } => fleet::run(*action),
     }
 }
 
@@ -98,7 +101,10 @@ pub fn summary(settings: &Settings) -> String {
 }
 
 /// The daemon's sink: the outbox (and broker) when configured.
-pub fn reporter(settings: &Settings) -> anyhow::Result<Option<Reporter>> {
+pub fn reporter(
+    settings: &Settings,
+    inbox: Option<luciole::publish::Inbox>,
+) -> anyhow::Result<Option<Reporter>> {
     let Some(outbox) = &settings.outbox else {
         return Ok(None);
     };
@@ -106,6 +112,7 @@ pub fn reporter(settings: &Settings) -> anyhow::Result<Option<Reporter>> {
         outbox,
         settings.mqtt.as_ref(),
         settings.device.clone(),
+        inbox,
     )?))
 }
 
@@ -159,6 +166,7 @@ pub fn stages_with(
             Ok(lighting) => Some(Lamp {
                 lighting,
                 presence: light.presence.clone(),
+                feed: luciole::light::runner::LightFeed::new(),
             }),
             Err(err) => {
                 tracing::error!("lighting: {err}");

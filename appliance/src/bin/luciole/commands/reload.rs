@@ -16,7 +16,7 @@
 //! `READY=1` again ([`Reloads`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,6 +29,8 @@ use luciole::publish::reporter::Reporter;
 use luciole::shutdown::Shutdown;
 use luciole::sync::lock;
 
+use super::remote::{Context, Handler, Next};
+
 /// How often the watcher looks at the signal flags.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -39,8 +41,8 @@ enum Events {
 }
 
 impl Events {
-    fn start(settings: &Settings) -> anyhow::Result<Events> {
-        Ok(match super::reporter(settings)? {
+    fn start(settings: &Settings, remote: &Context) -> anyhow::Result<Events> {
+        Ok(match super::reporter(settings, remote.inbox(settings))? {
             Some(reporter) => Events::Reporter(reporter),
             None => Events::Discard,
         })
@@ -62,12 +64,21 @@ impl Sink for Events {
     }
 }
 
-/// The event sink shared by the pipeline and the reload watcher.
+/// The event sink shared by the pipeline and the reload watcher; it keeps
+/// the last `health` event for the `status` command.
 #[derive(Clone)]
-struct Shared(Arc<Mutex<Events>>);
+struct Shared(Arc<Mutex<Events>>, Context);
 
 impl Sink for Shared {
     fn event(&mut self, body: Body) {
+        match &body {
+            Body::Health(health) => *lock(&self.1.health) = Some(health.clone()),
+            // Commands are not what `status` means by the last event.
+            Body::Audit(_) => {}
+            other => {
+                *lock(&self.1.last_event) = Some((other.kind(), luciole::events::now_ms()));
+            }
+        }
         lock(&self.0).event(body);
     }
 }
@@ -83,7 +94,7 @@ impl Shared {
     /// Closes the current sink and starts the one `settings` describe.
     fn restart(&self, settings: &Settings) -> anyhow::Result<()> {
         self.close();
-        *lock(&self.0) = Events::start(settings)?;
+        *lock(&self.0) = Events::start(settings, &self.1)?;
         Ok(())
     }
 }
@@ -102,24 +113,37 @@ pub fn serve(
     supervisor: &mut dyn Supervisor,
 ) -> anyhow::Result<Result<Summary, PipelineError>> {
     let reloading = Arc::new(AtomicBool::new(false));
+    let context = Context::new();
     let mut supervisor = Reloads {
         inner: supervisor,
         reloading: Arc::clone(&reloading),
+        analysed: Arc::clone(&context.analysed),
     };
+    // Before the file is read: an unconfirmed remote change may be rolled
+    // back first.
+    let handler = Arc::new(Mutex::new(Handler::start(config, context.clone())?));
     let mut settings = config::load_for_daemon(config)?;
     tracing::info!("{}", super::summary(&settings));
-    let mut sink = Shared(Arc::new(Mutex::new(Events::start(&settings)?)));
+    let mut sink = Shared(
+        Arc::new(Mutex::new(Events::start(&settings, &context)?)),
+        context.clone(),
+    );
     // The configuration to go back to if the current one fails to open.
     let mut previous: Option<Settings> = None;
     loop {
         let stop = Shutdown::new();
         reloading.store(false, Ordering::SeqCst);
-        let watcher = Watcher::spawn(config, &settings, signals, &stop, &sink, &reloading);
+        context.analysed.store(0, Ordering::SeqCst);
+        lock(&handler).configure(&settings);
+        let watcher = Watcher::spawn(
+            config, &settings, signals, &stop, &sink, &reloading, &handler,
+        );
         let stages = match super::run::stages(&settings, &stop, &mut sink) {
             Ok(stages) => stages,
             Err(err) => {
                 stop.request();
                 watcher.join();
+                lock(&handler).failed_to_open(&mut sink, &format!("{err:#}"));
                 let Some(old) = previous.take().filter(|_| !signals.requested()) else {
                     sink.close();
                     return Err(err);
@@ -139,6 +163,7 @@ pub fn serve(
         };
         // These settings opened: they are the ones to go back to from now.
         previous = None;
+        *lock(&context.lamp) = stages.lamp.as_ref().map(|lamp| lamp.feed.clone());
         let outcome = pipeline::run_supervised(
             stages,
             &settings.pipeline_options(),
@@ -147,12 +172,14 @@ pub fn serve(
             &mut supervisor,
         );
         stop.request();
+        *lock(&context.lamp) = None;
         let next = watcher.join();
         match next {
-            Some(next) if outcome.is_ok() && !signals.requested() => {
+            Some(End::Reload { next, why }) if outcome.is_ok() && !signals.requested() => {
+                let rollback = why == Why::RolledBack;
                 sink.event(super::status(
                     "reloading",
-                    format!("applying {} (SIGHUP)", config.display()),
+                    format!("applying {} ({})", config.display(), why.describe()),
                 ));
                 if sink_changed(&settings, &next) {
                     if let Err(err) = sink.restart(&next) {
@@ -167,7 +194,22 @@ pub fn serve(
                     }
                 }
                 tracing::info!("{}", super::summary(&next));
-                previous = Some(std::mem::replace(&mut settings, next));
+                previous = Some(std::mem::replace(&mut settings, *next));
+                if rollback {
+                    // Never back to the configuration just rolled back.
+                    previous = None;
+                }
+            }
+            Some(End::Restart) if outcome.is_ok() && !signals.requested() => {
+                sink.event(super::status(
+                    "stopping",
+                    "restarting on a remote command".into(),
+                ));
+                tracing::info!(
+                    "stopping to restart (a remote command); systemd starts the daemon again"
+                );
+                sink.close();
+                return Ok(outcome);
             }
             _ => {
                 super::finish(&mut sink, &outcome, signals);
@@ -178,11 +220,37 @@ pub fn serve(
     }
 }
 
-/// Watches the signal flags while one configuration runs: a stop signal
-/// stops the run; SIGHUP checks the file and stops the run when it is
-/// valid (its settings are what [`Watcher::join`] returns).
+/// Why a run was stopped to start again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    Sighup,
+    Applied,
+    RolledBack,
+}
+
+impl Why {
+    fn describe(self) -> &'static str {
+        match self {
+            Why::Sighup => "SIGHUP",
+            Why::Applied => "remote config.apply",
+            Why::RolledBack => "rolling back a remote config.apply",
+        }
+    }
+}
+
+/// How a watcher ended a run (none: a stop signal, or the run ended).
+enum End {
+    Reload { next: Box<Settings>, why: Why },
+    Restart,
+}
+
+/// Watches the signal flags and the command inbox while one configuration
+/// runs: a stop signal stops the run; SIGHUP checks the file and stops the
+/// run when it is valid; a command is handled ([`Handler`]) and may stop
+/// the run to apply or roll back a configuration, or to restart. What
+/// [`Watcher::join`] returns says which.
 struct Watcher {
-    thread: Option<JoinHandle<Option<Settings>>>,
+    thread: Option<JoinHandle<Option<End>>>,
 }
 
 impl Watcher {
@@ -193,13 +261,19 @@ impl Watcher {
         stop: &Shutdown,
         sink: &Shared,
         reloading: &Arc<AtomicBool>,
+        handler: &Arc<Mutex<Handler>>,
     ) -> Watcher {
         let (config, current) = (config.to_owned(), current.clone());
         let (signals, stop, sink) = (signals.clone(), stop.clone(), sink.clone());
         let reloading = Arc::clone(reloading);
+        let handler = Arc::clone(handler);
         let thread = std::thread::Builder::new()
             .name("reload".into())
-            .spawn(move || watch(&config, &current, &signals, &stop, sink, &reloading));
+            .spawn(move || {
+                watch(
+                    &config, &current, &signals, &stop, sink, &reloading, &handler,
+                )
+            });
         match thread {
             Ok(thread) => Watcher {
                 thread: Some(thread),
@@ -212,8 +286,8 @@ impl Watcher {
         }
     }
 
-    /// The settings to reload with, if a valid reload stopped the run.
-    fn join(self) -> Option<Settings> {
+    /// How the watcher ended the run, if it did.
+    fn join(self) -> Option<End> {
         self.thread?.join().ok().flatten()
     }
 }
@@ -225,7 +299,26 @@ fn watch(
     stop: &Shutdown,
     mut sink: Shared,
     reloading: &AtomicBool,
-) -> Option<Settings> {
+    handler: &Mutex<Handler>,
+) -> Option<End> {
+    let inbox = lock(handler).context.receiver.clone();
+    let restart = |next: Next| match next {
+        Next::Stay => None,
+        Next::Reload(next) => {
+            reloading.store(true, Ordering::SeqCst);
+            stop.request();
+            let why = if lock(handler).applying() {
+                Why::Applied
+            } else {
+                Why::RolledBack
+            };
+            Some(End::Reload { next, why })
+        }
+        Next::Restart => {
+            stop.request();
+            Some(End::Restart)
+        }
+    };
     loop {
         if signals.requested() {
             stop.request();
@@ -243,7 +336,10 @@ fn watch(
                     }
                     reloading.store(true, Ordering::SeqCst);
                     stop.request();
-                    return Some(next);
+                    return Some(End::Reload {
+                        next: Box::new(next),
+                        why: Why::Sighup,
+                    });
                 }
                 Err(err) => {
                     tracing::error!(
@@ -257,7 +353,17 @@ fn watch(
                 }
             }
         }
-        std::thread::sleep(POLL);
+        // The lock is released before `restart` takes it again.
+        let next = lock(handler).tick(&mut sink);
+        if let Some(end) = restart(next) {
+            return Some(end);
+        }
+        if let Ok(inbound) = inbox.recv_timeout(POLL) {
+            let next = lock(handler).handle(inbound, current, &mut sink);
+            if let Some(end) = restart(next) {
+                return Some(end);
+            }
+        }
     }
 }
 
@@ -266,6 +372,8 @@ fn watch(
 struct Reloads<'a> {
     inner: &'a mut dyn Supervisor,
     reloading: Arc<AtomicBool>,
+    /// Frames analysed by the current run, for the command handler.
+    analysed: Arc<AtomicU64>,
 }
 
 impl Supervisor for Reloads<'_> {
@@ -280,6 +388,9 @@ impl Supervisor for Reloads<'_> {
     }
     fn alive(&mut self) {
         self.inner.alive();
+    }
+    fn analysed(&mut self, total: u64) {
+        self.analysed.store(total, Ordering::Relaxed);
     }
     fn stopping(&mut self, status: &str) {
         if self.reloading.load(Ordering::SeqCst) {

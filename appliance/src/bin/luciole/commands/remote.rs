@@ -1,0 +1,750 @@
+//! The daemon's side of remote operations: what each admitted command does,
+//! and the answer it gets.
+//!
+//! Messages arrive from the publisher's subscriptions ([`luciole::publish::Inbox`])
+//! and are handled on the reload watcher's thread ([`super::reload`]), one
+//! at a time. [`luciole::remote::Gate`] admits or refuses each; every
+//! refusal and every step of an admitted command is an `audit` event, and a
+//! response goes to the reply topic (MQTT 5 response topic, or the
+//! envelope's `reply_to`) at QoS 0: the audit events are the durable record.
+//!
+//! `config.apply` is the one command that outlives its message: the new
+//! file is written atomically (the old one kept in `remote.state_dir`), the
+//! stages restart on it, and the command is answered only when the new
+//! configuration has analysed a frame (`done`), or rolled back when it has
+//! not within `remote.apply_timeout_s` or its stages fail to open
+//! (`failed`, code `rolled_back`). A marker in the state folder makes a
+//! daemon that dies meanwhile (and is restarted by systemd) finish the job:
+//! after [`MAX_ATTEMPTS`] starts without a confirmation the previous file
+//! is put back before anything else is read.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use luciole::config::{self, Depth, Settings};
+use luciole::events::{Audit, Body, ErrorCode, Health, Sink};
+use luciole::light::runner::LightFeed;
+use luciole::publish::{Inbound, Inbox};
+use luciole::remote::nonces::{write_atomically, Nonces};
+use luciole::remote::{
+    self, Admitted, Command, Gate, Refusal, Refused, RemoteSettings, Response, ResponseError,
+};
+use luciole::sync::lock;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// Starts without a confirmed configuration after which the previous
+/// configuration is put back at start.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Messages waiting to be handled.
+const QUEUE: usize = 64;
+
+/// What the daemon shares with the command handler: the channel commands
+/// arrive on, and what `status` and `light.override` look at.
+#[derive(Clone)]
+pub struct Context {
+    pub sender: crossbeam_channel::Sender<Inbound>,
+    pub receiver: crossbeam_channel::Receiver<Inbound>,
+    /// The last `health` event the pipeline made.
+    pub health: Arc<Mutex<Option<Health>>>,
+    /// The kind and time (UTC ms) of the last event made, audits aside.
+    pub last_event: Arc<Mutex<Option<(&'static str, u64)>>>,
+    /// The running lamp's feed, when there is a lamp.
+    pub lamp: Arc<Mutex<Option<LightFeed>>>,
+    /// Frames analysed by the current run.
+    pub analysed: Arc<AtomicU64>,
+    pub started: Instant,
+}
+
+impl Context {
+    pub fn new() -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded(QUEUE);
+        Self {
+            sender,
+            receiver,
+            health: Arc::new(Mutex::new(None)),
+            last_event: Arc::new(Mutex::new(None)),
+            lamp: Arc::new(Mutex::new(None)),
+            analysed: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+        }
+    }
+
+    /// Where the publisher sends messages received, if `settings` listen.
+    pub fn inbox(&self, settings: &Settings) -> Option<Inbox> {
+        let (remote, mqtt) = (settings.remote.as_ref()?, settings.mqtt.as_ref()?);
+        Some(Inbox {
+            filters: remote.filters(&mqtt.topic_prefix, &settings.device),
+            sender: self.sender.clone(),
+        })
+    }
+}
+
+/// A configuration applied and not yet confirmed.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    deadline: Instant,
+    /// The reply to send when it is confirmed or rolled back (none after a
+    /// restart: the sender has given up by then).
+    answer: Option<Answer>,
+    key: Option<String>,
+}
+
+/// Where one command's response goes.
+#[derive(Clone)]
+struct Answer {
+    replies: luciole::publish::session::Session,
+    topic: String,
+    correlation: Option<Vec<u8>>,
+    /// The envelope's correlation (MQTT 3.1.1), echoed in the payload.
+    echo: Option<String>,
+    command: Option<String>,
+    origin: luciole::events::Origin,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Answer({})", self.topic)
+    }
+}
+
+/// What handling a message asks of the daemon.
+pub enum Next {
+    /// Keep running.
+    Stay,
+    /// Restart the stages on these settings (a configuration applied or
+    /// rolled back).
+    Reload(Box<Settings>),
+    /// Stop cleanly; systemd starts the daemon again.
+    Restart,
+}
+
+/// The command handler's state across configurations.
+pub struct Handler {
+    pub context: Context,
+    config: PathBuf,
+    gate: Option<Gate>,
+    state_dir: Option<PathBuf>,
+    pending: Option<Pending>,
+}
+
+impl Handler {
+    /// A handler for the daemon running `config`. If a previous
+    /// `config.apply` was never confirmed, it is pending again (with a new
+    /// deadline), or, after [`MAX_ATTEMPTS`] starts, rolled back now.
+    pub fn start(config: &Path, context: Context) -> anyhow::Result<Handler> {
+        let mut handler = Handler {
+            context,
+            config: config.to_owned(),
+            gate: None,
+            state_dir: None,
+            pending: None,
+        };
+        // The state folder comes from the file as it is now; a file that
+        // does not load is for the normal start-up path to report.
+        if let Ok(settings) = config::load(config) {
+            if let Some(remote) = &settings.remote {
+                handler.recover(remote)?;
+            }
+        }
+        Ok(handler)
+    }
+
+    fn recover(&mut self, remote: &RemoteSettings) -> anyhow::Result<()> {
+        let marker = remote.state_dir.join(MARKER);
+        let Ok(text) = std::fs::read_to_string(&marker) else {
+            return Ok(());
+        };
+        let attempts = text.trim().parse::<u32>().unwrap_or(MAX_ATTEMPTS) + 1;
+        if attempts >= MAX_ATTEMPTS {
+            let previous = remote.state_dir.join(PREVIOUS);
+            let text = std::fs::read(&previous).map_err(|e| {
+                anyhow::anyhow!("{}: cannot read to roll back: {e}", previous.display())
+            })?;
+            write_atomically(&self.config, &text)
+                .map_err(|e| anyhow::anyhow!("{}: cannot roll back: {e}", self.config.display()))?;
+            std::fs::remove_file(&marker)?;
+            tracing::error!(
+                "{}: a configuration applied remotely was never confirmed after {attempts} starts: the previous one is back",
+                self.config.display()
+            );
+            return Ok(());
+        }
+        write_atomically(&marker, attempts.to_string().as_bytes())?;
+        tracing::warn!(
+            "{}: a configuration applied remotely is not confirmed yet (start {attempts} of {MAX_ATTEMPTS})",
+            self.config.display()
+        );
+        self.pending = Some(Pending {
+            deadline: Instant::now() + remote.apply_timeout,
+            answer: None,
+            key: None,
+        });
+        Ok(())
+    }
+
+    /// Whether a configuration applied remotely waits for confirmation.
+    pub fn applying(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Takes in the settings a run starts with: the keys and state folder.
+    pub fn configure(&mut self, settings: &Settings) {
+        self.gate = None;
+        self.state_dir = None;
+        let Some(remote) = &settings.remote else {
+            return;
+        };
+        let nonces_path = remote.state_dir.join(NONCES);
+        let nonces = match std::fs::create_dir_all(&remote.state_dir)
+            .map_err(|e| format!("{}: cannot create: {e}", remote.state_dir.display()))
+            .and_then(|_| Nonces::load(&nonces_path).map_err(|e| e.to_string()))
+        {
+            Ok(nonces) => nonces,
+            Err(err) => {
+                // Refusing every command would leave the pole unreachable;
+                // replays stay refused while the daemon runs.
+                tracing::error!("remote: {err}; starting with no nonces remembered");
+                Nonces::default()
+            }
+        };
+        self.gate = Some(Gate::new(settings.device.clone(), remote, nonces));
+        self.state_dir = Some(remote.state_dir.clone());
+    }
+
+    /// Looks at a pending configuration: confirmed once the run analysed a
+    /// frame, rolled back at its deadline.
+    pub fn tick(&mut self, sink: &mut dyn Sink) -> Next {
+        let Some(pending) = &self.pending else {
+            return Next::Stay;
+        };
+        if self.context.analysed.load(Ordering::Relaxed) > 0 {
+            let pending = self.pending.take().expect("checked above");
+            self.clear_marker();
+            let hash = file_hash(&self.config);
+            audit(
+                sink,
+                pending.key.clone(),
+                Some("config.apply"),
+                "done",
+                None,
+                format!("the new configuration analyses frames (sha256 {hash})"),
+            );
+            if let Some(answer) = &pending.answer {
+                answer.send(Ok(json!({"applied": true, "sha256": hash})));
+            }
+            return Next::Stay;
+        }
+        if Instant::now() >= pending.deadline {
+            let message = "no frame analysed before remote.apply_timeout_s".to_string();
+            return self.roll_back(sink, &message);
+        }
+        Next::Stay
+    }
+
+    /// The stages of a configuration applied remotely failed to open (the
+    /// daemon went back to the previous settings in memory): puts the
+    /// previous file back and answers.
+    pub fn failed_to_open(&mut self, sink: &mut dyn Sink, reason: &str) {
+        if self.pending.is_some() {
+            let _ = self.roll_back(sink, reason);
+        }
+    }
+
+    fn roll_back(&mut self, sink: &mut dyn Sink, reason: &str) -> Next {
+        let Some(pending) = self.pending.take() else {
+            return Next::Stay;
+        };
+        let Some(dir) = self.state_dir.clone() else {
+            return Next::Stay;
+        };
+        let restored = std::fs::read(dir.join(PREVIOUS))
+            .map_err(|e| format!("{}: {e}", dir.join(PREVIOUS).display()))
+            .and_then(|text| {
+                write_atomically(&self.config, &text)
+                    .map_err(|e| format!("{}: {e}", self.config.display()))
+            })
+            .and_then(|_| config::load_for_daemon(&self.config).map_err(|e| e.to_string()));
+        self.clear_marker();
+        let message = match &restored {
+            Ok(_) => format!(
+                "{}: the configuration applied remotely was rolled back: {reason}",
+                self.config.display()
+            ),
+            Err(err) => format!(
+                "{}: the configuration applied remotely failed ({reason}) and the previous one could not be restored: {err}",
+                self.config.display()
+            ),
+        };
+        tracing::error!("{message}");
+        sink.event(Body::Error(luciole::events::ErrorReport {
+            code: ErrorCode::ConfigRolledBack,
+            message: message.clone(),
+        }));
+        audit(
+            sink,
+            pending.key.clone(),
+            Some("config.apply"),
+            "failed",
+            Some("rolled_back"),
+            message.clone(),
+        );
+        if let Some(answer) = &pending.answer {
+            answer.send(Err(ResponseError {
+                code: "rolled_back".into(),
+                message,
+                problems: Vec::new(),
+            }));
+        }
+        match restored {
+            Ok(settings) => Next::Reload(Box::new(settings)),
+            Err(_) => Next::Stay,
+        }
+    }
+
+    fn clear_marker(&self) {
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_file(dir.join(MARKER));
+        }
+    }
+
+    /// Handles one message received on a command topic.
+    pub fn handle(&mut self, inbound: Inbound, current: &Settings, sink: &mut dyn Sink) -> Next {
+        let message = &inbound.message;
+        let envelope = remote::parse_envelope(&message.payload).ok();
+        let topic = message
+            .response_topic
+            .clone()
+            .or_else(|| envelope.as_ref().and_then(|e| e.reply_to.clone()))
+            .filter(|t| !t.is_empty() && !t.contains(['+', '#']));
+        let answer = topic.map(|topic| Answer {
+            replies: inbound.replies.clone(),
+            topic,
+            correlation: message.correlation.clone(),
+            echo: envelope.as_ref().and_then(|e| e.correlation.clone()),
+            command: None,
+            origin: current.device.clone(),
+        });
+        let Some(gate) = &mut self.gate else {
+            return Next::Stay;
+        };
+        let admitted = gate.admit(
+            &message.topic,
+            &message.payload,
+            luciole::events::now_ms() as i64,
+        );
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                let Refused { refusal, name, key } = *refused;
+                tracing::warn!(
+                    command = name.as_deref().unwrap_or("?"),
+                    key = key.as_deref().unwrap_or("?"),
+                    "remote command refused: {refusal}"
+                );
+                audit(
+                    sink,
+                    key,
+                    name.as_deref(),
+                    "refused",
+                    Some(refusal.code()),
+                    refusal.to_string(),
+                );
+                if let Some(mut answer) = answer {
+                    answer.command = name;
+                    answer.send(Err(error(&refusal)));
+                }
+                return Next::Stay;
+            }
+        };
+        if let Some(dir) = &self.state_dir {
+            if let Err(err) = gate.nonces().save(&dir.join(NONCES)) {
+                tracing::error!("remote: {err}: a restart may forget this command's nonce");
+            }
+        }
+        tracing::info!(
+            command = admitted.name,
+            key = admitted.key,
+            role = admitted.role.as_str(),
+            "remote command accepted"
+        );
+        let answer = answer.map(|mut a| {
+            a.command = Some(admitted.name.clone());
+            a
+        });
+        self.run(admitted, answer, current, sink)
+    }
+
+    fn run(
+        &mut self,
+        admitted: Admitted,
+        answer: Option<Answer>,
+        current: &Settings,
+        sink: &mut dyn Sink,
+    ) -> Next {
+        let key = Some(admitted.key.clone());
+        let name = admitted.name.clone();
+        let reply = answer.clone();
+        let done = move |sink: &mut dyn Sink, result: Result<serde_json::Value, ResponseError>| {
+            match &result {
+                Ok(_) => audit(sink, key.clone(), Some(&name), "done", None, String::new()),
+                Err(e) => audit(
+                    sink,
+                    key.clone(),
+                    Some(&name),
+                    "failed",
+                    Some(&e.code),
+                    e.message.clone(),
+                ),
+            }
+            if let Some(answer) = &reply {
+                answer.send(result);
+            }
+        };
+        let role = admitted.role.as_str();
+        match admitted.command {
+            Command::Status => {
+                done(sink, Ok(self.status(current)));
+                Next::Stay
+            }
+            Command::ConfigGet => {
+                let result = std::fs::read_to_string(&self.config)
+                    .map(|text| {
+                        json!({
+                            "path": self.config.display().to_string(),
+                            "sha256": hex(&Sha256::digest(text.as_bytes())),
+                            "config": text,
+                        })
+                    })
+                    .map_err(|e| ResponseError {
+                        code: "io_error".into(),
+                        message: format!("{}: {e}", self.config.display()),
+                        problems: Vec::new(),
+                    });
+                done(sink, result);
+                Next::Stay
+            }
+            Command::LightOverride { level, duration } => {
+                let feed = lock(&self.context.lamp).clone();
+                let result = match feed {
+                    None => Err(ResponseError {
+                        code: "no_lighting".into(),
+                        message: "this pole drives no lamp (no [lighting], or its outputs failed to open)".into(),
+                        problems: Vec::new(),
+                    }),
+                    Some(feed) => {
+                        let until = luciole::events::now_ms() as i64 + duration.as_millis() as i64;
+                        feed.set_manual(level.map(|level| (level, until)));
+                        Ok(match level {
+                            Some(level) => json!({"level_percent": level * 100.0, "until": luciole::events::rfc3339_ms(until as u64)}),
+                            None => json!({"cancelled": true}),
+                        })
+                    }
+                };
+                done(sink, result);
+                Next::Stay
+            }
+            Command::Restart => {
+                done(sink, Ok(json!({"restarting": true})));
+                tracing::warn!(key = admitted.key, role, "restarting on a remote command");
+                Next::Restart
+            }
+            Command::ConfigApply {
+                config,
+                partial,
+                dry_run,
+            } => self.apply(&admitted.key, &config, partial, dry_run, answer, sink, done),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        key: &str,
+        text: &str,
+        partial: bool,
+        dry_run: bool,
+        answer: Option<Answer>,
+        sink: &mut dyn Sink,
+        done: impl Fn(&mut dyn Sink, Result<serde_json::Value, ResponseError>),
+    ) -> Next {
+        let invalid = |message: String, problems: Vec<String>| ResponseError {
+            code: "invalid_config".into(),
+            message,
+            problems,
+        };
+        if self.pending.is_some() {
+            done(
+                sink,
+                Err(ResponseError {
+                    code: "busy".into(),
+                    message: "another configuration is being applied".into(),
+                    problems: Vec::new(),
+                }),
+            );
+            return Next::Stay;
+        }
+        let current = match std::fs::read_to_string(&self.config) {
+            Ok(current) => current,
+            Err(e) => {
+                done(
+                    sink,
+                    Err(ResponseError {
+                        code: "io_error".into(),
+                        message: format!("{}: {e}", self.config.display()),
+                        problems: Vec::new(),
+                    }),
+                );
+                return Next::Stay;
+            }
+        };
+        let text = if partial {
+            match merge(&current, text) {
+                Ok(text) => text,
+                Err(e) => {
+                    done(sink, Err(invalid(e, Vec::new())));
+                    return Next::Stay;
+                }
+            }
+        } else {
+            text.to_string()
+        };
+        let next = match config::parse_to(&self.config, &text, Depth::Startup) {
+            Ok(next) => next,
+            Err(err) => {
+                // One line per problem: `file:line key = value: reason`.
+                let problems = err.to_string().lines().map(str::to_string).collect();
+                done(
+                    sink,
+                    Err(invalid("the configuration is not valid".into(), problems)),
+                );
+                return Next::Stay;
+            }
+        };
+        // The key applying it must still be able to fix it.
+        let keeps_key = next.remote.as_ref().is_some_and(|r| {
+            r.keys
+                .iter()
+                .any(|k| k.name == key && k.role == remote::Role::Integrator)
+        });
+        if !keeps_key {
+            done(
+                sink,
+                Err(invalid(
+                    format!("the new configuration must keep key {key:?} as an integrator in [[remote.keys]], or the pole could not be managed remotely any more"),
+                    Vec::new(),
+                )),
+            );
+            return Next::Stay;
+        }
+        let hash = hex(&Sha256::digest(text.as_bytes()));
+        if dry_run {
+            done(
+                sink,
+                Ok(
+                    json!({"valid": true, "applied": false, "sha256": hash, "summary": super::summary(&next)}),
+                ),
+            );
+            return Next::Stay;
+        }
+        let Some(dir) = self.state_dir.clone() else {
+            return Next::Stay;
+        };
+        let written = write_atomically(&dir.join(PREVIOUS), current.as_bytes())
+            .and_then(|_| write_atomically(&dir.join(MARKER), b"0"))
+            .and_then(|_| write_atomically(&self.config, text.as_bytes()));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(dir.join(MARKER));
+            done(
+                sink,
+                Err(ResponseError {
+                    code: "io_error".into(),
+                    message: format!("cannot write the new configuration: {e}"),
+                    problems: Vec::new(),
+                }),
+            );
+            return Next::Stay;
+        }
+        audit(
+            sink,
+            Some(key.to_string()),
+            Some("config.apply"),
+            "accepted",
+            None,
+            format!("written (sha256 {hash}); restarting the stages on it"),
+        );
+        let timeout = next
+            .remote
+            .as_ref()
+            .map_or(Duration::from_secs(60), |r| r.apply_timeout);
+        self.pending = Some(Pending {
+            deadline: Instant::now() + timeout,
+            answer,
+            key: Some(key.to_string()),
+        });
+        Next::Reload(Box::new(next))
+    }
+
+    fn status(&self, current: &Settings) -> serde_json::Value {
+        let health = lock(&self.context.health).clone();
+        let last_event = lock(&self.context.last_event)
+            .map(|(kind, ms)| json!({"kind": kind, "time": luciole::events::rfc3339_ms(ms)}));
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "slot": booted_slot(),
+            "uptime_s": self.context.started.elapsed().as_secs(),
+            "system_uptime_s": system_uptime_s(),
+            "config_sha256": file_hash(&self.config),
+            "health": health,
+            "last_event": last_event,
+            "lamp": lock(&self.context.lamp).is_some(),
+            "camera": current.camera.describe(),
+            "applying": self.pending.is_some(),
+        })
+    }
+}
+
+impl Answer {
+    fn send(&self, result: Result<serde_json::Value, ResponseError>) {
+        let (ok, result, error) = match result {
+            Ok(value) => (true, Some(value), None),
+            Err(error) => (false, None, Some(error)),
+        };
+        let response = Response {
+            site: self.origin.site.clone(),
+            device: self.origin.device.clone(),
+            command: self.command.clone(),
+            correlation: self.echo.clone(),
+            ok,
+            result,
+            error,
+        };
+        let payload = serde_json::to_vec(&response).expect("a response always serialises");
+        // The client's queue may be full for a moment (a replay after a
+        // reconnection): try for up to a second, then give up (the audit
+        // event stays).
+        for _ in 0..20 {
+            if self
+                .replies
+                .reply(&self.topic, payload.clone(), self.correlation.clone())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tracing::warn!(topic = self.topic, "cannot queue a command's response");
+    }
+}
+
+/// The files kept in `remote.state_dir`.
+const NONCES: &str = "nonces";
+const PREVIOUS: &str = "config.previous.toml";
+const MARKER: &str = "apply.pending";
+
+fn error(refusal: &Refusal) -> ResponseError {
+    ResponseError {
+        code: refusal.code().into(),
+        message: refusal.to_string(),
+        problems: Vec::new(),
+    }
+}
+
+fn audit(
+    sink: &mut dyn Sink,
+    key: Option<String>,
+    command: Option<&str>,
+    outcome: &str,
+    code: Option<&str>,
+    detail: String,
+) {
+    sink.event(Body::Audit(Audit {
+        key,
+        role: None,
+        command: command.map(str::to_string),
+        outcome: outcome.into(),
+        code: code.map(str::to_string),
+        detail,
+    }));
+}
+
+/// Sets `patch`'s keys into `base` (tables merged key by key, anything else,
+/// arrays of tables included, replaced), keeping `base`'s comments.
+pub fn merge(base: &str, patch: &str) -> Result<String, String> {
+    let mut base: toml_edit::DocumentMut = base
+        .parse()
+        .map_err(|e| format!("the current configuration is not valid TOML: {e}"))?;
+    let patch: toml_edit::DocumentMut = patch
+        .parse()
+        .map_err(|e| format!("the partial configuration is not valid TOML: {e}"))?;
+    fn into(base: &mut toml_edit::Table, patch: &toml_edit::Table) {
+        for (key, item) in patch.iter() {
+            match (base.get_mut(key), item) {
+                (Some(toml_edit::Item::Table(b)), toml_edit::Item::Table(p)) => into(b, p),
+                _ => {
+                    base.insert(key, item.clone());
+                }
+            }
+        }
+    }
+    into(base.as_table_mut(), patch.as_table());
+    Ok(base.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn file_hash(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| hex(&Sha256::digest(&bytes)))
+        .unwrap_or_default()
+}
+
+/// The RAUC slot booted (`rauc.slot=` on the kernel command line), if any.
+fn booted_slot() -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("rauc.slot="))
+        .map(str::to_string)
+}
+
+fn system_uptime_s() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(secs as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    #[test]
+    fn a_partial_configuration_changes_only_its_keys_and_keeps_comments() {
+        let base = "# the pole\n[device]\nsite = \"lyon\" # city\nid = \"p1\"\n\n[events]\nhealth_interval_ms = 1000\n\n[[analytics.lines]]\nname = \"a\"\n";
+        let merged = merge(
+            base,
+            "[events]\nhealth_interval_ms = 5000\n[[analytics.lines]]\nname = \"b\"\n",
+        )
+        .unwrap();
+        assert!(
+            merged.contains("# the pole") && merged.contains("# city"),
+            "{merged}"
+        );
+        assert!(merged.contains("health_interval_ms = 5000"), "{merged}");
+        assert!(merged.contains("id = \"p1\""), "{merged}");
+        // Arrays of tables are replaced whole.
+        assert!(
+            merged.contains("name = \"b\"") && !merged.contains("name = \"a\""),
+            "{merged}"
+        );
+        let err = merge(base, "[events\n").unwrap_err();
+        assert!(
+            err.contains("partial configuration is not valid TOML"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `[remote]`: the signed commands a pole accepts from its broker, and who
+//! may sign them (`[[remote.keys]]`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::Check;
+use crate::remote::{self, Key, RemoteSettings, Role};
+
+/// `[remote]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    /// The keys allowed to sign commands; at least one.
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    /// Folder for the nonces seen and the configuration to roll back to
+    /// (created if missing). Relative paths start from the configuration
+    /// file's folder.
+    pub state_dir: Option<String>,
+    /// Also accept commands published for the whole site
+    /// (`<prefix>/<site>/cmd/#`); default true.
+    pub site_wide: Option<bool>,
+    /// Seconds a configuration applied remotely has to show analysed frames
+    /// before it is rolled back, 10 to 3600 (default 60).
+    pub apply_timeout_s: Option<u64>,
+    /// Longest validity window of a command (expiry minus issue time) in
+    /// seconds, 10 to 86 400 (default 900).
+    pub max_ttl_s: Option<u64>,
+    /// How far a signer's clock may be ahead of the pole's, in seconds, 0
+    /// to 3600 (default 300).
+    pub clock_skew_s: Option<u64>,
+}
+
+/// `[[remote.keys]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// The name commands give (`luciole fleet keygen --name`).
+    pub name: String,
+    /// `operator` (status, config.get, light.override) or `integrator`
+    /// (also config.apply and restart).
+    pub role: String,
+    /// The Ed25519 public key, base64 (the `.pub` file `luciole fleet
+    /// keygen` writes).
+    pub public_key: String,
+}
+
+pub(super) fn validate(raw: RawRemote, check: &mut Check<'_, '_>) -> Option<RemoteSettings> {
+    let before = check.count();
+    let mut settings = RemoteSettings::new(Vec::new());
+    if raw.keys.is_empty() {
+        check.fail(
+            "remote.keys",
+            None,
+            "no [[remote.keys]]: a pole listening for commands needs at least one key to accept",
+        );
+    }
+    for (index, key) in raw.keys.into_iter().enumerate() {
+        let at = |field: &str| format!("remote.keys[{index}].{field}");
+        check.name(&at("name"), &key.name);
+        if settings.keys.iter().any(|k| k.name == key.name) {
+            check.fail(
+                &at("name"),
+                Some(format!("{:?}", key.name)),
+                "used by an earlier key",
+            );
+        }
+        let role = match key.role.as_str() {
+            "operator" => Some(Role::Operator),
+            "integrator" => Some(Role::Integrator),
+            _ => {
+                check.fail(
+                    &at("role"),
+                    Some(format!("{:?}", key.role)),
+                    "must be \"operator\" or \"integrator\"",
+                );
+                None
+            }
+        };
+        let public = match remote::public_key(&key.public_key) {
+            Ok(public) => Some(public),
+            Err(reason) => {
+                check.fail(
+                    &at("public_key"),
+                    Some(format!("{:?}", key.public_key)),
+                    reason,
+                );
+                None
+            }
+        };
+        if let (Some(role), Some(public)) = (role, public) {
+            settings.keys.push(Key {
+                name: key.name,
+                role,
+                public,
+            });
+        }
+    }
+    if let Some(dir) = &raw.state_dir {
+        if let Some(path) = check.path("remote.state_dir", dir) {
+            settings.state_dir = path;
+        }
+    }
+    settings.site_wide = raw.site_wide.unwrap_or(settings.site_wide);
+    let mut seconds = |key: &str, value: Option<u64>, default: Duration, min: u64, max: u64| {
+        let value = value.unwrap_or(default.as_secs());
+        check.range(key, value, min, max);
+        Duration::from_secs(value)
+    };
+    settings.apply_timeout = seconds(
+        "remote.apply_timeout_s",
+        raw.apply_timeout_s,
+        settings.apply_timeout,
+        10,
+        3600,
+    );
+    settings.max_ttl = seconds(
+        "remote.max_ttl_s",
+        raw.max_ttl_s,
+        settings.max_ttl,
+        10,
+        86_400,
+    );
+    settings.clock_skew = seconds(
+        "remote.clock_skew_s",
+        raw.clock_skew_s,
+        settings.clock_skew,
+        0,
+        3600,
+    );
+    (check.count() == before).then_some(settings)
+}

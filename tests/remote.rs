@@ -1,0 +1,997 @@
+//! Remote operations against a real Mosquitto: the real `luciole run`
+//! daemons (replaying real footage) take signed commands sent by the real
+//! `luciole fleet` tool, or crafted here to be wrong in every way a command
+//! can be; their answers and `audit` events are read off the broker.
+
+#[path = "support/broker.rs"]
+mod broker;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use broker::{Broker, Consumer};
+use luciole::remote::{self, Envelope, Order, ORDER_VERSION};
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+use sha2::{Digest, Sha256};
+use support::{footage, luciole, scratch, stderr, stdout};
+
+const SITE: &str = "lyon";
+
+/// A few real frames as a JPEG folder (cheap to replay in a loop).
+fn frames(dir: &Path) -> PathBuf {
+    let out = dir.join("frames");
+    std::fs::create_dir_all(&out).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-i"])
+        .arg(footage().join("vtest.avi"))
+        .args(["-frames:v", "6", "-vf", "scale=320:-2", "-q:v", "5"])
+        .arg(out.join("f%02d.jpg"))
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    out
+}
+
+/// Key pairs made by `luciole fleet keygen`: `ops` (operator) and
+/// `installer` (integrator), and the `[[remote.keys]]` lines for them.
+struct Keys {
+    dir: PathBuf,
+    entries: String,
+}
+
+impl Keys {
+    fn make(dir: &Path) -> Keys {
+        let dir = dir.join("keys");
+        let mut entries = String::new();
+        for (name, role) in [("ops", "operator"), ("installer", "integrator")] {
+            let out = luciole()
+                .args(["fleet", "keygen", "--name", name, "--role", role, "--out"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            entries += &stdout(&out);
+            entries += "\n";
+        }
+        Keys { dir, entries }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+
+    fn signing(&self, name: &str) -> ed25519_dalek::SigningKey {
+        remote::private_key(&std::fs::read_to_string(self.path(name)).unwrap()).unwrap()
+    }
+}
+
+/// One pole: its configuration and its daemon.
+struct Pole {
+    dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A pole's configuration: replayed frames in a loop, a simulated lamp
+/// (with `lamp`), and the keys.
+fn config_text(
+    device: &str,
+    dir: &Path,
+    frames: &Path,
+    port: u16,
+    keys: &Keys,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[device]
+site = "{SITE}"
+id = "{device}"
+
+[camera]
+source = "replay"
+fps = 4
+[camera.replay]
+path = "{frames}"
+pace = "realtime"
+loop = true
+
+[events]
+health_interval_ms = 1000
+
+[outbox]
+path = "{dir}/outbox"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+tls = false
+{extra}
+[remote]
+state_dir = "{dir}/remote"
+apply_timeout_s = 10
+
+{keys}"#,
+        frames = frames.display(),
+        dir = dir.display(),
+        keys = keys.entries,
+    )
+}
+
+const LAMP: &str = r#"
+[lighting]
+schedule = { on = "00:00", off = "24:00", timezone = "UTC" }
+night_pct = 30.0
+ramp_up_ms = 0
+fade_s = 0
+
+[lighting.relay]
+backend = "simulated"
+
+[lighting.dimmer]
+backend = "simulated"
+state_file = "DIMMER"
+"#;
+
+impl Pole {
+    fn start(device: &str, root: &Path, text: impl Fn(&Path) -> String) -> Pole {
+        let dir = root.join(device);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("pole.toml");
+        std::fs::write(&config, text(&dir)).unwrap();
+        let child = luciole()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        Pole {
+            dir,
+            config,
+            child: Some(child),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// Waits for the daemon to exit on its own; its exit status.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Pole {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until the consumer saw `device` online (its presence is retained).
+fn wait_online(port: u16, devices: &[&str]) {
+    let presence = Consumer::start(port, &format!("luciole/{SITE}/+/status"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = luciole::sync::lock(&presence.received).clone();
+        let online = |d: &&str| {
+            seen.iter()
+                .rev()
+                .find(|r| r.topic == format!("luciole/{SITE}/{d}/status"))
+                .is_some_and(|r| r.payload["state"] == "online")
+        };
+        if devices.iter().all(online) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all online: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `luciole fleet ARGS` against the broker; the JSON lines it printed
+/// and its exit status.
+fn fleet(port: u16, args: &[&str]) -> (Vec<serde_json::Value>, bool, String) {
+    let out = luciole()
+        .arg("fleet")
+        .arg(args[0])
+        .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    let lines = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, out.status.success(), stdout(&out) + &stderr(&out))
+}
+
+fn send(
+    port: u16,
+    keys: &Keys,
+    key: &str,
+    device: &str,
+    command: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let key = keys.path(key);
+    let mut args = vec![
+        "send",
+        "--key",
+        key.to_str().unwrap(),
+        "--site",
+        SITE,
+        "--device",
+        device,
+    ];
+    if !extra.contains(&"--timeout") {
+        args.extend_from_slice(&["--timeout", "15"]);
+    }
+    args.extend_from_slice(extra);
+    args.push(command);
+    let (lines, _, text) = fleet(port, &args);
+    assert_eq!(lines.len(), 1, "{text}");
+    lines.into_iter().next().unwrap()
+}
+
+/// Audit events the consumer received, as (command, outcome, code).
+fn audits(consumer: &Consumer) -> Vec<(String, String, String)> {
+    consumer
+        .events()
+        .iter()
+        .filter(|r| r.payload["kind"] == "audit")
+        .map(|r| {
+            let d = &r.payload["data"];
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+            (text(&d["command"]), text(&d["outcome"]), text(&d["code"]))
+        })
+        .collect()
+}
+
+fn sha256(path: &Path) -> String {
+    Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The simulated dimmer's level, once it equals `level`.
+fn wait_dimmer(file: &Path, level: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: serde_json::Value = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if state["level"].as_f64() == Some(level) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dimmer at {state}, expected {level}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_command_works_through_a_real_broker_over_mqtt_5() {
+    let root = scratch("remote-commands");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let consumer = Consumer::start(
+        broker.plain_port,
+        &format!("luciole/{SITE}/pole-1/events/#"),
+    );
+    let mut pole = Pole::start("pole-1", &root, |dir| {
+        config_text(
+            "pole-1",
+            dir,
+            &frames,
+            broker.port,
+            &keys,
+            &format!(
+                "protocol = \"5\"\n{}",
+                LAMP.replace("DIMMER", &dir.join("dimmer.json").display().to_string())
+            ),
+        )
+    });
+    wait_online(broker.plain_port, &["pole-1"]);
+    let dimmer = pole.dir.join("dimmer.json");
+
+    // status: version and the configuration's hash.
+    let status = send(broker.plain_port, &keys, "ops", "pole-1", "status", &[]);
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["result"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["result"]["config_sha256"], sha256(&pole.config));
+    assert_eq!(status["result"]["lamp"], true);
+    let mut round_trips: Vec<u64> = (0..10)
+        .map(|_| {
+            send(broker.plain_port, &keys, "ops", "pole-1", "status", &[])["latency_ms"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    round_trips.sort();
+    eprintln!(
+        "status round trip over MQTT 5 (10 runs): min {} ms, median {} ms, max {} ms",
+        round_trips[0], round_trips[5], round_trips[9]
+    );
+
+    // config.get: the file as it is.
+    let got = send(broker.plain_port, &keys, "ops", "pole-1", "config.get", &[]);
+    assert_eq!(
+        got["result"]["config"],
+        std::fs::read_to_string(&pole.config).unwrap()
+    );
+
+    // light.override, then cancelled: the lamp follows, `light` events say why.
+    wait_dimmer(&dimmer, 0.3);
+    let over = send(
+        broker.plain_port,
+        &keys,
+        "ops",
+        "pole-1",
+        "light.override",
+        &["--arg", "level=65", "--arg", "minutes=5"],
+    );
+    assert_eq!(over["ok"], true, "{over}");
+    wait_dimmer(&dimmer, 0.65);
+    let cancel = send(
+        broker.plain_port,
+        &keys,
+        "ops",
+        "pole-1",
+        "light.override",
+        &["--arg", "cancel=true"],
+    );
+    assert_eq!(cancel["ok"], true, "{cancel}");
+    wait_dimmer(&dimmer, 0.3);
+    consumer.wait_for(Duration::from_secs(10), "a manual light event", |r| {
+        r.iter()
+            .any(|e| e.payload["kind"] == "light" && e.payload["data"]["reason"] == "manual")
+    });
+
+    // config.apply: an invalid file is refused with its problems, and
+    // nothing changes; a dry run changes nothing either.
+    let before = std::fs::read(&pole.config).unwrap();
+    let bad = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "config.apply",
+        &[
+            "--arg",
+            "partial=true",
+            "--arg",
+            "config=[camera]\nfps = 0\n",
+        ],
+    );
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert_eq!(bad["error"]["code"], "invalid_config");
+    assert!(
+        bad["error"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("camera.fps = 0"),
+        "{bad}"
+    );
+    let dry = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "config.apply",
+        &[
+            "--arg",
+            "partial=true",
+            "--arg",
+            "dry_run=true",
+            "--arg",
+            "config=[events]\nhealth_interval_ms = 1500\n",
+        ],
+    );
+    assert_eq!(
+        (dry["ok"].clone(), dry["result"]["applied"].clone()),
+        (true.into(), false.into()),
+        "{dry}"
+    );
+    assert_eq!(std::fs::read(&pole.config).unwrap(), before);
+    // An operator may not apply.
+    let denied = send(
+        broker.plain_port,
+        &keys,
+        "ops",
+        "pole-1",
+        "config.apply",
+        &["--arg", "config=x"],
+    );
+    assert_eq!(denied["error"]["code"], "forbidden", "{denied}");
+
+    // A partial change is written, applied and confirmed; comments stay.
+    let applied = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "config.apply",
+        &[
+            "--arg",
+            "partial=true",
+            "--arg",
+            "config=[events]\nhealth_interval_ms = 1500\n",
+        ],
+    );
+    assert_eq!(applied["ok"], true, "{applied}\n{}", pole.log());
+    let now = std::fs::read_to_string(&pole.config).unwrap();
+    assert!(now.contains("health_interval_ms = 1500"), "{now}");
+    assert_eq!(applied["result"]["sha256"], sha256(&pole.config));
+    assert!(!pole.dir.join("remote/apply.pending").exists());
+
+    // restart: answered, then the daemon stops cleanly (systemd restarts it).
+    let restart = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "restart",
+        &[],
+    );
+    assert_eq!(restart["ok"], true, "{restart}");
+    assert!(
+        pole.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        pole.log()
+    );
+
+    consumer.wait_for(Duration::from_secs(10), "the last audit", |r| {
+        r.iter()
+            .any(|e| e.payload["kind"] == "audit" && e.payload["data"]["command"] == "restart")
+    });
+    let audits = audits(&consumer);
+    for expected in [
+        ("status", "done", ""),
+        ("config.get", "done", ""),
+        ("light.override", "done", ""),
+        ("config.apply", "failed", "invalid_config"),
+        ("config.apply", "refused", "forbidden"),
+        ("config.apply", "accepted", ""),
+        ("config.apply", "done", ""),
+        ("restart", "done", ""),
+    ] {
+        let found = audits
+            .iter()
+            .any(|(c, o, k)| (c.as_str(), o.as_str(), k.as_str()) == expected);
+        assert!(found, "no audit {expected:?} in {audits:?}");
+    }
+    // Audit events never carry a command's arguments.
+    for event in consumer
+        .events()
+        .iter()
+        .filter(|e| e.payload["kind"] == "audit")
+    {
+        let text = event.payload.to_string();
+        assert!(
+            !text.contains("health_interval_ms") && !text.contains("fps = 0"),
+            "{text}"
+        );
+    }
+}
+
+/// A raw MQTT 3.1.1 client that publishes crafted commands and reads the
+/// answers on its reply topic.
+struct Raw {
+    client: Client,
+    answers: crossbeam_channel::Receiver<serde_json::Value>,
+}
+
+impl Raw {
+    fn connect(port: u16, reply: &str) -> Raw {
+        let mut options =
+            MqttOptions::new(format!("raw-{}", std::process::id()), "127.0.0.1", port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = Client::new(options, 64);
+        let (tx, answers) = crossbeam_channel::unbounded();
+        let (ready_tx, ready) = crossbeam_channel::bounded(1);
+        let (sub, reply) = (client.clone(), reply.to_string());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        sub.subscribe(&reply, QoS::AtLeastOnce).unwrap()
+                    }
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let _ = tx.send(serde_json::from_slice(&p.payload).unwrap_or_default());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready.recv_timeout(Duration::from_secs(10)).unwrap();
+        Raw { client, answers }
+    }
+
+    fn ask(&self, topic: &str, payload: Vec<u8>) -> serde_json::Value {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .unwrap();
+        self.answers
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no answer on {topic}"))
+    }
+}
+
+#[test]
+fn every_wrong_command_is_refused_audited_and_changes_nothing_over_mqtt_3_1_1() {
+    let root = scratch("remote-refusals");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let consumer = Consumer::start(
+        broker.plain_port,
+        &format!("luciole/{SITE}/pole-1/events/audit"),
+    );
+    let pole = Pole::start("pole-1", &root, |dir| {
+        config_text("pole-1", dir, &frames, broker.port, &keys, "")
+    });
+    wait_online(broker.plain_port, &["pole-1"]);
+    let before = std::fs::read(&pole.config).unwrap();
+    let reply = "luciole/lyon/fleet/test/reply";
+    let raw = Raw::connect(broker.plain_port, reply);
+    let now = luciole::events::now_ms() as i64;
+    let order = |command: &str, key: &str, device: &str, nonce: &str| Order {
+        v: ORDER_VERSION,
+        command: command.into(),
+        args: serde_json::json!({}),
+        site: SITE.into(),
+        device: device.into(),
+        nonce: format!("test-nonce-{nonce:0>8}"),
+        issued_ms: now - 1000,
+        expires_ms: now + 60_000,
+        key: key.into(),
+    };
+    let envelope = |order: &Order, signer: &str| {
+        let mut e: Envelope = remote::sign(order, &keys.signing(signer));
+        e.reply_to = Some(reply.into());
+        e.correlation = Some(order.nonce.clone());
+        serde_json::to_vec(&e).unwrap()
+    };
+    let topic = |command: &str| format!("luciole/{SITE}/pole-1/cmd/{command}");
+
+    let good = envelope(&order("status", "ops", "pole-1", "1"), "ops");
+    let first = raw.ask(&topic("status"), good.clone());
+    assert_eq!(
+        (first["ok"].clone(), first["correlation"].clone()),
+        (true.into(), "test-nonce-00000001".into()),
+        "{first}"
+    );
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![("replayed", good, "status")];
+    cases.push((
+        "bad_signature",
+        envelope(&order("status", "ops", "pole-1", "2"), "installer"),
+        "status",
+    ));
+    cases.push((
+        "unknown_key",
+        envelope(&order("status", "mallory", "pole-1", "3"), "ops"),
+        "status",
+    ));
+    let mut expired = order("status", "ops", "pole-1", "4");
+    expired.issued_ms = now - 120_000;
+    expired.expires_ms = now - 60_000;
+    cases.push(("expired", envelope(&expired, "ops"), "status"));
+    cases.push((
+        "forbidden",
+        envelope(&order("restart", "ops", "pole-1", "5"), "ops"),
+        "restart",
+    ));
+    let mut apply = order("config.apply", "ops", "pole-1", "6");
+    apply.args = serde_json::json!({"config": "[device]\nsite = \"x\"\n"});
+    cases.push(("forbidden", envelope(&apply, "ops"), "config.apply"));
+    let mut malformed = serde_json::json!({"signed": "%%%", "signature": "", "reply_to": reply});
+    cases.push((
+        "malformed",
+        serde_json::to_vec(&malformed).unwrap(),
+        "status",
+    ));
+    malformed["signed"] = "not base64 at all!".into();
+    cases.push((
+        "malformed",
+        serde_json::to_vec(&malformed).unwrap(),
+        "status",
+    ));
+    let mut big = order("config.apply", "installer", "pole-1", "7");
+    big.args = serde_json::json!({"config": "#".repeat(80_000)});
+    cases.push(("oversized", envelope(&big, "installer"), "config.apply"));
+    let mut bad_args = order("light.override", "ops", "pole-1", "8");
+    bad_args.args = serde_json::json!({"level": 250, "minutes": 5});
+    cases.push((
+        "bad_arguments",
+        envelope(&bad_args, "ops"),
+        "light.override",
+    ));
+    for (code, payload, command) in cases {
+        let answer = raw.ask(&topic(command), payload);
+        assert_eq!(answer["ok"], false, "{code}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert_eq!(answer["device"], "pole-1");
+    }
+    // Addressed to another pole: published where this pole listens, and
+    // refused; on its own topic this pole never sees it.
+    let other = raw.ask(
+        &format!("luciole/{SITE}/cmd/status"),
+        envelope(&order("status", "ops", "pole-2", "9"), "ops"),
+    );
+    assert_eq!(other["error"]["code"], "wrong_target", "{other}");
+
+    // Nothing changed, the pole still answers, and each refusal was audited.
+    assert_eq!(std::fs::read(&pole.config).unwrap(), before);
+    let after = raw.ask(
+        &topic("status"),
+        envelope(&order("status", "ops", "pole-1", "10"), "ops"),
+    );
+    assert_eq!(after["ok"], true, "{after}");
+    consumer.wait_for(Duration::from_secs(10), "every audit", |r| r.len() >= 13);
+    let codes: Vec<String> = audits(&consumer)
+        .into_iter()
+        .filter(|a| a.1 == "refused")
+        .map(|a| a.2)
+        .collect();
+    for code in [
+        "replayed",
+        "bad_signature",
+        "unknown_key",
+        "expired",
+        "forbidden",
+        "malformed",
+        "oversized",
+        "bad_arguments",
+        "wrong_target",
+    ] {
+        assert!(
+            codes.iter().any(|c| c == code),
+            "no refusal audited as {code}: {codes:?}"
+        );
+    }
+    assert!(
+        pole.log().contains("remote command refused"),
+        "{}",
+        pole.log()
+    );
+}
+
+#[test]
+fn a_configuration_that_analyses_no_frame_is_rolled_back_and_its_file_restored() {
+    let root = scratch("remote-rollback");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let consumer = Consumer::start(
+        broker.plain_port,
+        &format!("luciole/{SITE}/pole-1/events/#"),
+    );
+    let pole = Pole::start("pole-1", &root, |dir| {
+        config_text("pole-1", dir, &frames, broker.port, &keys, "")
+    });
+    wait_online(broker.plain_port, &["pole-1"]);
+    let before = std::fs::read(&pole.config).unwrap();
+    // A whole file whose camera is not there: valid, but the pipeline
+    // never sees a frame.
+    let text = String::from_utf8(before.clone()).unwrap();
+    let start = text.find("[camera]").unwrap();
+    let end = text.find("[events]").unwrap();
+    let missing = root.join("missing-camera.toml");
+    std::fs::write(
+        &missing,
+        format!(
+            "{}[camera]\nsource = \"v4l2\"\ndevice = \"/dev/video-luciole-missing\"\n\n{}",
+            &text[..start],
+            &text[end..]
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let answer = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "config.apply",
+        &[
+            "--timeout",
+            "40",
+            "--arg-file",
+            &format!("config={}", missing.display()),
+        ],
+    );
+    assert_eq!(answer["ok"], false, "{answer}\n{}", pole.log());
+    assert_eq!(answer["error"]["code"], "rolled_back", "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "rolled back before apply_timeout_s"
+    );
+    assert_eq!(
+        std::fs::read(&pole.config).unwrap(),
+        before,
+        "the previous file is back"
+    );
+    assert!(!pole.dir.join("remote/apply.pending").exists());
+    // The pole runs the previous configuration again: frames are analysed.
+    let status = send(broker.plain_port, &keys, "ops", "pole-1", "status", &[]);
+    assert_eq!(status["result"]["config_sha256"], sha256(&pole.config));
+    consumer.wait_for(
+        Duration::from_secs(15),
+        "the rollback's events and a healthy run",
+        |r| {
+            let rolled = r.iter().position(|e| {
+                e.payload["kind"] == "error" && e.payload["data"]["code"] == "config_rolled_back"
+            });
+            rolled.is_some_and(|at| {
+                r[at..].iter().any(|e| {
+                    e.payload["kind"] == "health"
+                        && e.payload["data"]["fps"].as_f64().unwrap_or(0.0) > 0.0
+                })
+            })
+        },
+    );
+    assert!(audits(&consumer).contains(&(
+        "config.apply".into(),
+        "failed".into(),
+        "rolled_back".into()
+    )));
+}
+
+#[test]
+fn twenty_poles_are_driven_by_the_fleet_tool() {
+    const POLES: usize = 20;
+    let root = scratch("remote-fleet");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let names: Vec<String> = (1..=POLES).map(|i| format!("pole-{i:02}")).collect();
+    let health = Consumer::start(
+        broker.plain_port,
+        &format!("luciole/{SITE}/+/events/health"),
+    );
+    let poles: Vec<Pole> = names
+        .iter()
+        .map(|name| {
+            Pole::start(name, &root, |dir| {
+                config_text(name, dir, &frames, broker.port, &keys, "")
+            })
+        })
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_online(broker.plain_port, &refs);
+    let key = keys.path("installer");
+    let key = key.to_str().unwrap();
+
+    // The whole site: one signed order, twenty answers.
+    let started = Instant::now();
+    let (lines, ok, text) = fleet(
+        broker.plain_port,
+        &[
+            "send",
+            "--key",
+            key,
+            "--site",
+            SITE,
+            "--all",
+            "--timeout",
+            "30",
+            "status",
+        ],
+    );
+    let whole_site = started.elapsed();
+    assert!(ok, "{text}");
+    assert_eq!(lines.len(), POLES, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["ok"] == true && l["result"]["version"] == env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+    let mut answered: Vec<&str> = lines
+        .iter()
+        .map(|l| l["device"].as_str().unwrap())
+        .collect();
+    answered.sort();
+    assert_eq!(answered, refs);
+
+    // A list: a dry run on three poles.
+    let (lines, ok, text) = fleet(
+        broker.plain_port,
+        &[
+            "send",
+            "--key",
+            key,
+            "--site",
+            SITE,
+            "--device",
+            "pole-03",
+            "--device",
+            "pole-07",
+            "--device",
+            "pole-19",
+            "--arg",
+            "partial=true",
+            "--arg",
+            "dry_run=true",
+            "--arg",
+            "config=[events]\nhealth_interval_ms = 2000\n",
+            "config.apply",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines.iter().all(|l| l["result"]["valid"] == true), "{text}");
+
+    // The fleet table, once every pole has reported its health.
+    health.wait_for(
+        Duration::from_secs(30),
+        "a health event from every pole",
+        |r| {
+            let devices: std::collections::BTreeSet<&str> = r
+                .iter()
+                .filter_map(|e| e.payload["device"].as_str())
+                .collect();
+            devices.len() == POLES
+        },
+    );
+    let started = Instant::now();
+    let (lines, ok, text) = fleet(
+        broker.plain_port,
+        &[
+            "status", "--key", key, "--site", SITE, "--wait", "10", "--json",
+        ],
+    );
+    let table = started.elapsed();
+    assert!(ok, "{text}");
+    let rows = lines[0]["poles"].as_array().unwrap();
+    assert_eq!(rows.len(), POLES, "{text}");
+    assert!(
+        rows.iter()
+            .all(|r| r["online"] == true && r["answered"] == true && r["version"].is_string()),
+        "{text}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["fps"].as_f64().is_some_and(|f| f > 0.0)),
+        "{text}"
+    );
+    // A pole that stops is offline in the table.
+    drop(poles);
+    let (lines, _, text) = fleet(
+        broker.plain_port,
+        &["status", "--site", SITE, "--json", "--wait", "2"],
+    );
+    let rows = lines[0]["poles"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["online"] == false), "{text}");
+    eprintln!(
+        "fleet of {POLES}: `fleet send --all status` took {} ms (answers after {} ms first, {} ms median, {} ms last); `fleet status --key` took {} ms",
+        whole_site.as_millis(),
+        latencies[0],
+        latencies[POLES / 2],
+        latencies[POLES - 1],
+        table.as_millis()
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = scratch("remote-keygen");
+    let keys = Keys::make(&root);
+    let mode = std::fs::metadata(keys.path("ops"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = luciole()
+        .args(["fleet", "keygen", "--name", "ops", "--out"])
+        .arg(&keys.dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("ops.key: cannot create"),
+        "{}",
+        stderr(&again)
+    );
+    // The printed entry is what a pole's configuration takes.
+    let frames = root.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let config = root.join("pole.toml");
+    std::fs::write(
+        &config,
+        config_text("pole-1", &root, &frames, 1883, &keys, ""),
+    )
+    .unwrap();
+    let out = luciole().arg("check-config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out) + &stdout(&out));
+    // A private key others can read is refused by the tool.
+    std::fs::set_permissions(keys.path("ops"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, ok, text) = fleet(
+        1,
+        &[
+            "send",
+            "--key",
+            keys.path("ops").to_str().unwrap(),
+            "--site",
+            SITE,
+            "--device",
+            "pole-1",
+            "status",
+        ],
+    );
+    assert!(!ok && text.contains("readable by its owner only"), "{text}");
+}
+
+#[test]
+fn a_daemon_that_keeps_dying_on_an_unconfirmed_configuration_gets_the_previous_one_back() {
+    let root = scratch("remote-recover");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let dir = root.join("pole-1");
+    let state = dir.join("remote");
+    std::fs::create_dir_all(&state).unwrap();
+    let good = config_text("pole-1", &dir, &frames, broker.port, &keys, "");
+    // What a config.apply leaves while unconfirmed: the previous file and
+    // the marker, here as after two starts that died before confirming.
+    std::fs::write(state.join("config.previous.toml"), &good).unwrap();
+    std::fs::write(state.join("apply.pending"), "2").unwrap();
+    let broken = good.replace("health_interval_ms = 1000", "health_interval_ms = 1100");
+    let mut pole = Pole::start("pole-1", &root, |_| broken.clone());
+    wait_online(broker.plain_port, &["pole-1"]);
+    assert_eq!(std::fs::read_to_string(&pole.config).unwrap(), good);
+    assert!(!state.join("apply.pending").exists());
+    assert!(
+        pole.log().contains("never confirmed after 3 starts"),
+        "{}",
+        pole.log()
+    );
+    // One start short of the limit: pending again, and confirmed once a
+    // frame is analysed.
+    drop(pole.child.take().map(|mut c| {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        c.wait()
+    }));
+    std::fs::write(state.join("apply.pending"), "0").unwrap();
+    pole = Pole::start("pole-1", &root, |_| broken.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.join("apply.pending").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "never confirmed:\n{}",
+            pole.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&pole.config).unwrap(), broken);
+    assert!(
+        pole.log().contains("not confirmed yet (start 1 of 3)"),
+        "{}",
+        pole.log()
+    );
+}
