@@ -759,6 +759,55 @@ fn a_configuration_that_analyses_no_frame_is_rolled_back_and_its_file_restored()
         "failed".into(),
         "rolled_back".into()
     )));
+
+    // A broker the pole cannot reach: frames are analysed, but no command
+    // could come any more; rolled back too, and the answer still arrives
+    // once the previous session is back.
+    let unreachable = broker::free_port();
+    let answer = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "config.apply",
+        &[
+            "--timeout",
+            "40",
+            "--arg",
+            "partial=true",
+            "--arg",
+            &format!("config=[mqtt]\nport = {unreachable}\n"),
+        ],
+    );
+    assert_eq!(
+        answer["error"]["code"],
+        "rolled_back",
+        "{answer}\n{}",
+        pole.log()
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("command channel"),
+        "{answer}"
+    );
+    assert_eq!(std::fs::read(&pole.config).unwrap(), before);
+    // Nor may an apply move the rollback's own folder.
+    let moved = send(
+        broker.plain_port,
+        &keys,
+        "installer",
+        "pole-1",
+        "config.apply",
+        &[
+            "--arg",
+            "partial=true",
+            "--arg",
+            "config=[remote]\nstate_dir = \"/tmp/elsewhere\"\n",
+        ],
+    );
+    assert_eq!(moved["error"]["code"], "invalid_config", "{moved}");
 }
 
 #[test]
@@ -811,6 +860,11 @@ fn twenty_poles_are_driven_by_the_fleet_tool() {
             .all(|l| l["ok"] == true && l["result"]["version"] == env!("CARGO_PKG_VERSION")),
         "{text}"
     );
+    let mut latencies: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l["latency_ms"].as_u64())
+        .collect();
+    latencies.sort();
     let mut answered: Vec<&str> = lines
         .iter()
         .map(|l| l["device"].as_str().unwrap())
@@ -993,5 +1047,109 @@ fn a_daemon_that_keeps_dying_on_an_unconfirmed_configuration_gets_the_previous_o
         pole.log().contains("not confirmed yet (start 1 of 3)"),
         "{}",
         pole.log()
+    );
+}
+
+#[test]
+fn the_metrics_endpoint_and_luciole_status_show_the_running_pole() {
+    let root = scratch("remote-metrics");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let port = broker::free_port();
+    let pole = Pole::start("pole-1", &root, |dir| {
+        let lamp = LAMP.replace("DIMMER", &dir.join("dimmer.json").display().to_string());
+        config_text(
+            "pole-1",
+            dir,
+            &frames,
+            broker.port,
+            &keys,
+            &format!("{lamp}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+    });
+    wait_online(broker.plain_port, &["pole-1"]);
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    // Wait for a health event and an acknowledged publish.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let text = get("/metrics");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("application/openmetrics-text"), "{text}");
+        let samples = luciole::metrics::parse(text.split_once("\r\n\r\n").unwrap().1);
+        let value = |name: &str| samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        if value("luciole_frames_total").is_some_and(|f| f > 0.0)
+            && value("luciole_publish_latency_seconds_count").is_some_and(|c| c > 0.0)
+        {
+            break samples;
+        }
+        assert!(Instant::now() < deadline, "{text}\n{}", pole.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let value = |name: &str| samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(value("luciole_broker_connected"), Some(1.0));
+    assert!(value("luciole_events_acked_total").unwrap() > 0.0);
+    assert!(value("luciole_outbox_depth").is_some());
+    assert_eq!(value("luciole_lamp_level"), Some(0.3));
+    assert!(value("luciole_fps").unwrap() > 0.0);
+    assert_eq!(
+        value(&format!(
+            "luciole_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Some(1.0)
+    );
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    // The same for someone on the console.
+    let out = luciole()
+        .args(["status", "--config"])
+        .arg(&pole.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "luciole 0.1.0",
+        "camera: ",
+        "fps",
+        "broker: connected",
+        "lamp: 30 %",
+        "outbox: ",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+    // A listen address beyond loopback is refused.
+    let public = pole.dir.join("public.toml");
+    let config = std::fs::read_to_string(&pole.config).unwrap();
+    std::fs::write(
+        &public,
+        config.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}")),
+    )
+    .unwrap();
+    let out = luciole().arg("check-config").arg(&public).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("metrics.listen") || stderr(&out).contains("metrics.listen"),
+        "{}",
+        stderr(&out)
+    );
+    drop(pole);
+    let out = luciole()
+        .args(["status", "--config"])
+        .arg(root.join("pole-1/pole.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot reach the daemon's metrics endpoint"),
+        "{}",
+        stderr(&out)
     );
 }

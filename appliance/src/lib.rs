@@ -49,6 +49,8 @@
 //!   [`publish::reporter`] is the daemon's event sink (outbox + publisher).
 //! - [`remote`]: the signed commands a pole accepts from its broker: Ed25519
 //!   signatures, roles, validity windows and nonces, checked purely.
+//! - [`metrics`]: histograms the stages record into and the OpenMetrics
+//!   text the daemon serves on a loopback address.
 //! - [`light`]: the lamp: a pure policy (schedule or sun, presence boost,
 //!   fail-on), relay and PWM outputs behind traits (GPIO, sysfs, rppal,
 //!   simulated), and the lighting thread.
@@ -65,6 +67,7 @@ pub mod detect;
 pub mod events;
 pub mod fiware;
 pub mod light;
+pub mod metrics;
 pub mod motion;
 pub mod outbox;
 pub mod pipeline;

@@ -14,7 +14,8 @@
 //! (every optional key an `Option`, unknown keys refused) beside its
 //! validation into the owning module's settings type: [`device`],
 //! [`camera`], [`detect`], [`events`], [`outbox`], [`mqtt`], [`tracking`],
-//! [`motion`], [`analytics`], [`pipeline`], [`lighting`], [`remote`]. A default value
+//! [`motion`], [`analytics`], [`pipeline`], [`lighting`], [`remote`],
+//! [`metrics`]. A default value
 //! is never written here: a key left out takes the value of the owning
 //! module's `Default` (or constructor). [`check`] holds the problem
 //! collector and the checks sections share; this file composes the whole
@@ -31,6 +32,7 @@ pub mod device;
 pub mod events;
 pub mod lighting;
 mod locate;
+pub mod metrics;
 pub mod motion;
 pub mod mqtt;
 pub mod outbox;
@@ -52,6 +54,7 @@ use crate::capture::CameraSettings;
 use crate::detect::DetectSettings;
 use crate::events::{EventSettings, Origin};
 use crate::light::LightingSettings;
+use crate::metrics::MetricsSettings;
 use crate::motion::MotionSettings;
 use crate::outbox::OutboxSettings;
 use crate::pipeline::PipelineSettings;
@@ -91,6 +94,8 @@ pub struct Settings {
     /// Signed commands from the broker, when the file has a `[remote]`
     /// section (it needs `[mqtt]`).
     pub remote: Option<RemoteSettings>,
+    /// The OpenMetrics endpoint, when the file has a `[metrics]` section.
+    pub metrics: Option<MetricsSettings>,
 }
 
 impl Settings {
@@ -108,6 +113,7 @@ impl Settings {
             tracking: self.tracking.clone(),
             analytics: self.analytics.clone(),
             origin: self.device.clone(),
+            inference_time: None,
         }
     }
 
@@ -150,11 +156,13 @@ pub struct RawConfig {
     pub lighting: Option<lighting::RawLighting>,
     /// `[remote]`: signed commands from the broker (needs `[mqtt]`).
     pub remote: Option<remote::RawRemote>,
+    /// `[metrics]`: the OpenMetrics endpoint on a loopback address.
+    pub metrics: Option<metrics::RawMetrics>,
 }
 
 impl RawConfig {
     /// Top-level sections this version understands.
-    pub const SECTIONS: [&'static str; 12] = [
+    pub const SECTIONS: [&'static str; 13] = [
         "device",
         "camera",
         "detect",
@@ -167,6 +175,7 @@ impl RawConfig {
         "pipeline",
         "lighting",
         "remote",
+        "metrics",
     ];
 }
 
@@ -332,6 +341,7 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
             "pipeline" => raw.pipeline = section(text, &name, value, problems),
             "lighting" => raw.lighting = section(text, &name, value, problems),
             "remote" => raw.remote = section(text, &name, value, problems),
+            "metrics" => raw.metrics = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -437,6 +447,7 @@ fn validate(
         );
     }
     let remote = raw.remote.map(|raw| remote::validate(raw, &mut check));
+    let metrics = raw.metrics.map(|raw| metrics::validate(raw, &mut check));
     if let Some(Some(light)) = &lighting {
         presence_names_exist(light, &analytics, &mut check);
     }
@@ -454,6 +465,7 @@ fn validate(
         mqtt: mqtt.map(|m| m.ok_or(())).transpose().ok()?,
         lighting: lighting.map(|l| l.ok_or(())).transpose().ok()?,
         remote: remote.map(|r| r.ok_or(())).transpose().ok()?,
+        metrics: metrics.map(|m| m.ok_or(())).transpose().ok()?,
     })
 }
 

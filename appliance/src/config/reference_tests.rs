@@ -81,6 +81,9 @@ fn parser_keys() -> (BTreeSet<String>, BTreeSet<String>) {
         ("lighting.presence", fields_of::<lighting::RawPresence>()),
         ("lighting.relay", fields_of::<lighting::RawRelay>()),
         ("lighting.dimmer", fields_of::<lighting::RawDimmer>()),
+        ("remote", fields_of::<remote::RawRemote>()),
+        ("remote.keys", fields_of::<remote::RawKey>()),
+        ("metrics", fields_of::<metrics::RawMetrics>()),
     ];
     let top: BTreeSet<&str> = fields_of::<RawConfig>().into_iter().collect();
     let names: BTreeSet<&str> = tables.iter().map(|(name, _)| *name).collect();

@@ -80,6 +80,14 @@ pub(super) fn validate(raw: RawRemote, check: &mut Check<'_, '_>) -> Option<Remo
             }
         };
         let public = match remote::public_key(&key.public_key) {
+            Ok(public) if public.is_weak() => {
+                check.fail(
+                    &at("public_key"),
+                    Some(format!("{:?}", key.public_key)),
+                    "a weak (small-order) Ed25519 key, which would accept forged signatures",
+                );
+                None
+            }
             Ok(public) => Some(public),
             Err(reason) => {
                 check.fail(

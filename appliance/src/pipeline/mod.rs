@@ -117,6 +117,8 @@ pub struct Options {
     pub analytics: AnalyticsSettings,
     /// Who this pole is (FIWARE entity ids).
     pub origin: Origin,
+    /// Where each inference's time is recorded, besides the counters.
+    pub inference_time: Option<Arc<crate::metrics::Histogram>>,
 }
 
 /// The lamp and what counts as presence for it.
@@ -394,6 +396,7 @@ pub fn run_supervised(
             analytics: Analytics::new(options.analytics.clone()),
             feed: feed.clone(),
             counters: Arc::clone(&counters),
+            inference_time: options.inference_time.clone(),
             shutdown: shutdown.clone(),
             bad_frame_log: Every::new(
                 BAD_FRAME_LOG_EVERY,
@@ -692,6 +695,7 @@ struct Analysis {
     /// The lamp's feed and what counts as presence for it.
     feed: Option<(LightFeed, PresenceSettings)>,
     counters: Arc<Counters>,
+    inference_time: Option<Arc<crate::metrics::Histogram>>,
     shutdown: Shutdown,
     /// Paces the log line of skipped frames.
     bad_frame_log: Every,
@@ -764,6 +768,9 @@ impl Analysis {
                 self.counters
                     .inference_ns
                     .fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
+                if let Some(histogram) = &self.inference_time {
+                    histogram.observe(spent);
+                }
             } else {
                 self.counters
                     .skipped_by_motion

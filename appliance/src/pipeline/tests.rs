@@ -32,6 +32,7 @@ fn options() -> Options {
             site: "test".into(),
             device: "pole".into(),
         },
+        inference_time: None,
     }
 }
 

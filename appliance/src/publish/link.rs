@@ -65,6 +65,7 @@ pub(super) fn spawn(
         stats: Arc::clone(stats),
         retry: Retry::new(settings.reconnect),
         retry_at: None,
+        sent_at: std::collections::HashMap::new(),
         stable: settings.keep_alive,
         up_since: None,
         ever_connected: false,
@@ -97,6 +98,10 @@ fn drive(
     resume: &Receiver<()>,
     inbox: Option<(Inbox, Session)>,
 ) {
+    if let Some((inbox, session)) = &inbox {
+        *crate::sync::lock(&inbox.session) = Some(session.clone());
+        inbox.subscribed.store(false, Ordering::SeqCst);
+    }
     while let Some(batch) = connection.next(settings) {
         let failed = batch.iter().any(|s| matches!(s, Step::Failed(_)));
         let closed = batch.iter().any(|s| matches!(s, Step::Closed));
@@ -113,6 +118,20 @@ fn drive(
                     continue;
                 }
                 (Step::Received(_), None) => continue,
+                (Step::Subscribed(granted), Some((inbox, _))) => {
+                    if !granted {
+                        tracing::error!(
+                            filters = ?inbox.filters,
+                            "the broker refused the command subscriptions (its ACL?): no remote command can reach this pole"
+                        );
+                    }
+                    inbox.subscribed.store(granted, Ordering::SeqCst);
+                    continue;
+                }
+                (step @ Step::Failed(_), Some((inbox, _))) => {
+                    inbox.subscribed.store(false, Ordering::SeqCst);
+                    step
+                }
                 (step @ Step::Connected { .. }, Some((inbox, session))) => {
                     if !session.subscribe(&inbox.filters) {
                         tracing::error!("cannot queue the command subscriptions");
@@ -151,6 +170,8 @@ struct Publishing {
     retry: Retry,
     /// When the connection thread may try again, after a failure.
     retry_at: Option<Instant>,
+    /// When each packet id in flight was sent (publish latency).
+    sent_at: std::collections::HashMap<u16, Instant>,
     /// How long a connection must stay up to count as a success for the
     /// reconnection delay (one keep-alive period).
     stable: Duration,
@@ -257,8 +278,14 @@ impl Publishing {
                     "connected to the broker"
                 );
             }
-            Step::Sent(pkid) => self.flight.sent(pkid),
+            Step::Sent(pkid) => {
+                self.flight.sent(pkid);
+                self.sent_at.insert(pkid, Instant::now());
+            }
             Step::Acked(pkid) => {
+                if let Some(sent) = self.sent_at.remove(&pkid) {
+                    self.stats.latency.observe(sent.elapsed());
+                }
                 if let Some(id) = self.flight.acked(pkid) {
                     match self.outbox.ack(id) {
                         Ok(()) => {
@@ -293,6 +320,8 @@ impl Publishing {
                 }
             }
             Step::Failed(why) => {
+                // Packet ids start again on the next connection.
+                self.sent_at.clear();
                 let mut stayed_up = self.up_since.take().map(|t| t.elapsed());
                 if std::mem::take(&mut self.refusal) {
                     stayed_up = Some(self.stable);
@@ -319,7 +348,15 @@ impl Publishing {
                 tracing::warn!(retry_in_ms = delay.as_millis() as u64, "{why}");
                 self.retry_at = Some(Instant::now() + delay);
             }
-            Step::Closed | Step::Other | Step::Received(_) => {}
+            Step::IncomingTooLarge => {
+                // Not the event in flight's fault: no strike against it.
+                tracing::warn!(
+                    max = self.max_packet,
+                    "the broker sent a message larger than mqtt.max_packet_bytes (on a command topic?); reconnecting"
+                );
+                self.refusal = true;
+            }
+            Step::Closed | Step::Other | Step::Received(_) | Step::Subscribed(_) => {}
         }
     }
 

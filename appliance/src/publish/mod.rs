@@ -177,10 +177,16 @@ pub const DEFAULT_MAX_PACKET_BYTES: u32 = 256 * 1024;
 
 /// Where messages on subscribed topics go (commands): the topic filters
 /// the publisher subscribes to on each connection, and a bounded channel.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Inbox {
     pub filters: Vec<String>,
     pub sender: Sender<Inbound>,
+    /// True while the broker has granted every filter on the current
+    /// connection.
+    pub subscribed: Arc<AtomicBool>,
+    /// The current connection's session, to answer through (replaced when
+    /// the publisher restarts).
+    pub session: Arc<std::sync::Mutex<Option<session::Session>>>,
 }
 
 /// A message received, with the session to answer through.
@@ -191,7 +197,7 @@ pub struct Inbound {
 }
 
 /// Counters the daemon reports in health events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PublishStats {
     pub connected: AtomicBool,
     /// Connections regained since start: each connection accepted after a
@@ -205,6 +211,21 @@ pub struct PublishStats {
     /// Events set aside since start, each reported by a `dropped` event:
     /// refused by the broker, or too large to send.
     pub set_aside: AtomicU64,
+    /// Time from each event's publish to its PUBACK.
+    pub latency: crate::metrics::Histogram,
+}
+
+impl Default for PublishStats {
+    fn default() -> Self {
+        Self {
+            connected: AtomicBool::default(),
+            reconnects: AtomicU64::default(),
+            failures: AtomicU64::default(),
+            acked: AtomicU64::default(),
+            set_aside: AtomicU64::default(),
+            latency: crate::metrics::Histogram::new(&crate::metrics::PUBLISH_BOUNDS),
+        }
+    }
 }
 
 /// The running publisher. [`Publisher::stop`] ends it cleanly; dropping it

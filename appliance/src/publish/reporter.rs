@@ -55,6 +55,16 @@ impl Reporter {
         })
     }
 
+    /// Events in the outbox now.
+    pub fn depth(&self) -> u64 {
+        self.outbox.depth()
+    }
+
+    /// The publisher's counters, with a broker.
+    pub fn publish_stats(&self) -> Option<Arc<super::PublishStats>> {
+        self.publisher.as_ref().map(|p| Arc::clone(&p.stats))
+    }
+
     /// Writes an event; the flusher commits it within `outbox.flush_ms`.
     fn write(&self, body: Body) {
         match self.outbox.push(body) {

@@ -42,10 +42,17 @@ pub enum Step {
         still_held: Vec<u16>,
         reason: String,
     },
+    /// The broker sent a packet over `mqtt.max_packet_bytes` (a command
+    /// anyone with write access to a command topic could publish): rumqttc
+    /// ends the connection, and that is no event's fault. A
+    /// [`Step::Failed`] follows.
+    IncomingTooLarge,
     /// The connection failed; the text says why in configuration terms.
     Failed(String),
     /// A message arrived on a subscribed topic (a command).
     Received(Received),
+    /// The broker answered a subscription: granted (every filter) or not.
+    Subscribed(bool),
     /// We disconnected on purpose.
     Closed,
     /// Anything else (pings, presence acknowledgements of other kinds...).
@@ -157,6 +164,11 @@ impl Connection {
                 Ok(Event::Outgoing(Outgoing::Publish(0))) => Step::Other,
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => Step::Acked(ack.pkid),
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => Step::Subscribed(
+                    ack.return_codes
+                        .iter()
+                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+                ),
                 Ok(Event::Incoming(Incoming::Publish(publish))) => Step::Received(Received {
                     topic: publish.topic,
                     payload: publish.payload.to_vec(),
@@ -165,6 +177,16 @@ impl Connection {
                 }),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => Step::Closed,
                 Ok(_) => Step::Other,
+                Err(
+                    err @ rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_),
+                    )),
+                ) => {
+                    return Some(vec![
+                        Step::IncomingTooLarge,
+                        Step::Failed(explain(&err, settings)),
+                    ])
+                }
                 Err(err) => Step::Failed(explain(&err, settings)),
             }]),
             Connection::V5(connection) => {
@@ -177,6 +199,14 @@ impl Connection {
                     Ok(Event::Outgoing(Outgoing::Publish(0))) => Step::Other,
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Step::Sent(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => Step::Acked(ack.pkid),
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        Step::Subscribed(ack.return_codes.iter().all(|c| {
+                            matches!(
+                                c,
+                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                            )
+                        }))
+                    }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let properties = publish.properties.unwrap_or_default();
                         Step::Received(Received {
@@ -224,6 +254,16 @@ impl Connection {
                             settings.host, settings.port
                         )));
                         return Some(steps);
+                    }
+                    Err(
+                        err @ ConnectionError::MqttState(StateError::IncomingPacketTooLarge {
+                            ..
+                        }),
+                    ) => {
+                        return Some(vec![
+                            Step::IncomingTooLarge,
+                            Step::Failed(explain_v5(&err, settings)),
+                        ])
                     }
                     Err(err) => Step::Failed(explain_v5(&err, settings)),
                 };

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::events::Origin;
@@ -455,6 +455,10 @@ pub struct Refused {
 #[derive(Clone, Debug)]
 pub struct Gate {
     origin: Origin,
+    /// `<prefix>/<site>/<device>/cmd/`: orders for this pole by name.
+    device_topic: String,
+    /// `<prefix>/<site>/cmd/`, with `site_wide`: orders for every pole.
+    site_topic: Option<String>,
     keys: Vec<Key>,
     max_ttl_ms: i64,
     skew_ms: i64,
@@ -466,8 +470,13 @@ pub struct Gate {
 const CLOCK_FLOOR_MS: i64 = 1_577_836_800_000;
 
 impl Gate {
-    pub fn new(origin: Origin, settings: &RemoteSettings, nonces: Nonces) -> Self {
+    /// A gate for the pole `origin` whose topics start with `prefix`.
+    pub fn new(origin: Origin, prefix: &str, settings: &RemoteSettings, nonces: Nonces) -> Self {
         Self {
+            device_topic: format!("{prefix}/{}/{}/cmd/", origin.site, origin.device),
+            site_topic: settings
+                .site_wide
+                .then(|| format!("{prefix}/{}/cmd/", origin.site)),
             origin,
             keys: settings.keys.clone(),
             max_ttl_ms: settings.max_ttl.as_millis() as i64,
@@ -492,8 +501,8 @@ impl Gate {
         let refuse = |refusal, name: Option<&str>, key: Option<&str>| {
             Box::new(Refused {
                 refusal,
-                name: name.map(str::to_string),
-                key: key.map(str::to_string),
+                name: name.map(shown),
+                key: key.map(shown),
             })
         };
         if payload.len() > MAX_PAYLOAD {
@@ -527,7 +536,7 @@ impl Gate {
             .ok()
             .and_then(|bytes| Signature::from_slice(&bytes).ok())
             .ok_or_else(|| refuse(Refusal::BadSignature, name, key_name))?;
-        if key.public.verify(&signed, &signature).is_err() {
+        if key.public.verify_strict(&signed, &signature).is_err() {
             return Err(refuse(Refusal::BadSignature, name, key_name));
         }
         // From here on the order is the signer's own words.
@@ -538,19 +547,48 @@ impl Gate {
                 order.v
             ))));
         }
-        let last = topic.rsplit('/').next().unwrap_or_default();
-        if last != order.command {
+        // A pole's own topic carries orders naming it; the site's topic
+        // (with `site_wide`) orders for every pole: a site-wide order
+        // republished on one pole's topic is refused, and so is one on the
+        // site's topic when the pole does not listen there.
+        let (command, every) = match (
+            topic.strip_prefix(&self.device_topic),
+            self.site_topic
+                .as_deref()
+                .and_then(|t| topic.strip_prefix(t)),
+        ) {
+            (Some(command), _) => (command, false),
+            (None, Some(command)) => (command, true),
+            (None, None) => {
+                return Err(fail(Refusal::Malformed(format!(
+                    "{:?} is not a command topic of this pole",
+                    shown(topic)
+                ))))
+            }
+        };
+        if command != order.command {
             return Err(fail(Refusal::Malformed(format!(
-                "published on {topic:?} but the order is for {:?}",
+                "published on {:?} but the order is for {:?}",
+                shown(topic),
                 order.command
             ))));
         }
         let for_us = order.site == self.origin.site
-            && (order.device == self.origin.device || order.device == EVERY_DEVICE);
+            && if every {
+                order.device == EVERY_DEVICE
+            } else {
+                order.device == self.origin.device
+            };
         if !for_us {
             return Err(fail(Refusal::WrongTarget(format!(
-                "{}/{}",
-                order.site, order.device
+                "{}/{} on {}",
+                shown(&order.site),
+                shown(&order.device),
+                if every {
+                    "the site's topic"
+                } else {
+                    "this pole's topic"
+                }
             ))));
         }
         if now_ms < CLOCK_FLOOR_MS {
@@ -599,6 +637,31 @@ impl Gate {
             nonce: order.nonce,
         })
     }
+}
+
+/// At most 64 characters of text that came from outside (names in refusals
+/// and audit events), with control characters replaced.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+/// Whether `topic` is one a pole may answer on: `<prefix>/<site>/fleet/<id>/reply`,
+/// where the integrators' tool listens. Anything else (a pole's own event
+/// topics, another site) is refused, so a forged message cannot make a pole
+/// publish where consumers read.
+pub fn reply_allowed(prefix: &str, site: &str, topic: &str) -> bool {
+    topic
+        .strip_prefix(&format!("{prefix}/{site}/fleet/"))
+        .and_then(|rest| rest.strip_suffix("/reply"))
+        .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#']))
 }
 
 /// The envelope of a payload, or why it is not one.

@@ -26,7 +26,7 @@ fn gate() -> Gate {
             public: key(2).verifying_key(),
         },
     ]);
-    Gate::new(origin(), &settings, Nonces::default())
+    Gate::new(origin(), "luciole", &settings, Nonces::default())
 }
 
 fn order(command: &str, key: &str) -> Order {
@@ -292,4 +292,59 @@ fn keys_round_trip_through_their_text() {
     assert!(public_key("AAAA").unwrap_err().contains("3 bytes"));
     assert!(public_key("!!").is_err());
     assert!(nonces::well_formed(&new_nonce().unwrap()));
+}
+
+#[test]
+fn a_site_wide_order_counts_only_on_the_site_topic_and_only_when_listened_to() {
+    let mut gate = gate();
+    let mut every = order("status", "ops");
+    every.device = EVERY_DEVICE.into();
+    // Republished on this pole's own topic: refused.
+    let on_device = gate.admit(&topic("status"), &payload(&every, &key(1)), NOW);
+    assert_eq!(on_device.unwrap_err().refusal.code(), "wrong_target");
+    // An order naming this pole, on the site's topic: refused too.
+    let named = order("status", "ops");
+    let on_site = gate.admit("luciole/lyon/cmd/status", &payload(&named, &key(1)), NOW);
+    assert_eq!(on_site.unwrap_err().refusal.code(), "wrong_target");
+    // Another prefix or site: not this pole's topic.
+    let elsewhere = gate.admit(
+        "other/lyon/pole-7/cmd/status",
+        &payload(&named, &key(1)),
+        NOW,
+    );
+    assert_eq!(elsewhere.unwrap_err().refusal.code(), "malformed");
+    // Without site_wide, the site's topic is not listened to at all.
+    let mut settings = RemoteSettings::new(vec![Key {
+        name: "ops".into(),
+        role: Role::Operator,
+        public: key(1).verifying_key(),
+    }]);
+    settings.site_wide = false;
+    let mut narrow = Gate::new(origin(), "luciole", &settings, Nonces::default());
+    let refused = narrow.admit("luciole/lyon/cmd/status", &payload(&every, &key(1)), NOW);
+    assert_eq!(refused.unwrap_err().refusal.code(), "malformed");
+    assert!(narrow
+        .admit(&topic("status"), &payload(&named, &key(1)), NOW)
+        .is_ok());
+}
+
+#[test]
+fn answers_go_only_to_the_fleet_reply_topics_of_the_site() {
+    assert!(reply_allowed(
+        "luciole",
+        "lyon",
+        "luciole/lyon/fleet/ab12/reply"
+    ));
+    for topic in [
+        "luciole/lyon/pole-7/events/crossing",
+        "luciole/lyon/pole-7/status",
+        "luciole/paris/fleet/ab12/reply",
+        "luciole/lyon/fleet//reply",
+        "luciole/lyon/fleet/a/b/reply",
+        "luciole/lyon/fleet/+/reply",
+    ] {
+        assert!(!reply_allowed("luciole", "lyon", topic), "{topic}");
+    }
+    assert_eq!(shown(&"x".repeat(100)).chars().count(), 65);
+    assert_eq!(shown("a\nb"), "a?b");
 }

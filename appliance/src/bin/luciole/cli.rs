@@ -101,6 +101,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the running daemon measures, read from its metrics endpoint
+    /// (`[metrics]`): frames, inferences, outbox, broker, lamp.
+    Status {
+        /// The pole's configuration file (its `[metrics] listen`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the OpenMetrics text as served.
+        #[arg(long)]
+        raw: bool,
+    },
     /// The integrator's tool for remote operations: `keygen` makes a
     /// signing key, `send` signs a command and prints one JSON line per
     /// pole's answer, `status` shows the site's poles (docs/remote.md).

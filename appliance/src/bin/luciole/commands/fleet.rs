@@ -282,8 +282,9 @@ struct Link {
     incoming: crossbeam_channel::Receiver<rumqttc::v5::mqttbytes::v5::Publish>,
     subscribed: crossbeam_channel::Receiver<()>,
     prefix: String,
-    /// Where answers come.
-    reply_topic: String,
+    /// A random name for this run: answers come on
+    /// `<prefix>/<site>/fleet/<tag>/reply`.
+    tag: String,
 }
 
 impl Link {
@@ -364,13 +365,12 @@ impl Link {
             Ok(Err(err)) => anyhow::bail!("cannot connect: {err}"),
             Err(_) => anyhow::bail!("{}: no answer to the connection", args.broker),
         }
-        let reply_topic = format!("{}/fleet/{}/reply", args.prefix, &tag[..16]);
         Ok(Link {
             client,
             incoming,
             subscribed,
             prefix: args.prefix.clone(),
-            reply_topic,
+            tag: tag[..16].to_string(),
         })
     }
 
@@ -420,7 +420,8 @@ fn send(
     ttl: u64,
     print: bool,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let reply_topic = link.reply_topic.clone();
+    // Poles answer only under their site's `fleet/<id>/reply`.
+    let reply_topic = format!("{}/{site}/fleet/{}/reply", link.prefix, link.tag);
     link.subscribe(&reply_topic)?;
     let (expected, orders): (BTreeSet<String>, Vec<(String, Order)>) = match targets {
         Some(devices) => (
@@ -450,6 +451,12 @@ fn send(
             )
         }
     };
+    if expected.is_empty() {
+        if print {
+            eprintln!("no pole of site {site} is online (by its retained presence): nothing sent");
+        }
+        return Ok(Vec::new());
+    }
     let correlation = remote::new_nonce()?;
     let started = Instant::now();
     for (topic, order) in &orders {
@@ -471,7 +478,7 @@ fn send(
     }
     let mut answers: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let deadline = started + timeout;
-    while answers.len() < expected.len() || expected.is_empty() {
+    while answers.len() < expected.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(publish) = link.incoming.recv_timeout(left) else {
             break;
@@ -482,7 +489,11 @@ fn send(
         let Ok(response) = serde_json::from_slice::<Response>(&publish.payload) else {
             continue;
         };
-        if response.correlation.as_deref() != Some(correlation.as_str()) || response.site != site {
+        if response.correlation.as_deref() != Some(correlation.as_str())
+            || response.site != site
+            || !expected.contains(&response.device)
+            || answers.contains_key(&response.device)
+        {
             continue;
         }
         let mut line = serde_json::to_value(&response)?;

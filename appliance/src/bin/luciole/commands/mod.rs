@@ -11,6 +11,7 @@ mod detect;
 mod events;
 pub mod fleet;
 mod light;
+mod metrics;
 mod reload;
 mod remote;
 mod run;
@@ -51,6 +52,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             safe,
         } => light::run(&config, level, safe),
         Command::Fleet { action } => fleet::run(*action),
+        Command::Status { config, raw } => metrics::status(&config, raw),
     }
 }
 

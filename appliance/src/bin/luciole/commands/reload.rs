@@ -73,6 +73,10 @@ impl Sink for Shared {
     fn event(&mut self, body: Body) {
         match &body {
             Body::Health(health) => *lock(&self.1.health) = Some(health.clone()),
+            Body::Light(light) => {
+                *lock(&self.1.lamp_level) = Some(light.level);
+                *lock(&self.1.last_event) = Some(("light", luciole::events::now_ms()));
+            }
             // Commands are not what `status` means by the last event.
             Body::Audit(_) => {}
             other => {
@@ -94,15 +98,45 @@ impl Shared {
     /// Closes the current sink and starts the one `settings` describe.
     fn restart(&self, settings: &Settings) -> anyhow::Result<()> {
         self.close();
+        // The new session has not subscribed yet.
+        self.1
+            .subscribed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         *lock(&self.0) = Events::start(settings, &self.1)?;
         Ok(())
+    }
+}
+
+/// What the metrics endpoint shows, taken when it is asked.
+fn snapshot(sink: Shared) -> impl Fn() -> luciole::metrics::Snapshot + Send + 'static {
+    move || {
+        let context = &sink.1;
+        let (outbox_depth, stats) = match &*lock(&sink.0) {
+            Events::Reporter(reporter) => (Some(reporter.depth()), reporter.publish_stats()),
+            Events::Discard => (None, None),
+        };
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        luciole::metrics::Snapshot {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: context.started.elapsed().as_secs(),
+            health: lock(&context.health).clone(),
+            outbox_depth,
+            broker_connected: stats.as_ref().map(|s| s.connected.load(Ordering::Relaxed)),
+            broker_reconnects: stats.as_ref().map_or(0, |s| count(&s.reconnects)),
+            events_acked: stats.as_ref().map_or(0, |s| count(&s.acked)),
+            events_set_aside: stats.as_ref().map_or(0, |s| count(&s.set_aside)),
+            publish_latency: stats.as_ref().map(|s| s.latency.snapshot()),
+            inference: Some(context.inference.snapshot()),
+            lamp_level: *lock(&context.lamp_level),
+        }
     }
 }
 
 /// Whether the event sink of `a` and `b` differ (who speaks, where events
 /// are kept, which broker).
 fn sink_changed(a: &Settings, b: &Settings) -> bool {
-    a.device != b.device || a.outbox != b.outbox || a.mqtt != b.mqtt
+    // `[remote]` too: the publisher's subscriptions come from it.
+    a.device != b.device || a.outbox != b.outbox || a.mqtt != b.mqtt || a.remote != b.remote
 }
 
 /// Runs the daemon on `config` until a stop signal in `signals`, the end of
@@ -128,6 +162,14 @@ pub fn serve(
         Arc::new(Mutex::new(Events::start(&settings, &context)?)),
         context.clone(),
     );
+    // Started once, with the settings the daemon starts with.
+    let _metrics = match &settings.metrics {
+        Some(metrics) => Some(super::metrics::Server::start(
+            metrics,
+            snapshot(sink.clone()),
+        )?),
+        None => None,
+    };
     // The configuration to go back to if the current one fails to open.
     let mut previous: Option<Settings> = None;
     loop {
@@ -164,13 +206,12 @@ pub fn serve(
         // These settings opened: they are the ones to go back to from now.
         previous = None;
         *lock(&context.lamp) = stages.lamp.as_ref().map(|lamp| lamp.feed.clone());
-        let outcome = pipeline::run_supervised(
-            stages,
-            &settings.pipeline_options(),
-            &mut sink,
-            &stop,
-            &mut supervisor,
-        );
+        if let (Some(lamp), Some(manual)) = (&stages.lamp, context.manual_in_force()) {
+            lamp.feed.set_manual(Some(manual));
+        }
+        let mut options = settings.pipeline_options();
+        options.inference_time = Some(Arc::clone(&context.inference));
+        let outcome = pipeline::run_supervised(stages, &options, &mut sink, &stop, &mut supervisor);
         stop.request();
         *lock(&context.lamp) = None;
         let next = watcher.join();
@@ -190,6 +231,8 @@ pub fn serve(
                         );
                         tracing::error!("{message}");
                         super::error(&mut sink, ErrorCode::ConfigRolledBack, message);
+                        // A remote apply's file goes back too.
+                        lock(&handler).failed_to_open(&mut sink, &format!("{err:#}"));
                         continue;
                     }
                 }
@@ -334,6 +377,7 @@ fn watch(
                     if &next == current {
                         tracing::info!("the configuration is unchanged; restarting the stages");
                     }
+                    lock(handler).superseded(&mut sink);
                     reloading.store(true, Ordering::SeqCst);
                     stop.request();
                     return Some(End::Reload {

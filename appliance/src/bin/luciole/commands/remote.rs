@@ -39,11 +39,15 @@ use sha2::{Digest, Sha256};
 /// configuration is put back at start.
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// The longest a rollback's answer waits for the restored session.
+const DEFER_AT_MOST: Duration = Duration::from_secs(10);
+
 /// Messages waiting to be handled.
 const QUEUE: usize = 64;
 
-/// What the daemon shares with the command handler: the channel commands
-/// arrive on, and what `status` and `light.override` look at.
+/// What the daemon shares with the command handler and the metrics
+/// endpoint: the channel commands arrive on, and what `status`,
+/// `light.override` and the metrics look at.
 #[derive(Clone)]
 pub struct Context {
     pub sender: crossbeam_channel::Sender<Inbound>,
@@ -52,8 +56,20 @@ pub struct Context {
     pub health: Arc<Mutex<Option<Health>>>,
     /// The kind and time (UTC ms) of the last event made, audits aside.
     pub last_event: Arc<Mutex<Option<(&'static str, u64)>>>,
+    /// The lamp's target level (0 to 1), from its last `light` event.
+    pub lamp_level: Arc<Mutex<Option<f64>>>,
+    /// Each inference's time (the metrics endpoint's histogram).
+    pub inference: Arc<luciole::metrics::Histogram>,
     /// The running lamp's feed, when there is a lamp.
     pub lamp: Arc<Mutex<Option<LightFeed>>>,
+    /// A `light.override` in force (level, until UTC ms), given to each new
+    /// run's lamp so that a reload does not end it.
+    pub manual: Arc<Mutex<Option<(f64, i64)>>>,
+    /// The broker granted the command subscriptions on the current
+    /// connection.
+    pub subscribed: Arc<std::sync::atomic::AtomicBool>,
+    /// The current broker session, to answer through.
+    pub session: Arc<Mutex<Option<luciole::publish::session::Session>>>,
     /// Frames analysed by the current run.
     pub analysed: Arc<AtomicU64>,
     pub started: Instant,
@@ -67,7 +83,14 @@ impl Context {
             receiver,
             health: Arc::new(Mutex::new(None)),
             last_event: Arc::new(Mutex::new(None)),
+            lamp_level: Arc::new(Mutex::new(None)),
+            inference: Arc::new(luciole::metrics::Histogram::new(
+                &luciole::metrics::INFERENCE_BOUNDS,
+            )),
             lamp: Arc::new(Mutex::new(None)),
+            manual: Arc::new(Mutex::new(None)),
+            subscribed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            session: Arc::new(Mutex::new(None)),
             analysed: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
         }
@@ -79,7 +102,14 @@ impl Context {
         Some(Inbox {
             filters: remote.filters(&mqtt.topic_prefix, &settings.device),
             sender: self.sender.clone(),
+            subscribed: Arc::clone(&self.subscribed),
+            session: Arc::clone(&self.session),
         })
+    }
+
+    /// The override in force now, if any.
+    pub fn manual_in_force(&self) -> Option<(f64, i64)> {
+        lock(&self.manual).filter(|(_, until)| *until > luciole::events::now_ms() as i64)
     }
 }
 
@@ -87,6 +117,8 @@ impl Context {
 #[derive(Clone, Debug)]
 pub struct Pending {
     deadline: Instant,
+    /// The folder holding the previous file and the marker.
+    state_dir: PathBuf,
     /// The reply to send when it is confirmed or rolled back (none after a
     /// restart: the sender has given up by then).
     answer: Option<Answer>,
@@ -96,7 +128,9 @@ pub struct Pending {
 /// Where one command's response goes.
 #[derive(Clone)]
 struct Answer {
-    replies: luciole::publish::session::Session,
+    /// The current session (the publisher may have restarted since the
+    /// command came).
+    replies: Arc<Mutex<Option<luciole::publish::session::Session>>>,
     topic: String,
     correlation: Option<Vec<u8>>,
     /// The envelope's correlation (MQTT 3.1.1), echoed in the payload.
@@ -129,6 +163,53 @@ pub struct Handler {
     gate: Option<Gate>,
     state_dir: Option<PathBuf>,
     pending: Option<Pending>,
+    /// `(prefix, site)`: where answers may go.
+    replies_under: Option<(String, String)>,
+    /// Audits of refusals before a signature was checked, this minute.
+    flood: Flood,
+    /// A rollback's answer, sent once the restored configuration's session
+    /// is up (the one the command came on may be gone).
+    deferred: Option<(Answer, ResponseError, Instant)>,
+}
+
+/// At most [`FLOOD_AUDITS`] audit events a minute for messages refused
+/// before their signature was checked (anyone with write access to a
+/// command topic can send them): the rest are counted and told in one
+/// audit when the minute is over, so junk cannot fill the outbox.
+#[derive(Default)]
+struct Flood {
+    since: Option<Instant>,
+    audited: u32,
+    suppressed: u32,
+}
+
+const FLOOD_AUDITS: u32 = 10;
+
+impl Flood {
+    /// Whether this refusal gets its own audit; a summary of the last
+    /// minute's suppressed ones, when one is due.
+    fn admit(&mut self, now: Instant) -> (bool, Option<u32>) {
+        let mut summary = None;
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            if self.suppressed > 0 {
+                summary = Some(self.suppressed);
+            }
+            *self = Flood {
+                since: Some(now),
+                ..Flood::default()
+            };
+        }
+        if self.audited < FLOOD_AUDITS {
+            self.audited += 1;
+            (true, summary)
+        } else {
+            self.suppressed += 1;
+            (false, summary)
+        }
+    }
 }
 
 impl Handler {
@@ -142,6 +223,9 @@ impl Handler {
             gate: None,
             state_dir: None,
             pending: None,
+            replies_under: None,
+            flood: Flood::default(),
+            deferred: None,
         };
         // The state folder comes from the file as it is now; a file that
         // does not load is for the normal start-up path to report.
@@ -159,8 +243,18 @@ impl Handler {
             return Ok(());
         };
         let attempts = text.trim().parse::<u32>().unwrap_or(MAX_ATTEMPTS) + 1;
+        let previous = remote.state_dir.join(PREVIOUS);
+        if !previous.is_file() {
+            // Nothing to go back to: keep the file as it is.
+            tracing::error!(
+                "{}: marker without {}: the configuration as it is stays",
+                marker.display(),
+                previous.display()
+            );
+            let _ = std::fs::remove_file(&marker);
+            return Ok(());
+        }
         if attempts >= MAX_ATTEMPTS {
-            let previous = remote.state_dir.join(PREVIOUS);
             let text = std::fs::read(&previous).map_err(|e| {
                 anyhow::anyhow!("{}: cannot read to roll back: {e}", previous.display())
             })?;
@@ -180,6 +274,7 @@ impl Handler {
         );
         self.pending = Some(Pending {
             deadline: Instant::now() + remote.apply_timeout,
+            state_dir: remote.state_dir.clone(),
             answer: None,
             key: None,
         });
@@ -195,6 +290,7 @@ impl Handler {
     pub fn configure(&mut self, settings: &Settings) {
         self.gate = None;
         self.state_dir = None;
+        self.replies_under = None;
         let Some(remote) = &settings.remote else {
             return;
         };
@@ -211,27 +307,43 @@ impl Handler {
                 Nonces::default()
             }
         };
-        self.gate = Some(Gate::new(settings.device.clone(), remote, nonces));
+        let prefix = settings
+            .mqtt
+            .as_ref()
+            .map_or("luciole", |m| m.topic_prefix.as_str());
+        self.gate = Some(Gate::new(settings.device.clone(), prefix, remote, nonces));
         self.state_dir = Some(remote.state_dir.clone());
+        self.replies_under = Some((prefix.to_string(), settings.device.site.clone()));
     }
 
     /// Looks at a pending configuration: confirmed once the run analysed a
     /// frame, rolled back at its deadline.
     pub fn tick(&mut self, sink: &mut dyn Sink) -> Next {
+        let session_up = self.context.subscribed.load(Ordering::SeqCst);
+        if let Some((_, _, since)) = &self.deferred {
+            if session_up || since.elapsed() > DEFER_AT_MOST {
+                let (answer, error, _) = self.deferred.take().expect("checked above");
+                answer.send(Err(error));
+            }
+        }
         let Some(pending) = &self.pending else {
             return Next::Stay;
         };
-        if self.context.analysed.load(Ordering::Relaxed) > 0 {
+        // Frames analysed, and the command channel works on the new
+        // settings: the pole can still be reached to fix it.
+        let reachable = self.context.subscribed.load(Ordering::SeqCst);
+        if self.context.analysed.load(Ordering::Relaxed) > 0 && reachable {
             let pending = self.pending.take().expect("checked above");
-            self.clear_marker();
+            let _ = std::fs::remove_file(pending.state_dir.join(MARKER));
             let hash = file_hash(&self.config);
             audit(
                 sink,
                 pending.key.clone(),
+                pending.key.as_ref().map(|_| "integrator"),
                 Some("config.apply"),
                 "done",
                 None,
-                format!("the new configuration analyses frames (sha256 {hash})"),
+                format!("the new configuration analyses frames and takes commands (sha256 {hash})"),
             );
             if let Some(answer) = &pending.answer {
                 answer.send(Ok(json!({"applied": true, "sha256": hash})));
@@ -239,7 +351,12 @@ impl Handler {
             return Next::Stay;
         }
         if Instant::now() >= pending.deadline {
-            let message = "no frame analysed before remote.apply_timeout_s".to_string();
+            let message = if reachable {
+                "no frame analysed before remote.apply_timeout_s"
+            } else {
+                "the command channel did not come back before remote.apply_timeout_s (broker, credentials or [remote] keys)"
+            }
+            .to_string();
             return self.roll_back(sink, &message);
         }
         Next::Stay
@@ -258,17 +375,18 @@ impl Handler {
         let Some(pending) = self.pending.take() else {
             return Next::Stay;
         };
-        let Some(dir) = self.state_dir.clone() else {
-            return Next::Stay;
-        };
-        let restored = std::fs::read(dir.join(PREVIOUS))
+        let dir = &pending.state_dir;
+        // The previous file is checked before it replaces the current one.
+        let restored = std::fs::read_to_string(dir.join(PREVIOUS))
             .map_err(|e| format!("{}: {e}", dir.join(PREVIOUS).display()))
             .and_then(|text| {
-                write_atomically(&self.config, &text)
-                    .map_err(|e| format!("{}: {e}", self.config.display()))
-            })
-            .and_then(|_| config::load_for_daemon(&self.config).map_err(|e| e.to_string()));
-        self.clear_marker();
+                let settings = config::parse_to(&self.config, &text, Depth::Startup)
+                    .map_err(|e| e.to_string())?;
+                write_atomically(&self.config, text.as_bytes())
+                    .map_err(|e| format!("{}: {e}", self.config.display()))?;
+                Ok(settings)
+            });
+        let _ = std::fs::remove_file(dir.join(MARKER));
         let message = match &restored {
             Ok(_) => format!(
                 "{}: the configuration applied remotely was rolled back: {reason}",
@@ -287,17 +405,19 @@ impl Handler {
         audit(
             sink,
             pending.key.clone(),
+            pending.key.as_ref().map(|_| "integrator"),
             Some("config.apply"),
             "failed",
             Some("rolled_back"),
             message.clone(),
         );
-        if let Some(answer) = &pending.answer {
-            answer.send(Err(ResponseError {
+        if let Some(answer) = pending.answer {
+            let error = ResponseError {
                 code: "rolled_back".into(),
                 message,
                 problems: Vec::new(),
-            }));
+            };
+            self.deferred = Some((answer, error, Instant::now()));
         }
         match restored {
             Ok(settings) => Next::Reload(Box::new(settings)),
@@ -305,9 +425,29 @@ impl Handler {
         }
     }
 
-    fn clear_marker(&self) {
-        if let Some(dir) = &self.state_dir {
-            let _ = std::fs::remove_file(dir.join(MARKER));
+    /// SIGHUP while a configuration applied remotely waits: the person on
+    /// the pole decides; the apply is over (its file stays as it is now).
+    pub fn superseded(&mut self, sink: &mut dyn Sink) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let _ = std::fs::remove_file(pending.state_dir.join(MARKER));
+        let message = "a SIGHUP reload took over before it was confirmed".to_string();
+        audit(
+            sink,
+            pending.key.clone(),
+            pending.key.as_ref().map(|_| "integrator"),
+            Some("config.apply"),
+            "failed",
+            Some("superseded"),
+            message.clone(),
+        );
+        if let Some(answer) = &pending.answer {
+            answer.send(Err(ResponseError {
+                code: "superseded".into(),
+                message,
+                problems: Vec::new(),
+            }));
         }
     }
 
@@ -319,9 +459,14 @@ impl Handler {
             .response_topic
             .clone()
             .or_else(|| envelope.as_ref().and_then(|e| e.reply_to.clone()))
-            .filter(|t| !t.is_empty() && !t.contains(['+', '#']));
+            .filter(|t| {
+                self.replies_under
+                    .as_ref()
+                    .is_some_and(|(prefix, site)| remote::reply_allowed(prefix, site, t))
+            });
+        *lock(&self.context.session) = Some(inbound.replies.clone());
         let answer = topic.map(|topic| Answer {
-            replies: inbound.replies.clone(),
+            replies: Arc::clone(&self.context.session),
             topic,
             correlation: message.correlation.clone(),
             echo: envelope.as_ref().and_then(|e| e.correlation.clone()),
@@ -340,19 +485,51 @@ impl Handler {
             Ok(admitted) => admitted,
             Err(refused) => {
                 let Refused { refusal, name, key } = *refused;
-                tracing::warn!(
-                    command = name.as_deref().unwrap_or("?"),
-                    key = key.as_deref().unwrap_or("?"),
-                    "remote command refused: {refusal}"
+                // Before the signature is checked anyone may have sent it.
+                let unsigned = matches!(
+                    refusal,
+                    Refusal::Oversized(_)
+                        | Refusal::Malformed(_)
+                        | Refusal::UnknownKey(_)
+                        | Refusal::BadSignature
                 );
-                audit(
-                    sink,
-                    key,
-                    name.as_deref(),
-                    "refused",
-                    Some(refusal.code()),
-                    refusal.to_string(),
-                );
+                let (own_audit, summary) = if unsigned {
+                    self.flood.admit(Instant::now())
+                } else {
+                    (true, None)
+                };
+                if let Some(count) = summary {
+                    audit(
+                        sink,
+                        None,
+                        None,
+                        None,
+                        "refused",
+                        Some("flood"),
+                        format!("{count} more unsigned messages were refused in a minute, without an audit each"),
+                    );
+                }
+                if own_audit {
+                    tracing::warn!(
+                        command = name.as_deref().unwrap_or("?"),
+                        key = key.as_deref().unwrap_or("?"),
+                        "remote command refused: {refusal}"
+                    );
+                    // The arguments' values stay out of the audit.
+                    let detail = match &refusal {
+                        Refusal::BadArguments(_) => "bad arguments (the answer says which)".into(),
+                        other => other.to_string(),
+                    };
+                    audit(
+                        sink,
+                        key,
+                        None,
+                        name.as_deref(),
+                        "refused",
+                        Some(refusal.code()),
+                        detail,
+                    );
+                }
                 if let Some(mut answer) = answer {
                     answer.command = name;
                     answer.send(Err(error(&refusal)));
@@ -361,8 +538,29 @@ impl Handler {
             }
         };
         if let Some(dir) = &self.state_dir {
+            // A nonce that is not kept could be replayed after a restart:
+            // nothing runs until it is.
             if let Err(err) = gate.nonces().save(&dir.join(NONCES)) {
-                tracing::error!("remote: {err}: a restart may forget this command's nonce");
+                tracing::error!("remote: {err}: the command is not run");
+                let message = format!("cannot keep the command's nonce: {err}");
+                audit(
+                    sink,
+                    Some(admitted.key.clone()),
+                    Some(admitted.role.as_str()),
+                    Some(&admitted.name),
+                    "failed",
+                    Some("io_error"),
+                    message.clone(),
+                );
+                if let Some(mut answer) = answer {
+                    answer.command = Some(admitted.name.clone());
+                    answer.send(Err(ResponseError {
+                        code: "io_error".into(),
+                        message,
+                        problems: Vec::new(),
+                    }));
+                }
+                return Next::Stay;
             }
         }
         tracing::info!(
@@ -387,13 +585,23 @@ impl Handler {
     ) -> Next {
         let key = Some(admitted.key.clone());
         let name = admitted.name.clone();
+        let role = admitted.role.as_str();
         let reply = answer.clone();
         let done = move |sink: &mut dyn Sink, result: Result<serde_json::Value, ResponseError>| {
             match &result {
-                Ok(_) => audit(sink, key.clone(), Some(&name), "done", None, String::new()),
+                Ok(_) => audit(
+                    sink,
+                    key.clone(),
+                    Some(role),
+                    Some(&name),
+                    "done",
+                    None,
+                    String::new(),
+                ),
                 Err(e) => audit(
                     sink,
                     key.clone(),
+                    Some(role),
                     Some(&name),
                     "failed",
                     Some(&e.code),
@@ -404,7 +612,6 @@ impl Handler {
                 answer.send(result);
             }
         };
-        let role = admitted.role.as_str();
         match admitted.command {
             Command::Status => {
                 done(sink, Ok(self.status(current)));
@@ -437,7 +644,10 @@ impl Handler {
                     }),
                     Some(feed) => {
                         let until = luciole::events::now_ms() as i64 + duration.as_millis() as i64;
-                        feed.set_manual(level.map(|level| (level, until)));
+                        let manual = level.map(|level| (level, until));
+                        // Kept for the next run's lamp too (a reload).
+                        *lock(&self.context.manual) = manual;
+                        feed.set_manual(manual);
                         Ok(match level {
                             Some(level) => json!({"level_percent": level * 100.0, "until": luciole::events::rfc3339_ms(until as u64)}),
                             None => json!({"cancelled": true}),
@@ -456,7 +666,16 @@ impl Handler {
                 config,
                 partial,
                 dry_run,
-            } => self.apply(&admitted.key, &config, partial, dry_run, answer, sink, done),
+            } => self.apply(
+                &admitted.key,
+                &config,
+                partial,
+                dry_run,
+                current,
+                answer,
+                sink,
+                done,
+            ),
         }
     }
 
@@ -467,6 +686,7 @@ impl Handler {
         text: &str,
         partial: bool,
         dry_run: bool,
+        running: &Settings,
         answer: Option<Answer>,
         sink: &mut dyn Sink,
         done: impl Fn(&mut dyn Sink, Result<serde_json::Value, ResponseError>),
@@ -524,17 +744,35 @@ impl Handler {
                 return Next::Stay;
             }
         };
-        // The key applying it must still be able to fix it.
+        // The key applying it must still be able to fix it: the same name,
+        // public key and role.
+        let signer = running
+            .remote
+            .as_ref()
+            .and_then(|r| r.keys.iter().find(|k| k.name == key));
         let keeps_key = next.remote.as_ref().is_some_and(|r| {
             r.keys
                 .iter()
-                .any(|k| k.name == key && k.role == remote::Role::Integrator)
+                .any(|k| Some(k) == signer && k.role == remote::Role::Integrator)
         });
         if !keeps_key {
             done(
                 sink,
                 Err(invalid(
                     format!("the new configuration must keep key {key:?} as an integrator in [[remote.keys]], or the pole could not be managed remotely any more"),
+                    Vec::new(),
+                )),
+            );
+            return Next::Stay;
+        }
+        // The rollback's files live there: it is changed on the pole only.
+        let same_state = next.remote.as_ref().map(|r| &r.state_dir)
+            == running.remote.as_ref().map(|r| &r.state_dir);
+        if !same_state {
+            done(
+                sink,
+                Err(invalid(
+                    "remote.state_dir cannot be changed remotely (the rollback and the nonces live there)".into(),
                     Vec::new(),
                 )),
             );
@@ -571,6 +809,7 @@ impl Handler {
         audit(
             sink,
             Some(key.to_string()),
+            Some("integrator"),
             Some("config.apply"),
             "accepted",
             None,
@@ -582,6 +821,7 @@ impl Handler {
             .map_or(Duration::from_secs(60), |r| r.apply_timeout);
         self.pending = Some(Pending {
             deadline: Instant::now() + timeout,
+            state_dir: dir,
             answer,
             key: Some(key.to_string()),
         });
@@ -627,10 +867,11 @@ impl Answer {
         // reconnection): try for up to a second, then give up (the audit
         // event stays).
         for _ in 0..20 {
-            if self
-                .replies
-                .reply(&self.topic, payload.clone(), self.correlation.clone())
-            {
+            let session = lock(&self.replies).clone();
+            let Some(session) = session else {
+                break;
+            };
+            if session.reply(&self.topic, payload.clone(), self.correlation.clone()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -655,6 +896,7 @@ fn error(refusal: &Refusal) -> ResponseError {
 fn audit(
     sink: &mut dyn Sink,
     key: Option<String>,
+    role: Option<&str>,
     command: Option<&str>,
     outcome: &str,
     code: Option<&str>,
@@ -662,7 +904,7 @@ fn audit(
 ) {
     sink.event(Body::Audit(Audit {
         key,
-        role: None,
+        role: role.map(str::to_string),
         command: command.map(str::to_string),
         outcome: outcome.into(),
         code: code.map(str::to_string),
