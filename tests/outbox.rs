@@ -329,6 +329,14 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
             "type": "CrowdFlowObserved",
             "peopleCount": 3,
         })),
+        Body::Audit(luciole::events::Audit {
+            key: Some("acme-install".into()),
+            role: Some("integrator".into()),
+            command: Some("config.apply".into()),
+            outcome: "failed".into(),
+            code: Some("rolled_back".into()),
+            detail: "no frame analysed".into(),
+        }),
     ];
     let schemas = schemas();
     assert_eq!(schemas.len(), bodies.len(), "one schema per kind");

@@ -480,12 +480,18 @@ fn every_command_works_through_a_real_broker_over_mqtt_5() {
             .any(|(c, o, k)| (c.as_str(), o.as_str(), k.as_str()) == expected);
         assert!(found, "no audit {expected:?} in {audits:?}");
     }
-    // Audit events never carry a command's arguments.
+    // Audit events match their schema, and never carry a command's arguments.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo().join("appliance/schemas/audit.json")).unwrap(),
+    )
+    .unwrap();
+    let schema = jsonschema::validator_for(&schema).unwrap();
     for event in consumer
         .events()
         .iter()
         .filter(|e| e.payload["kind"] == "audit")
     {
+        assert!(schema.is_valid(&event.payload), "{}", event.payload);
         let text = event.payload.to_string();
         assert!(
             !text.contains("health_interval_ms") && !text.contains("fps = 0"),

@@ -163,13 +163,13 @@ pub fn serve(
         context.clone(),
     );
     // Started once, with the settings the daemon starts with.
-    let _metrics = match &settings.metrics {
-        Some(metrics) => Some(super::metrics::Server::start(
-            metrics,
-            snapshot(sink.clone()),
-        )?),
-        None => None,
-    };
+    // A port taken is logged, not fatal: the pole keeps counting and
+    // lighting without its metrics.
+    let _metrics = settings.metrics.as_ref().and_then(|metrics| {
+        super::metrics::Server::start(metrics, snapshot(sink.clone()))
+            .inspect_err(|err| tracing::error!("{err:#}; running without metrics"))
+            .ok()
+    });
     // The configuration to go back to if the current one fails to open.
     let mut previous: Option<Settings> = None;
     loop {
