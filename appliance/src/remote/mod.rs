@@ -32,6 +32,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::events::Origin;
+// The pole's clock is taken as not set before this instant, as the lamp
+// takes it.
+use crate::light::policy::CLOCK_FLOOR_MS;
 use nonces::Nonces;
 
 /// The largest command payload accepted, in bytes (a whole configuration
@@ -464,10 +467,6 @@ pub struct Gate {
     skew_ms: i64,
     nonces: Nonces,
 }
-
-/// Before this instant (2020-01-01T00:00:00Z) the pole's clock is taken as
-/// not set.
-const CLOCK_FLOOR_MS: i64 = 1_577_836_800_000;
 
 impl Gate {
     /// A gate for the pole `origin` whose topics start with `prefix`.

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use luciole::config::{self, Depth, Settings};
+use luciole::detect::manifest::sha256_hex;
 use luciole::events::{Audit, Body, ErrorCode, Health, Sink};
 use luciole::light::runner::LightFeed;
 use luciole::publish::{Inbound, Inbox};
@@ -33,7 +34,6 @@ use luciole::remote::{
 };
 use luciole::sync::lock;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// Starts without a confirmed configuration after which the previous
 /// configuration is put back at start.
@@ -123,6 +123,34 @@ pub struct Pending {
     /// restart: the sender has given up by then).
     answer: Option<Answer>,
     key: Option<String>,
+}
+
+impl Pending {
+    /// Ends the apply as failed with `code`: its audit event, and its
+    /// answer (if the sender waits) with the error, for the caller to send
+    /// now or later.
+    fn failed(
+        self,
+        sink: &mut dyn Sink,
+        code: &str,
+        message: String,
+    ) -> Option<(Answer, ResponseError, Instant)> {
+        audit(
+            sink,
+            self.key.clone(),
+            self.key.as_ref().map(|_| "integrator"),
+            Some("config.apply"),
+            "failed",
+            Some(code),
+            message.clone(),
+        );
+        let error = ResponseError {
+            code: code.into(),
+            message,
+            problems: Vec::new(),
+        };
+        self.answer.map(|answer| (answer, error, Instant::now()))
+    }
 }
 
 /// Where one command's response goes.
@@ -402,22 +430,8 @@ impl Handler {
             code: ErrorCode::ConfigRolledBack,
             message: message.clone(),
         }));
-        audit(
-            sink,
-            pending.key.clone(),
-            pending.key.as_ref().map(|_| "integrator"),
-            Some("config.apply"),
-            "failed",
-            Some("rolled_back"),
-            message.clone(),
-        );
-        if let Some(answer) = pending.answer {
-            let error = ResponseError {
-                code: "rolled_back".into(),
-                message,
-                problems: Vec::new(),
-            };
-            self.deferred = Some((answer, error, Instant::now()));
+        if let Some(answer) = pending.failed(sink, "rolled_back", message) {
+            self.deferred = Some(answer);
         }
         match restored {
             Ok(settings) => Next::Reload(Box::new(settings)),
@@ -433,21 +447,8 @@ impl Handler {
         };
         let _ = std::fs::remove_file(pending.state_dir.join(MARKER));
         let message = "a SIGHUP reload took over before it was confirmed".to_string();
-        audit(
-            sink,
-            pending.key.clone(),
-            pending.key.as_ref().map(|_| "integrator"),
-            Some("config.apply"),
-            "failed",
-            Some("superseded"),
-            message.clone(),
-        );
-        if let Some(answer) = &pending.answer {
-            answer.send(Err(ResponseError {
-                code: "superseded".into(),
-                message,
-                problems: Vec::new(),
-            }));
+        if let Some((answer, error, _)) = pending.failed(sink, "superseded", message) {
+            answer.send(Err(error));
         }
     }
 
@@ -622,7 +623,7 @@ impl Handler {
                     .map(|text| {
                         json!({
                             "path": self.config.display().to_string(),
-                            "sha256": hex(&Sha256::digest(text.as_bytes())),
+                            "sha256": sha256_hex(text.as_bytes()),
                             "config": text,
                         })
                     })
@@ -778,7 +779,7 @@ impl Handler {
             );
             return Next::Stay;
         }
-        let hash = hex(&Sha256::digest(text.as_bytes()));
+        let hash = sha256_hex(text.as_bytes());
         if dry_run {
             done(
                 sink,
@@ -935,13 +936,9 @@ pub fn merge(base: &str, patch: &str) -> Result<String, String> {
     Ok(base.to_string())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn file_hash(path: &Path) -> String {
     std::fs::read(path)
-        .map(|bytes| hex(&Sha256::digest(&bytes)))
+        .map(|bytes| sha256_hex(&bytes))
         .unwrap_or_default()
 }
 
