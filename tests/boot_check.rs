@@ -301,3 +301,19 @@ fn a_failed_mark_is_an_error_and_not_recorded_as_good() {
     assert!(out.contains("rauc status mark-good booted failed"), "{out}");
     assert!(!pole.exists("run/luciole-boot-check"), "{out}");
 }
+
+#[test]
+fn update_conf_is_read_for_its_numbers_and_never_run() {
+    let pole = Pole::updated("not-run");
+    let planted = pole.root.join("planted");
+    pole.conf(&format!(
+        "HEALTH_TIMEOUT_S=60 # a comment\ntouch {p}\nHEALTH_MAX_RESTARTS=$(touch {p})\n",
+        p = planted.display()
+    ));
+    pole.daemon("activating", "", 3);
+    pole.uptime(61);
+    // The number was taken (60 s, not the default 300)...
+    pole.check_refused("not healthy within 60 s");
+    // ... and nothing in the file ran.
+    assert!(!planted.exists(), "update.conf was executed");
+}

@@ -337,6 +337,26 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
             code: Some("rolled_back".into()),
             detail: "no frame analysed".into(),
         }),
+        Body::Update(luciole::events::UpdateStep {
+            step: "downloading".into(),
+            url: "https://updates.city.example/v2.raucb".into(),
+            sha256: "ab".repeat(32),
+            bytes: Some(1_048_576),
+            percent: None,
+            slot: None,
+            at: None,
+            code: None,
+            detail: "resuming from byte 1048576".into(),
+        }),
+        Body::Energy(luciole::events::Energy {
+            from: rfc3339_ms(0),
+            to: rfc3339_ms(43_200_000),
+            night_h: 12.0,
+            used_kwh: 0.43,
+            full_kwh: 1.2,
+            saved_kwh: 0.77,
+            lamp_watts: 100.0,
+        }),
     ];
     let schemas = schemas();
     assert_eq!(schemas.len(), bodies.len(), "one schema per kind");

@@ -1159,3 +1159,407 @@ fn the_metrics_endpoint_and_luciole_status_show_the_running_pole() {
         stderr(&out)
     );
 }
+
+/// The bundle server of the update tests (tests/support/https_server.py):
+/// HTTPS on a loopback port with the given certificate, byte ranges, and
+/// optionally its first long transfer cut after `cut` bytes.
+struct BundleServer {
+    port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+impl BundleServer {
+    fn start(dir: &Path, pki: &broker::Pki, cut: Option<u64>, log: PathBuf) -> BundleServer {
+        use std::io::BufRead;
+        let mut command = Command::new("python3");
+        command
+            .arg(support::repo().join("tests/support/https_server.py"))
+            .arg("--dir")
+            .arg(dir)
+            .arg("--cert")
+            .arg(&pki.server_cert)
+            .arg("--key")
+            .arg(&pki.server_key)
+            .arg("--log")
+            .arg(&log);
+        if let Some(cut) = cut {
+            command.args(["--cut-after", &cut.to_string()]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("https_server.py printed {line:?}, not its port"));
+        BundleServer { port, log, child }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BundleServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `update` events received so far, as (step, code, bytes).
+fn update_steps(consumer: &Consumer) -> Vec<(String, String, Option<u64>)> {
+    consumer
+        .events()
+        .iter()
+        .filter(|r| r.payload["kind"] == "update")
+        .map(|r| {
+            let d = &r.payload["data"];
+            (
+                d["step"].as_str().unwrap_or("").to_string(),
+                d["code"].as_str().unwrap_or("").to_string(),
+                d["bytes"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for the `n`th `failed` update step; the steps so far.
+fn wait_update_failures(consumer: &Consumer, n: usize) -> Vec<(String, String, Option<u64>)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let steps = update_steps(consumer);
+        if steps.iter().filter(|(s, _, _)| s == "failed").count() >= n {
+            return steps;
+        }
+        assert!(Instant::now() < deadline, "no end: {steps:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn update_install_resumes_its_download_checks_it_and_reports_every_step() {
+    let root = scratch("remote-update");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let city = broker::make_pki(&root.join("city"), "city");
+    let stranger = broker::make_pki(&root.join("stranger"), "stranger");
+    // A 3 MiB stand-in for a bundle: RAUC is not on this machine's bus, so
+    // the job must end at the installation, after a real download.
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let mut bytes = Vec::with_capacity(3 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while bytes.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(served.join("v2.raucb"), &bytes).unwrap();
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let server = BundleServer::start(&served, &city, Some(1 << 20), root.join("city.log"));
+    let untrusted = BundleServer::start(&served, &stranger, None, root.join("stranger.log"));
+    let consumer = Consumer::start(
+        broker.plain_port,
+        &format!("luciole/{SITE}/pole-1/events/#"),
+    );
+    let pole = Pole::start("pole-1", &root, |dir| {
+        config_text(
+            "pole-1",
+            dir,
+            &frames,
+            broker.port,
+            &keys,
+            "protocol = \"5\"\n",
+        ) + &format!(
+            "\n[remote.update]\nca = \"{}\"\nmax_mib = 4\nwindow = \"now\"\n",
+            city.ca.display()
+        )
+    });
+    wait_online(broker.plain_port, &["pole-1"]);
+    let job_dir = pole.dir.join("remote/update");
+    let order = |key: &str, url: &str, sha256: &str, extra: &[&str]| {
+        let url = format!("url={url}");
+        let sha = format!("sha256={sha256}");
+        let mut args = vec!["--arg", url.as_str(), "--arg", sha.as_str()];
+        args.extend_from_slice(extra);
+        send(
+            broker.plain_port,
+            &keys,
+            key,
+            "pole-1",
+            "update.install",
+            &args,
+        )
+    };
+
+    // Refused before anything starts: an operator's key, a plain-HTTP URL.
+    let answer = order("ops", &server.url("v2.raucb"), &digest, &[]);
+    assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+    let answer = order("installer", "http://127.0.0.1/v2.raucb", &digest, &[]);
+    assert_eq!(answer["error"]["code"], "bad_arguments", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://"),
+        "{answer}"
+    );
+
+    // 1. The first transfer breaks after 1 MiB: the download resumes with a
+    //    range request, the sha256 matches, the bundle goes to RAUC (which
+    //    this machine does not have: the job fails there, and says so).
+    let url = format!("{}?token=hush", server.url("v2.raucb"));
+    let answer = order("installer", &url, &digest, &[]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["result"]["window"], "now", "{answer}");
+    let steps = wait_update_failures(&consumer, 1);
+    let names: Vec<&str> = steps.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(names.first(), Some(&"downloading"), "{steps:?}");
+    let resumed = steps
+        .iter()
+        .any(|(s, _, b)| s == "downloading" && *b == Some(1 << 20));
+    assert!(resumed, "no step resuming from byte 1048576: {steps:?}");
+    let downloaded = steps.iter().position(|(s, _, _)| s == "downloaded");
+    let installing = steps.iter().position(|(s, _, _)| s == "installing");
+    assert!(downloaded.is_some() && downloaded < installing, "{steps:?}");
+    assert_eq!(
+        steps.iter().find(|(s, _, _)| s == "downloaded").unwrap().2,
+        Some(3 << 20)
+    );
+    let (last, code, _) = steps.last().unwrap();
+    assert_eq!(
+        (last.as_str(), code.as_str()),
+        ("failed", "install_failed"),
+        "{steps:?}"
+    );
+    let requests = server.requests();
+    assert!(
+        requests.contains("range=bytes=1048576- status=206"),
+        "no resumed request: {requests}"
+    );
+    // The token in the URL never reaches an event.
+    assert!(
+        !consumer
+            .events()
+            .iter()
+            .any(|r| r.payload.to_string().contains("hush")),
+        "the URL's query was published"
+    );
+    // The job and its files are gone: a new order may start.
+    let left: Vec<_> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n == "job.json" || n == "bundle.raucb" || n == "bundle.part"),
+        "{left:?}"
+    );
+
+    // 2. A bundle whose sha256 is not the one ordered is refused and removed.
+    let answer = order("installer", &server.url("v2.raucb"), &"0".repeat(64), &[]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let steps = wait_update_failures(&consumer, 2);
+    assert_eq!(steps.last().unwrap().1, "sha256_mismatch", "{steps:?}");
+    assert!(!job_dir.join("bundle.part").exists());
+
+    // 3. Larger than the size the command allows: stopped before reading it.
+    let answer = order(
+        "installer",
+        &server.url("v2.raucb"),
+        &digest,
+        &["--arg", "size=1000"],
+    );
+    assert_eq!(answer["ok"], true, "{answer}");
+    let steps = wait_update_failures(&consumer, 3);
+    assert_eq!(steps.last().unwrap().1, "too_large", "{steps:?}");
+    // ... and a size above remote.update.max_mib is refused outright.
+    let answer = order(
+        "installer",
+        &server.url("v2.raucb"),
+        &digest,
+        &["--arg", "size=5000000"],
+    );
+    assert_eq!(answer["error"]["code"], "too_large", "{answer}");
+
+    // 4. A server whose certificate is not from the city's CA.
+    let answer = order("installer", &untrusted.url("v2.raucb"), &digest, &[]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let steps = wait_update_failures(&consumer, 4);
+    assert_eq!(steps.last().unwrap().1, "download_failed", "{steps:?}");
+    assert_eq!(
+        untrusted.requests(),
+        "",
+        "a request went through to the untrusted server"
+    );
+
+    // Every order has its audits: accepted, then failed with the same code.
+    let audits: Vec<_> = audits(&consumer)
+        .into_iter()
+        .filter(|(c, _, _)| c == "update.install")
+        .collect();
+    let failed: Vec<&str> = audits
+        .iter()
+        .filter(|(_, o, _)| o == "failed")
+        .map(|(_, _, code)| code.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "install_failed",
+            "sha256_mismatch",
+            "too_large",
+            "too_large",
+            "download_failed"
+        ],
+        "{audits:?}"
+    );
+    assert_eq!(
+        audits.iter().filter(|(_, o, _)| o == "accepted").count(),
+        4,
+        "{audits:?}"
+    );
+    assert!(
+        audits
+            .iter()
+            .any(|(_, o, c)| o == "refused" && c == "forbidden"),
+        "{audits:?}"
+    );
+    drop(pole);
+}
+
+#[test]
+fn the_lamp_s_energy_is_reported_when_the_night_ends() {
+    let root = scratch("remote-energy");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let port = broker::free_port();
+    // A night that ends at the next whole minute (UTC), at least 15 s away.
+    let now_s = luciole::events::now_ms() / 1000;
+    let mut end_s = (now_s / 60 + 1) * 60;
+    if end_s - now_s < 15 {
+        end_s += 60;
+    }
+    let off = format!("{:02}:{:02}", (end_s / 3600) % 24, (end_s / 60) % 60);
+    let consumer = Consumer::start(
+        broker.plain_port,
+        &format!("luciole/{SITE}/pole-1/events/#"),
+    );
+    let pole = Pole::start("pole-1", &root, |dir| {
+        let on = if off == "00:00" { "23:00" } else { "00:00" };
+        let lamp = LAMP
+            .replace("DIMMER", &dir.join("dimmer.json").display().to_string())
+            .replace(
+                "schedule = { on = \"00:00\", off = \"24:00\", timezone = \"UTC\" }",
+                &format!(
+                    "schedule = {{ on = \"{on}\", off = \"{off}\", timezone = \"UTC\" }}\nlamp_watts = 120.0"
+                ),
+            );
+        config_text(
+            "pole-1",
+            dir,
+            &frames,
+            broker.port,
+            &keys,
+            &format!("{lamp}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(110);
+    let energy = loop {
+        let events = consumer.events();
+        if let Some(e) = events.iter().find(|r| r.payload["kind"] == "energy") {
+            break e.payload["data"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no energy event:\n{}",
+            pole.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The same figures, worked out here from the published light timeline.
+    let to = |r: &broker::Received| {
+        r.payload["time"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond()
+    };
+    let lights: Vec<(i64, f64, bool)> = consumer
+        .events()
+        .iter()
+        .filter(|r| r.payload["kind"] == "light")
+        .map(|r| {
+            (
+                to(r),
+                r.payload["data"]["level"].as_f64().unwrap(),
+                r.payload["data"]["night"] == true,
+            )
+        })
+        .collect();
+    let (mut used_wh, mut night_ms) = (0.0, 0i64);
+    for pair in lights.windows(2) {
+        let ((t0, level, night), (t1, _, _)) = (pair[0], pair[1]);
+        used_wh += level * 120.0 * (t1 - t0) as f64 / 3_600_000.0;
+        if night {
+            night_ms += t1 - t0;
+        }
+        if night && !pair[1].2 {
+            break;
+        }
+    }
+    let num = |k: &str| energy[k].as_f64().unwrap();
+    assert_eq!(num("lamp_watts"), 120.0, "{energy}");
+    assert!(
+        (num("used_kwh") - used_wh / 1000.0).abs() < 1e-5,
+        "{energy} vs {used_wh} Wh from {lights:?}"
+    );
+    let night_h = night_ms as f64 / 3_600_000.0;
+    assert!(
+        (num("night_h") - night_h).abs() < 1e-4,
+        "{energy} vs {night_h} h"
+    );
+    assert!(
+        (num("full_kwh") - 0.12 * num("night_h")).abs() < 1e-5,
+        "{energy}"
+    );
+    assert!(
+        (num("saved_kwh") - (num("full_kwh") - num("used_kwh"))).abs() < 1e-5,
+        "{energy}"
+    );
+    assert!(
+        num("used_kwh") > 0.0 && num("saved_kwh") > 0.0,
+        "a 30 % night saves: {energy}"
+    );
+    assert!(energy["to"].as_str().unwrap() > energy["from"].as_str().unwrap());
+    // And on the metrics endpoint.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let samples = luciole::metrics::parse(text.split_once("\r\n\r\n").unwrap().1);
+    let value = |name: &str| samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let metric = value("luciole_lamp_last_night_used_kwh").unwrap();
+    assert!((metric - num("used_kwh")).abs() < 1e-5, "{text}");
+    assert!(value("luciole_lamp_energy_used_kwh_total").unwrap() >= num("used_kwh") - 1e-5);
+}

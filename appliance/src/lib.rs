@@ -49,6 +49,9 @@
 //!   [`publish::reporter`] is the daemon's event sink (outbox + publisher).
 //! - [`remote`]: the signed commands a pole accepts from its broker: Ed25519
 //!   signatures, roles, validity windows and nonces, checked purely.
+//! - [`update`]: `update.install`: the bundle's resumable HTTPS download
+//!   (the city's CA only), its sha256, RAUC over D-Bus, the maintenance
+//!   window.
 //! - [`metrics`]: histograms the stages record into and the OpenMetrics
 //!   text the daemon serves on a loopback address.
 //! - [`light`]: the lamp: a pure policy (schedule or sun, presence boost,
@@ -76,3 +79,4 @@ pub mod remote;
 pub mod shutdown;
 pub mod sync;
 pub mod track;
+pub mod update;

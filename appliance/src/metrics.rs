@@ -113,6 +113,17 @@ pub struct Snapshot {
     pub inference: Option<HistogramSnapshot>,
     /// The lamp's target level (0 to 1), with a lamp.
     pub lamp_level: Option<f64>,
+    /// The lamp's energy, with `lighting.lamp_watts`.
+    pub energy: Option<EnergyFigures>,
+}
+
+/// The lamp's energy for the metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnergyFigures {
+    /// kWh the lamp used since the daemon started.
+    pub used_total_kwh: f64,
+    /// The last night reported.
+    pub last_night: Option<crate::light::energy::EnergyReport>,
 }
 
 /// The OpenMetrics text of `snapshot`.
@@ -225,6 +236,28 @@ pub fn render(snapshot: &Snapshot) -> String {
             &one(level),
         );
     }
+    if let Some(energy) = &snapshot.energy {
+        metric(
+            "luciole_lamp_energy_used_kwh",
+            "counter",
+            "Energy the lamp used since the daemon started (its light timeline times lighting.lamp_watts).",
+            &total(energy.used_total_kwh),
+        );
+        if let Some(night) = &energy.last_night {
+            metric(
+                "luciole_lamp_last_night_used_kwh",
+                "gauge",
+                "Energy the lamp used over the last night reported.",
+                &one(night.used_kwh),
+            );
+            metric(
+                "luciole_lamp_last_night_saved_kwh",
+                "gauge",
+                "Energy saved over the last night against the lamp at full power all night.",
+                &one(night.saved_kwh),
+            );
+        }
+    }
     for (name, help, histogram) in [
         (
             "luciole_inference_seconds",
@@ -311,6 +344,18 @@ mod tests {
             events_acked: 41,
             publish_latency: Some(h.snapshot()),
             lamp_level: Some(0.3),
+            energy: Some(EnergyFigures {
+                used_total_kwh: 1.25,
+                last_night: Some(crate::light::energy::EnergyReport {
+                    from_ms: 0,
+                    to_ms: 1,
+                    used_kwh: 0.43,
+                    full_kwh: 1.2,
+                    saved_kwh: 0.77,
+                    rated_w: 100.0,
+                    night_h: 12.0,
+                }),
+            }),
             ..Snapshot::default()
         };
         let text = render(&snapshot);
@@ -320,6 +365,8 @@ mod tests {
         assert_eq!(get("luciole_outbox_depth"), Some(3.0));
         assert_eq!(get("luciole_events_acked_total"), Some(41.0));
         assert_eq!(get("luciole_lamp_level"), Some(0.3));
+        assert_eq!(get("luciole_lamp_energy_used_kwh_total"), Some(1.25));
+        assert_eq!(get("luciole_lamp_last_night_saved_kwh"), Some(0.77));
         assert_eq!(
             get("luciole_publish_latency_seconds_bucket{le=\"0.005\"}"),
             Some(1.0)

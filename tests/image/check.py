@@ -29,6 +29,18 @@ test can cut (the pole's link going down). Steps, in order, each printed as
               safe level meanwhile, publishing again
   powercut    QEMU killed while RAUC writes the slot: the pole boots
               its current slot and publishes
+  remote      the pole is given [remote] (a key made by `luciole fleet
+              keygen` on the host) and [remote.update] (a CA made here), as
+              an integrator would, and reloads
+  apply       `luciole fleet send config.apply` (partial) rewrites
+              /etc/luciole/luciole.toml on the read-only image: confirmed,
+              the file is the daemon's, update.conf still root's
+  update      `luciole fleet send update.install` with a bundle on a local
+              HTTPS server (its certificate from that CA; the first
+              transfer is cut, the download resumes with a range request):
+              RAUC installs it over D-Bus, the pole reboots itself in the
+              window, boots the other slot, the boot check marks it good,
+              and every step arrived as an update event
 
 It ends with `IMAGE <arch>: PASS` only if every step passed, and the
 timings (boot, install, switch, rollback) on a line `IMAGE <arch> times:`.
@@ -134,12 +146,69 @@ class Link:
             os.unlink(self.flag)
 
 
+class Bundles:
+    """The integrator's side: a CA and a server certificate for 10.0.2.101 (made here with
+    openssl), the HTTPS bundle server (tests/support/https_server.py, serving the image's
+    update.raucb, its first transfer cut), the relay QEMU runs for the guest's 10.0.2.101:443,
+    and a key made by `luciole fleet keygen` with the host's binary."""
+
+    def __init__(self, work, image):
+        self.work = work
+        self.dir = os.path.join(work, "integrator")
+        os.makedirs(self.dir, exist_ok=True)
+        self.luciole = os.environ.get("LUCIOLE_BIN_x86_64") or shutil.which("luciole") or ""
+        if not os.access(self.luciole, os.X_OK):
+            raise SystemExit("check.py: the host's luciole binary (LUCIOLE_BIN_x86_64) is needed for "
+                             "`luciole fleet`; none found")
+        d = self.dir
+        self.ca_cert = os.path.join(d, "ca.pem")
+        run = lambda *a: subprocess.run(list(a), check=True, capture_output=True)
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", os.path.join(d, "ca.key"), "-out", self.ca_cert, "-days", "2", "-subj", "/CN=Test city CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", os.path.join(d, "server.key"), "-out", os.path.join(d, "server.csr"), "-subj", "/CN=updates")
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:10.0.2.101\nextendedKeyUsage=serverAuth\n")
+        run("openssl", "x509", "-req", "-in", os.path.join(d, "server.csr"), "-CA", self.ca_cert,
+            "-CAkey", os.path.join(d, "ca.key"), "-CAcreateserial", "-out", os.path.join(d, "server.pem"),
+            "-days", "2", "-extfile", os.path.join(d, "ext.cnf"))
+        bundle = os.path.join(image, "update.raucb")
+        self.sha256 = subprocess.run(["sha256sum", bundle], check=True, capture_output=True,
+                                     text=True).stdout.split()[0]
+        self.log = os.path.join(d, "requests.log")
+        open(self.log, "w").close()
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.server = subprocess.Popen(
+            [sys.executable, os.path.join(here, "..", "support", "https_server.py"), "--dir", image,
+             "--cert", os.path.join(d, "server.pem"), "--key", os.path.join(d, "server.key"),
+             "--log", self.log, "--cut-after", str(8 * 1024 * 1024)],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(d, "server.err"), "w"), text=True)
+        self.port = int(self.server.stdout.readline())
+        self.relay = os.path.join(d, "relay")
+        with open(self.relay, "w") as f:
+            f.write(f"#!/bin/sh\nexec socat - TCP:127.0.0.1:{self.port}\n")
+        os.chmod(self.relay, 0o755)
+        self.key = os.path.join(d, "image-test.key")
+
+    def keygen(self):
+        """The key's [[remote.keys]] entry."""
+        p = subprocess.run([self.luciole, "fleet", "keygen", "--name", "image-test", "--role", "integrator",
+                            "--out", self.dir], check=True, capture_output=True, text=True)
+        return p.stdout
+
+    def stop(self):
+        self.server.kill()
+        self.server.wait()
+
+
 class Run:
     def __init__(self, arch, image, work):
         self.arch = arch
         self.image = image
         self.work = work
         self.failed = []
+        self.partial = False
         self.times = {}
         self.boots = 0
 
@@ -151,7 +220,10 @@ class Run:
 
     def boot(self, name):
         self.boots += 1
-        return Boot(self.machine, f"{self.boots}-{name}")
+        # Kept so that a step ending in an exception cannot leave its VM running (a guest
+        # left behind would reach the next run's broker through the same relay script).
+        self.current = Boot(self.machine, f"{self.boots}-{name}")
+        return self.current
 
     def slot_info(self, vm):
         """(booted slot, version) from the guest."""
@@ -202,22 +274,28 @@ class Run:
         self.link = Link(self.work, self.broker.port)
         self.machine = Machine(self.arch, os.path.join(self.image, "firmware"), overlay,
                                os.path.join(self.image, "updates.img"), self.link.relay, self.work)
+        self.bundles = Bundles(self.work, self.image)
+        self.machine.https_relay = self.bundles.relay
         # Upper bounds for one boot or one installation, generous: the two VMs share 2 cores
         # (an aarch64 installation took 447 s so).
         limit = 900 if self.arch == "aarch64" else 600
-        vm = None
+        self.current = None
         try:
-            vm = self.steps(limit)
+            self.steps(limit)
         except VmError as err:
             self.report("vm", False, str(err))
         finally:
-            if vm is not None:
-                vm.kill()
+            if self.current is not None:
+                self.current.kill()
             self.broker.stop()
+            self.bundles.stop()
         t = " ".join(f"{k}={v:.0f}s" for k, v in self.times.items())
         print(f"IMAGE {self.arch} times: {t}", flush=True)
         if self.failed:
             print(f"IMAGE {self.arch}: FAIL ({', '.join(self.failed)}; logs in {self.work})", flush=True)
+            return 1
+        if self.partial:
+            print(f"IMAGE {self.arch}: PARTIAL (LUCIOLE_IMAGE_ONLY: only some steps ran)", flush=True)
             return 1
         print(f"IMAGE {self.arch}: PASS", flush=True)
         return 0
@@ -239,6 +317,11 @@ class Run:
               and outbox_src.startswith(data_dev + "[") and health is not None)
         self.report("boot", ok, f"slot={slot} version={version} user={user.strip()!r} root={ro.split(',')[0]} "
                     f"outbox_on={outbox_src!r} status={health!r} check={record!r} in {vm.elapsed():.0f}s")
+        if os.environ.get("LUCIOLE_IMAGE_ONLY") == "remote":
+            # For work on the remote steps only (tests/run never sets it): the result is
+            # PARTIAL, never PASS.
+            self.partial = True
+            return self.remote_steps(vm, limit)
 
         # ---------------------------------------------------------------- security
         rc, out, err = vm.sh("systemd-analyze security --no-pager luciole.service", timeout=120)
@@ -392,6 +475,103 @@ class Run:
                     and record.startswith("good") and health is not None and ev is not None,
                     f"killed while RAUC was writing the slot ({progress!r}); then slot={slot} version={version} "
                     f"check={record!r} status={health!r}")
+        return self.remote_steps(vm, limit)
+
+    # -------------------------------------------------------------------- remote operations
+    def fleet(self, *args, timeout):
+        """`luciole fleet ARGS` on the host against the test's broker: (JSON lines, output)."""
+        cmd = [self.bundles.luciole, "fleet", args[0], "--broker", f"mqtt://127.0.0.1:{self.broker.port}",
+               *args[1:]]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        lines = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+        return lines, p.stdout + p.stderr
+
+    def send(self, command, *args, timeout):
+        return self.fleet("send", "--key", self.bundles.key, "--site", SITE, "--device", DEVICE,
+                          "--timeout", str(timeout), "--ttl", "900", *args, command, timeout=timeout + 30)
+
+    def remote_steps(self, vm, limit):
+        # ---------------------------------------------------------------- remote (set-up)
+        entry = self.bundles.keygen()
+        ca = open(self.bundles.ca_cert).read()
+        config = (f"\n[remote]\napply_timeout_s = {limit}\n\n{entry}\n"
+                  "[remote.update]\nca = \"/etc/luciole/update-ca.pem\"\nmax_mib = 1024\n"
+                  "window = \"02:00-05:00\"\n")
+        vm.out(f"cat > /etc/luciole/update-ca.pem <<'EOF'\n{ca}EOF\n"
+               f"cat >> /etc/luciole/luciole.toml <<'EOF'\n{config}EOF\n"
+               "luciole check-config /etc/luciole/luciole.toml && systemctl reload luciole")
+        answer = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            lines, text = self.send("status", timeout=10)
+            if lines and lines[0].get("ok"):
+                answer = lines[0]
+                break
+            time.sleep(5)
+        self.report("remote", answer is not None,
+                    f"status over the command channel: {json.dumps((answer or {}).get('result', {}))[:300]}")
+        if answer is None:
+            print(text[-1000:])
+            print(vm.sh("journalctl -u luciole --no-pager | grep -v '\"health\"' | tail -n 30; "
+                        "tail -n 20 /etc/luciole/luciole.toml; ls -la /etc/luciole /var/lib/luciole; "
+                        "systemctl show -p MainPID luciole; cat /proc/$(systemctl show -p MainPID --value luciole)/mountinfo | grep luciole",
+                        timeout=60)[1][-6000:], flush=True)
+            return vm
+
+        # ---------------------------------------------------------------- apply
+        partial = os.path.join(self.work, "partial.toml")
+        with open(partial, "w") as f:
+            f.write("[events]\nhealth_interval_ms = 4000\n")
+        lines, text = self.send("config.apply", "--arg", "partial=true", "--arg-file", f"config={partial}",
+                                timeout=limit)
+        owner = vm.out("stat -c '%U %a' /etc/luciole/luciole.toml; stat -c '%U' /etc/luciole/update.conf; "
+                       "grep -c '^health_interval_ms = 4000' /etc/luciole/luciole.toml || true")
+        o = owner.split()
+        ok = (bool(lines) and lines[0].get("ok") is True and len(o) == 4 and o[0] == "luciole"
+              and o[2] == "root" and o[3] == "1")
+        self.report("apply", ok, f"answer={json.dumps(lines[:1])[:300]} owner/mode, update.conf owner, "
+                    f"value present: {owner.split()} {'' if lines else text[-300:]!r}")
+
+        # ---------------------------------------------------------------- update (remote)
+        slot_before, _ = self.slot_info(vm)
+        before_count = len(self.broker.events())
+        start = time.strftime("%H:%M", time.gmtime(time.time() - 60))
+        end = time.strftime("%H:%M", time.gmtime(time.time() + 3 * 3600))
+        t0 = time.monotonic()
+        lines, text = self.send("update.install", "--arg", f"url=https://10.0.2.101/update.raucb?token=secret",
+                                "--arg", f"sha256={self.bundles.sha256}", "--arg", f"window={start}-{end}",
+                                timeout=60)
+        accepted = bool(lines) and lines[0].get("ok") is True
+        ended = vm.wait_exit(limit * 2) if accepted else None
+        vm.close()
+        if not accepted or ended is None:
+            steps = [e["data"].get("step") for e in self.broker.events()[before_count:] if e.get("kind") == "update"]
+            self.report("update", False, f"answer={json.dumps(lines[:1])[:300]} rebooted={ended is not None} "
+                        f"steps={steps} {'' if lines else text[-300:]!r}")
+            return vm
+        vm = self.boot("remote-update")
+        vm.wait_agent(limit)
+        record = self.boot_check(vm, limit)
+        slot, version = self.slot_info(vm)
+        deadline = time.monotonic() + limit
+        steps = []
+        while time.monotonic() < deadline:
+            events = self.broker.events()[before_count:]
+            updates = [e["data"] for e in events if e.get("kind") == "update"]
+            steps = [u["step"] for u in updates]
+            if "good" in steps or "failed" in steps:
+                break
+            time.sleep(3)
+        self.times["remote-update"] = time.monotonic() - t0
+        requests = open(self.bundles.log).read().splitlines()
+        resumed = any("range=bytes=" in r and "status=206" in r for r in requests)
+        leaked = any("secret" in json.dumps(e) for e in self.broker.events())
+        want = ["downloading", "downloaded", "installing", "installed", "rebooting", "booted", "good"]
+        ok = (slot != slot_before and version == "2" and record is not None and record.startswith("good")
+              and all(w in steps for w in want) and "failed" not in steps and resumed and not leaked)
+        self.report("update", ok, f"slot {slot_before} -> {slot} version={version} check={record!r} steps={steps} "
+                    f"resumed={resumed} token_in_events={leaked} requests={requests} "
+                    f"order-to-good {self.times['remote-update']:.0f}s")
         return vm
 
 

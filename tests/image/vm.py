@@ -29,6 +29,9 @@ class Machine:
     """The fixed parts of every boot of one architecture."""
 
     def __init__(self, arch, firmware, disk, stick, relay, workdir, memory=1024):
+        # A second way out, set by the test when it serves bundles: the guest's
+        # 10.0.2.101:443 to this script (a relay to a loopback port on the host).
+        self.https_relay = None
         self.arch = arch
         self.firmware = firmware
         self.disk = disk
@@ -59,7 +62,8 @@ class Machine:
             "-device", "virtio-serial-pci",
             "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
             # The only way out: the broker, through the relay on the host.
-            "-netdev", f"user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:1883-cmd:{self.relay}",
+            "-netdev", f"user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:1883-cmd:{self.relay}"
+                       + (f",guestfwd=tcp:10.0.2.101:443-cmd:{self.https_relay}" if self.https_relay else ""),
             "-device", "virtio-net-pci,netdev=net0",
             "-display", "none", "-monitor", "none", "-no-reboot",
             "-serial", f"file:{serial_log}",

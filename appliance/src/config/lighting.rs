@@ -40,6 +40,8 @@ pub struct RawLighting {
     pub boost_pct: Option<f64>,
     /// Fail-safe and safe-exit level, percent.
     pub rated_pct: Option<f64>,
+    /// The lamp's power at 100 %, watts: the nightly energy report.
+    pub lamp_watts: Option<f64>,
     /// Milliseconds for a full-scale rise.
     pub ramp_up_ms: Option<u64>,
     /// Seconds the boost holds after the last presence.
@@ -302,6 +304,17 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
             "the fail-safe level must light the lamp (above 0)",
         );
     }
+    let lamp_watts = match raw.lamp_watts {
+        Some(w) if !(w > 0.0 && w <= 10_000.0) => {
+            check.fail(
+                "lighting.lamp_watts",
+                Some(w.to_string()),
+                "must be above 0 and at most 10000 (watts at 100 %)",
+            );
+            None
+        }
+        other => other,
+    };
     let ramp_up_ms = raw.ramp_up_ms.unwrap_or(d.ramp_up.as_millis() as u64);
     let hold_s = raw.hold_s.unwrap_or(d.hold.as_secs());
     let fade_s = raw.fade_s.unwrap_or(d.fade.as_secs());
@@ -381,6 +394,7 @@ pub(super) fn validate(raw: RawLighting, check: &mut Check<'_, '_>) -> Option<Li
         relay: relay.flatten(),
         dimmer: dimmer.map(|(d, _)| d),
         steps,
+        lamp_watts,
     })
 }
 

@@ -83,6 +83,7 @@ fn parser_keys() -> (BTreeSet<String>, BTreeSet<String>) {
         ("lighting.dimmer", fields_of::<lighting::RawDimmer>()),
         ("remote", fields_of::<remote::RawRemote>()),
         ("remote.keys", fields_of::<remote::RawKey>()),
+        ("remote.update", fields_of::<remote::RawUpdate>()),
         ("metrics", fields_of::<metrics::RawMetrics>()),
     ];
     let top: BTreeSet<&str> = fields_of::<RawConfig>().into_iter().collect();

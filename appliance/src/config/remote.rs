@@ -31,6 +31,26 @@ pub struct RawRemote {
     /// How far a signer's clock may be ahead of the pole's, in seconds, 0
     /// to 3600 (default 300).
     pub clock_skew_s: Option<u64>,
+    /// `[remote.update]`: `update.install` is refused without it.
+    pub update: Option<RawUpdate>,
+}
+
+/// `[remote.update]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdate {
+    /// The city's CA certificates (PEM file): the only roots a bundle
+    /// server's certificate is checked against. Required.
+    pub ca: Option<String>,
+    /// The largest bundle accepted, in MiB, 1 to 16384 (default 1024).
+    pub max_mib: Option<u64>,
+    /// When the pole may reboot into an installed update: `"HH:MM-HH:MM"`
+    /// (may span midnight) or `"now"` (default `"02:00-05:00"`).
+    pub window: Option<String>,
+    /// The window's IANA time zone (default `"UTC"`).
+    pub timezone: Option<String>,
+    /// The image's boot check record (default `/run/luciole-boot-check`).
+    pub boot_record: Option<String>,
 }
 
 /// `[[remote.keys]]`
@@ -138,5 +158,44 @@ pub(super) fn validate(raw: RawRemote, check: &mut Check<'_, '_>) -> Option<Remo
         0,
         3600,
     );
+    if let Some(update) = raw.update {
+        settings.update = validate_update(update, check);
+    }
     (check.count() == before).then_some(settings)
+}
+
+fn validate_update(
+    raw: RawUpdate,
+    check: &mut Check<'_, '_>,
+) -> Option<crate::update::UpdateSettings> {
+    let Some(ca) = raw.ca else {
+        check.fail(
+            "remote.update.ca",
+            None,
+            "required: the PEM file of the CA that signs the update server's certificate",
+        );
+        return None;
+    };
+    let ca = check.file("remote.update.ca", &ca)?;
+    let mut settings = crate::update::UpdateSettings::new(ca);
+    let mib = raw.max_mib.unwrap_or(settings.max_bytes / (1024 * 1024));
+    check.range("remote.update.max_mib", mib, 1, 16_384);
+    settings.max_bytes = mib * 1024 * 1024;
+    let timezone = raw.timezone.as_deref().unwrap_or("UTC");
+    let text = raw.window.as_deref().unwrap_or("02:00-05:00");
+    match crate::update::Window::parse(text, timezone) {
+        Ok(window) => settings.window = window,
+        Err(reason) => {
+            let key = if reason.contains("time zone") {
+                "remote.update.timezone"
+            } else {
+                "remote.update.window"
+            };
+            check.fail(key, None, reason);
+        }
+    }
+    if let Some(record) = &raw.boot_record {
+        settings.boot_record = check.path("remote.update.boot_record", record)?;
+    }
+    Some(settings)
 }

@@ -94,7 +94,13 @@ fn each(body: &mut Body, f: &mut dyn FnMut(&'static str, Slot<'_>)) {
             f("previous", Slot::Required(&mut l.previous));
         }
         // Integers and text only.
-        Body::Status(_) | Body::Error(_) | Body::Dropped(_) | Body::Alert(_) | Body::Audit(_) => {}
+        Body::Status(_)
+        | Body::Error(_)
+        | Body::Dropped(_)
+        | Body::Alert(_)
+        | Body::Audit(_)
+        | Body::Update(_)
+        | Body::Energy(_) => {}
         // A `serde_json::Value` cannot hold a number that is not finite.
         Body::Fiware(_) => {}
     }

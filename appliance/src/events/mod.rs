@@ -91,6 +91,10 @@ pub enum Body {
     Light(crate::light::LightState),
     /// A remote command was refused, accepted, done or failed.
     Audit(Audit),
+    /// One step of a software update ordered remotely.
+    Update(UpdateStep),
+    /// The lamp's energy over the night that just ended.
+    Energy(Energy),
 }
 
 impl Body {
@@ -108,6 +112,8 @@ impl Body {
             Body::Fiware(_) => "fiware",
             Body::Light(_) => "light",
             Body::Audit(_) => "audit",
+            Body::Update(_) => "update",
+            Body::Energy(_) => "energy",
         }
     }
 }
@@ -397,6 +403,54 @@ pub struct Audit {
     pub code: Option<String>,
     /// Free text for people.
     pub detail: String,
+}
+
+/// `update` body: one step of `update.install`, from the order to the new
+/// system marked good (or refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateStep {
+    /// `accepted`, `downloading`, `downloaded`, `installing`, `installed`,
+    /// `scheduled`, `rebooting`, `booted`, `good` or `failed`.
+    pub step: String,
+    /// The bundle's URL without credentials or query.
+    pub url: String,
+    pub sha256: String,
+    /// Bytes downloaded (download steps), or RAUC's percentage
+    /// (`installing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// The slot booted (`booted`, `good`, `failed` after a reboot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// When the reboot is planned (`scheduled`), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Why it failed (`failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Free text for people.
+    pub detail: String,
+}
+
+/// `energy` body: the lamp's energy over one night, from its light
+/// timeline and its rated power (`lighting.lamp_watts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Energy {
+    /// The night's start (or the daemon's first light change in it) and
+    /// end, RFC 3339.
+    pub from: String,
+    pub to: String,
+    /// Hours the lighting policy called night.
+    pub night_h: f64,
+    pub used_kwh: f64,
+    /// A lamp at full power all night.
+    pub full_kwh: f64,
+    /// `full_kwh - used_kwh` (negative when light given in the day
+    /// outweighs the dimming).
+    pub saved_kwh: f64,
+    pub lamp_watts: f64,
 }
 
 /// Who is speaking: put in every envelope and topic.

@@ -26,6 +26,7 @@
 //!   at 20 Hz from what the pipeline reports and applies the safe state on
 //!   shutdown.
 
+pub mod energy;
 pub mod gpio;
 pub mod policy;
 pub mod pwm;

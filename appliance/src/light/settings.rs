@@ -36,6 +36,9 @@ pub struct LightingSettings {
     pub dimmer: Option<DimmerSettings>,
     /// Distinct output levels above 0 (1 for a relay alone).
     pub steps: u32,
+    /// The lamp's power at 100 %, watts; with it, each night's energy is
+    /// reported ([`super::energy`]).
+    pub lamp_watts: Option<f64>,
 }
 
 impl LightingSettings {
@@ -63,6 +66,7 @@ impl LightingSettings {
             relay: None,
             dimmer: None,
             steps: 1,
+            lamp_watts: None,
         }
     }
 }

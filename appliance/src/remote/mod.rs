@@ -87,6 +87,9 @@ pub struct RemoteSettings {
     /// How long a new configuration has to show analysed frames before it
     /// is rolled back.
     pub apply_timeout: Duration,
+    /// `[remote.update]`: where `update.install` may download from, and
+    /// when the pole may reboot; `None` refuses the command.
+    pub update: Option<crate::update::UpdateSettings>,
     /// The longest validity window (expiry minus issue time) accepted.
     pub max_ttl: Duration,
     /// How far in the future an order's issue time may be (the signer's
@@ -102,6 +105,7 @@ impl RemoteSettings {
             state_dir: PathBuf::from("/var/lib/luciole/remote"),
             site_wide: true,
             apply_timeout: Duration::from_secs(60),
+            update: None,
             max_ttl: Duration::from_secs(15 * 60),
             clock_skew: Duration::from_secs(5 * 60),
         }
@@ -251,6 +255,15 @@ pub enum Command {
     },
     /// Stop cleanly and start again.
     Restart,
+    /// Download the RAUC bundle at `url` (HTTPS), check its `sha256`,
+    /// install it, and reboot into it in the maintenance window (`window`,
+    /// else the configuration's).
+    UpdateInstall {
+        url: String,
+        sha256: String,
+        size: Option<u64>,
+        window: Option<String>,
+    },
 }
 
 /// The longest light override accepted.
@@ -258,11 +271,12 @@ pub const MAX_OVERRIDE: Duration = Duration::from_secs(24 * 3600);
 
 impl Command {
     /// Every command name, in the order the documentation lists them.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "status",
         "config.get",
         "config.apply",
         "light.override",
+        "update.install",
         "restart",
     ];
 
@@ -270,7 +284,7 @@ impl Command {
     pub fn role_needed(name: &str) -> Option<Role> {
         match name {
             "status" | "config.get" | "light.override" => Some(Role::Operator),
-            "config.apply" | "restart" => Some(Role::Integrator),
+            "config.apply" | "restart" | "update.install" => Some(Role::Integrator),
             _ => None,
         }
     }
@@ -357,6 +371,46 @@ impl Command {
                 Ok(Command::LightOverride {
                     level: Some(level / 100.0),
                     duration: Duration::from_secs(minutes * 60),
+                })
+            }
+            "update.install" => {
+                allow(&["url", "sha256", "size", "window"])?;
+                let text = |key: &str| object.get(key).and_then(|v| v.as_str());
+                let url = text("url").ok_or_else(|| {
+                    Refusal::BadArguments("url: the bundle's https:// URL is required".into())
+                })?;
+                crate::update::check_url(url).map_err(|e| Refusal::BadArguments(e.to_string()))?;
+                let sha256 = text("sha256")
+                    .and_then(crate::update::check_sha256)
+                    .ok_or_else(|| {
+                        Refusal::BadArguments(
+                            "sha256: the bundle's sha256, 64 hex digits, is required".into(),
+                        )
+                    })?;
+                let size = match object.get("size") {
+                    None => None,
+                    Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                        Refusal::BadArguments("size: a whole number of bytes is expected".into())
+                    })?),
+                };
+                let window = match object.get("window") {
+                    None => None,
+                    Some(v) => {
+                        let w = v.as_str().ok_or_else(|| {
+                            Refusal::BadArguments(
+                                "window: \"now\" or \"HH:MM-HH:MM\" is expected".into(),
+                            )
+                        })?;
+                        crate::update::Window::parse(w, "UTC")
+                            .map_err(|e| Refusal::BadArguments(format!("window: {e}")))?;
+                        Some(w.to_string())
+                    }
+                };
+                Ok(Command::UpdateInstall {
+                    url: url.to_string(),
+                    sha256,
+                    size,
+                    window,
                 })
             }
             other => Err(Refusal::UnknownCommand(other.to_string())),

@@ -1,7 +1,8 @@
 SUMMARY = "The Luciole appliance's system files and update acceptance"
 DESCRIPTION = "What image-build/rootfs puts on the Debian image, installed \
 from the same files: update acceptance after an A/B update (boot-check, its \
-unit, update.conf, RAUC's pre-install handler), the volatile journal and the \
+unit, update.conf, RAUC's pre-install handler), the reboot an update.install \
+asks for and the daemon's D-Bus access to RAUC, the volatile journal and the \
 wired network."
 HOMEPAGE = "https://example.invalid/luciole"
 SECTION = "luciole"
@@ -24,6 +25,12 @@ do_install() {
     install -D -m 0755 ${S}/usr/libexec/luciole/rauc-pre-install ${D}${libexecdir}/luciole/rauc-pre-install
     install -D -m 0644 ${S}/usr/lib/systemd/system/luciole-boot-check.service \
         ${D}${systemd_system_unitdir}/luciole-boot-check.service
+    install -D -m 0644 ${S}/usr/lib/systemd/system/luciole-reboot.path \
+        ${D}${systemd_system_unitdir}/luciole-reboot.path
+    install -D -m 0644 ${S}/usr/lib/systemd/system/luciole-reboot.service \
+        ${D}${systemd_system_unitdir}/luciole-reboot.service
+    install -D -m 0644 ${S}/usr/share/dbus-1/system.d/luciole-rauc.conf \
+        ${D}${datadir}/dbus-1/system.d/luciole-rauc.conf
     install -D -m 0644 ${UNPACKDIR}/luciole-data-init.service \
         ${D}${systemd_system_unitdir}/luciole-data-init.service
     install -D -m 0644 ${S}/etc/luciole/update.conf ${D}${sysconfdir}/luciole/update.conf
@@ -35,11 +42,14 @@ do_install() {
         ${D}${sysconfdir}/systemd/system/systemd-networkd-wait-online.service.d/10-luciole.conf
 }
 
-SYSTEMD_SERVICE:${PN} = "luciole-boot-check.service luciole-data-init.service"
+SYSTEMD_SERVICE:${PN} = "luciole-boot-check.service luciole-data-init.service luciole-reboot.path"
 
 FILES:${PN} += "${libexecdir}/luciole \
     ${systemd_system_unitdir}/luciole-boot-check.service \
     ${systemd_system_unitdir}/luciole-data-init.service \
+    ${systemd_system_unitdir}/luciole-reboot.path \
+    ${systemd_system_unitdir}/luciole-reboot.service \
+    ${datadir}/dbus-1/system.d/luciole-rauc.conf \
     ${sysconfdir}/luciole/update.conf \
     ${sysconfdir}/systemd \
 "

@@ -74,7 +74,8 @@ pub enum Fleet {
         /// config=pole.toml for config.apply).
         #[arg(long = "arg-file", value_name = "KEY=FILE")]
         arg_files: Vec<String>,
-        /// status, config.get, config.apply, light.override or restart.
+        /// status, config.get, config.apply, light.override, update.install
+        /// or restart.
         command: String,
     },
     /// A table of the site's poles: presence, and with --key each online

@@ -15,6 +15,7 @@ mod metrics;
 mod reload;
 mod remote;
 mod run;
+mod update;
 
 use std::process::ExitCode;
 

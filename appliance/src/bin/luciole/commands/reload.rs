@@ -74,17 +74,42 @@ impl Sink for Shared {
         match &body {
             Body::Health(health) => *lock(&self.1.health) = Some(health.clone()),
             Body::Light(light) => {
+                let now = luciole::events::now_ms();
                 *lock(&self.1.lamp_level) = Some(light.level);
-                *lock(&self.1.last_event) = Some(("light", luciole::events::now_ms()));
+                *lock(&self.1.last_event) = Some(("light", now));
+                // The night's energy, reported when the night ends.
+                let report = lock(&self.1.energy)
+                    .as_mut()
+                    .and_then(|meter| meter.observe(now as i64, light.level, light.night));
+                if let Some(r) = report {
+                    *lock(&self.1.last_energy) = Some(r.clone());
+                    let mut events = lock(&self.0);
+                    events.event(body);
+                    events.event(Body::Energy(luciole::events::Energy {
+                        from: luciole::events::rfc3339_ms(r.from_ms.max(0) as u64),
+                        to: luciole::events::rfc3339_ms(r.to_ms.max(0) as u64),
+                        night_h: round6(r.night_h),
+                        used_kwh: round6(r.used_kwh),
+                        full_kwh: round6(r.full_kwh),
+                        saved_kwh: round6(r.saved_kwh),
+                        lamp_watts: r.rated_w,
+                    }));
+                    return;
+                }
             }
             // Commands are not what `status` means by the last event.
-            Body::Audit(_) => {}
+            Body::Audit(_) | Body::Update(_) | Body::Energy(_) => {}
             other => {
                 *lock(&self.1.last_event) = Some((other.kind(), luciole::events::now_ms()));
             }
         }
         lock(&self.0).event(body);
     }
+}
+
+/// Six decimals (a milliwatt-hour in kWh): no binary noise in the event.
+fn round6(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
 }
 
 impl Shared {
@@ -128,6 +153,12 @@ fn snapshot(sink: Shared) -> impl Fn() -> luciole::metrics::Snapshot + Send + 's
             publish_latency: stats.as_ref().map(|s| s.latency.snapshot()),
             inference: Some(context.inference.snapshot()),
             lamp_level: *lock(&context.lamp_level),
+            energy: lock(&context.energy)
+                .as_ref()
+                .map(|meter| luciole::metrics::EnergyFigures {
+                    used_total_kwh: meter.used_total_kwh,
+                    last_night: lock(&context.last_energy).clone(),
+                }),
         }
     }
 }
@@ -177,6 +208,7 @@ pub fn serve(
         reloading.store(false, Ordering::SeqCst);
         context.analysed.store(0, Ordering::SeqCst);
         lock(&handler).configure(&settings);
+        context.meter_lamp(settings.lighting.as_ref().and_then(|l| l.lamp_watts));
         let watcher = Watcher::spawn(
             config, &settings, signals, &stop, &sink, &reloading, &handler,
         );

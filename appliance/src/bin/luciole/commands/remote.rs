@@ -73,6 +73,11 @@ pub struct Context {
     /// Frames analysed by the current run.
     pub analysed: Arc<AtomicU64>,
     pub started: Instant,
+    /// The lamp's energy meter, with `lighting.lamp_watts`; kept across
+    /// reloads (a night spans them).
+    pub energy: Arc<Mutex<Option<luciole::light::energy::EnergyMeter>>>,
+    /// The last night's report.
+    pub last_energy: Arc<Mutex<Option<luciole::light::energy::EnergyReport>>>,
 }
 
 impl Context {
@@ -93,6 +98,17 @@ impl Context {
             session: Arc::new(Mutex::new(None)),
             analysed: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
+            energy: Arc::new(Mutex::new(None)),
+            last_energy: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Meters the lamp at `watts` (none: no meter); a meter at the same
+    /// power goes on.
+    pub fn meter_lamp(&self, watts: Option<f64>) {
+        let mut meter = lock(&self.energy);
+        if meter.as_ref().map(|m| m.rated_w()) != watts {
+            *meter = watts.map(luciole::light::energy::EnergyMeter::new);
         }
     }
 
@@ -198,6 +214,8 @@ pub struct Handler {
     /// A rollback's answer, sent once the restored configuration's session
     /// is up (the one the command came on may be gone).
     deferred: Option<(Answer, ResponseError, Instant)>,
+    /// `update.install` jobs, when `[remote.update]` is set.
+    updates: Option<super::update::Updates>,
 }
 
 /// At most [`FLOOD_AUDITS`] audit events a minute for messages refused
@@ -254,6 +272,7 @@ impl Handler {
             replies_under: None,
             flood: Flood::default(),
             deferred: None,
+            updates: None,
         };
         // The state folder comes from the file as it is now; a file that
         // does not load is for the normal start-up path to report.
@@ -340,6 +359,17 @@ impl Handler {
             .as_ref()
             .map_or("luciole", |m| m.topic_prefix.as_str());
         self.gate = Some(Gate::new(settings.device.clone(), prefix, remote, nonces));
+        match (&mut self.updates, &remote.update) {
+            (Some(updates), Some(update)) => updates.reconfigure(update.clone()),
+            (None, Some(update)) => {
+                self.updates = Some(super::update::Updates::start(
+                    update.clone(),
+                    &remote.state_dir,
+                ))
+            }
+            // A job in progress goes on; new orders are refused.
+            (_, None) => {}
+        }
         self.state_dir = Some(remote.state_dir.clone());
         self.replies_under = Some((prefix.to_string(), settings.device.site.clone()));
     }
@@ -347,6 +377,11 @@ impl Handler {
     /// Looks at a pending configuration: confirmed once the run analysed a
     /// frame, rolled back at its deadline.
     pub fn tick(&mut self, sink: &mut dyn Sink) -> Next {
+        if let Some(updates) = &mut self.updates {
+            for body in updates.tick() {
+                sink.event(body);
+            }
+        }
         let session_up = self.context.subscribed.load(Ordering::SeqCst);
         if let Some((_, _, since)) = &self.deferred {
             if session_up || since.elapsed() > DEFER_AT_MOST {
@@ -663,6 +698,52 @@ impl Handler {
                 tracing::warn!(key = admitted.key, role, "restarting on a remote command");
                 Next::Restart
             }
+            Command::UpdateInstall {
+                url,
+                sha256,
+                size,
+                window,
+            } => {
+                let configured = current
+                    .remote
+                    .as_ref()
+                    .and_then(|r| r.update.as_ref())
+                    .is_some();
+                let result = match &mut self.updates {
+                    Some(updates) if configured => updates
+                        .order(&admitted.key, url, sha256, size, window)
+                        .map_err(|(code, message)| ResponseError {
+                            code: code.into(),
+                            message,
+                            problems: Vec::new(),
+                        }),
+                    _ => Err(ResponseError {
+                        code: "no_update".into(),
+                        message: "this pole has no [remote.update] (the CA its bundle servers' certificates must chain to)".into(),
+                        problems: Vec::new(),
+                    }),
+                };
+                match result {
+                    // Accepted: the job's steps follow as update events, and
+                    // its end as a done or failed audit.
+                    Ok(value) => {
+                        audit(
+                            sink,
+                            Some(admitted.key.clone()),
+                            Some(role),
+                            Some("update.install"),
+                            "accepted",
+                            None,
+                            "the download starts; the steps follow as update events".into(),
+                        );
+                        if let Some(answer) = &answer {
+                            answer.send(Ok(value));
+                        }
+                    }
+                    Err(error) => done(sink, Err(error)),
+                }
+                Next::Stay
+            }
             Command::ConfigApply {
                 config,
                 partial,
@@ -844,6 +925,7 @@ impl Handler {
             "lamp": lock(&self.context.lamp).is_some(),
             "camera": current.camera.describe(),
             "applying": self.pending.is_some(),
+            "update": self.updates.as_ref().and_then(|u| u.stage()),
         })
     }
 }
@@ -943,7 +1025,7 @@ fn file_hash(path: &Path) -> String {
 }
 
 /// The RAUC slot booted (`rauc.slot=` on the kernel command line), if any.
-fn booted_slot() -> Option<String> {
+pub fn booted_slot() -> Option<String> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
     cmdline
         .split_whitespace()
