@@ -538,10 +538,19 @@ class Run:
         start = time.strftime("%H:%M", time.gmtime(time.time() - 60))
         end = time.strftime("%H:%M", time.gmtime(time.time() + 3 * 3600))
         t0 = time.monotonic()
-        lines, text = self.send("update.install", "--arg", f"url=https://10.0.2.101/update.raucb?token=secret",
-                                "--arg", f"sha256={self.bundles.sha256}", "--arg", f"window={start}-{end}",
-                                timeout=60)
-        accepted = bool(lines) and lines[0].get("ok") is True
+        # Commands are at most once (a clean session): one sent while the pole reconnects (a
+        # daemon restarted by its watchdog on a loaded machine) is lost, and sent again here. A
+        # `busy` answer means an earlier one started the job (its answer was lost).
+        accepted = False
+        deadline = time.monotonic() + limit
+        while not accepted and time.monotonic() < deadline:
+            lines, text = self.send("update.install", "--arg", "url=https://10.0.2.101/update.raucb?token=secret",
+                                    "--arg", f"sha256={self.bundles.sha256}", "--arg", f"window={start}-{end}",
+                                    timeout=60)
+            error = (lines[0].get("error") or {}).get("code") if lines else None
+            accepted = bool(lines) and (lines[0].get("ok") is True or error == "busy")
+            if not accepted and error not in (None, "timeout"):
+                break
         ended = vm.wait_exit(limit * 2) if accepted else None
         vm.close()
         if not accepted or ended is None:
