@@ -269,13 +269,19 @@ impl Worker {
         let _ = self.sender.send(body);
     }
 
-    fn fail(&self, job: &Job, code: &str, detail: String) {
+    /// The job failed: its `failed` step and audit.
+    fn report_failure(&self, job: &Job, code: &str, detail: String) {
         tracing::error!("update: {detail}");
         self.send(body(job, "failed", |s| {
             s.code = Some(code.into());
             s.detail = detail.clone();
         }));
         self.send(audit(job, "failed", Some(code), detail));
+    }
+
+    /// The job failed and is over: reported, and its files removed.
+    fn fail(&self, job: &Job, code: &str, detail: String) {
+        self.report_failure(job, code, detail);
         Job::clear(&self.dir);
     }
 
@@ -401,12 +407,9 @@ impl Worker {
                 self.reboot_request.display(),
                 REBOOT_GRACE.as_secs()
             );
-            tracing::error!("update: {detail}");
-            self.send(body(&job, "failed", |s| {
-                s.code = Some("reboot_not_done".into());
-                s.detail = detail.clone();
-            }));
-            self.send(audit(&job, "failed", Some("reboot_not_done"), detail));
+            // The job stays: the new system boots at the next reboot, and
+            // the daemon then reports it.
+            self.report_failure(&job, "reboot_not_done", detail);
         }
     }
 }
