@@ -42,6 +42,10 @@ test can cut (the pole's link going down). Steps, in order, each printed as
               window, boots the other slot, the boot check marks it good,
               and every step arrived as an update event
 
+On aarch64 the steps end with `delivered`: boot, the A/B switch and the
+queued events are what differ by architecture; the steps after it test the
+same scripts and code on both and run on x86_64 only (Check.steps).
+
 It ends with `IMAGE <arch>: PASS` only if every step passed, and the
 timings (boot, install, switch, rollback) on a line `IMAGE <arch> times:`.
 """
@@ -58,6 +62,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vm import Boot, Machine, VmError  # noqa: E402
+
+# Architectures that stop after `delivered` (see Check.steps).
+FIRST_STEPS_ONLY = ("aarch64",)
 
 SITE, DEVICE = "image-test", "pole-vm"
 
@@ -392,6 +399,16 @@ class Run:
         self.report("delivered", gapless and len(queued) >= 2,
                     f"{len(queued)} events queued before the update delivered after it (ids {last_id + 1}.."
                     f"{(min(boots) - 1) if boots else '?'}), ids {ids[:1]}..{ids[-1:]} gapless={gapless}")
+
+        if self.arch in FIRST_STEPS_ONLY:
+            # The steps below test what is the same on both architectures (RAUC's signature
+            # check, the boot check's script and GRUB script, the daemon's remote code, which
+            # qemu-user and the emulated-hardware step run for aarch64 too). Under TCG an aarch64
+            # installation takes twice as long as on x86_64, so they run on x86_64 only: the
+            # image step ends about 15 minutes sooner.
+            print(f"IMAGE {self.arch}: refused, rollback, powercut, remote, apply and update run on "
+                  "x86_64 only", flush=True)
+            return vm
 
         # ---------------------------------------------------------------- refused
         vm.out("mkdir -p /run/stick && { mountpoint -q /run/stick || mount -o ro /dev/disk/by-label/updates /run/stick; }")
