@@ -77,7 +77,8 @@ struct Pole {
 impl Pole {
     fn start(outbox: Arc<Outbox>, settings: &MqttSettings) -> Pole {
         let flusher = outbox.spawn_flusher(Duration::from_millis(20)).unwrap();
-        let publisher = Publisher::start(settings, origin(), Arc::clone(&outbox), None).unwrap();
+        let publisher =
+            Publisher::start(settings, origin(), Arc::clone(&outbox), None, None).unwrap();
         Pole {
             outbox,
             publisher: Some(publisher),
@@ -475,7 +476,7 @@ fn events_committed_after_the_publisher_went_idle_are_published_at_once_without_
     settings.keep_alive = Duration::from_secs(120);
     let store = outbox(&dir, 64 << 20);
     let before = threads_named("mqtt-pub");
-    let publisher = Publisher::start(&settings, origin(), Arc::clone(&store), None).unwrap();
+    let publisher = Publisher::start(&settings, origin(), Arc::clone(&store), None, None).unwrap();
     let first = store.push(event(0)).unwrap();
     store.commit().unwrap();
     consumer.wait_for(Duration::from_secs(10), "the first event", |r| {

@@ -70,6 +70,22 @@ fn demo_config(dir: &Path, recording: Option<Recording<'_>>, extra: &str) -> Pat
     path
 }
 
+/// The configuration file `config` with the data profile `profile`.
+fn with_profile(config: PathBuf, profile: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&config).unwrap();
+    let shipped = "publish = \"aggregates\"";
+    assert!(
+        text.contains(shipped),
+        "the demo configuration names its profile"
+    );
+    std::fs::write(
+        &config,
+        text.replace(shipped, &format!("publish = \"{profile}\"")),
+    )
+    .unwrap();
+    config
+}
+
 /// What `luciole demo --json` printed: events, then the summary.
 struct Demo {
     events: Vec<serde_json::Value>,
@@ -97,6 +113,15 @@ impl Demo {
 
     fn of_kind(&self, kind: &str) -> Vec<&serde_json::Value> {
         self.events.iter().filter(|e| e["kind"] == kind).collect()
+    }
+
+    /// The crossings the demo showed from local data (every one, whatever
+    /// the profile publishes).
+    fn seen(&self) -> Vec<&serde_json::Value> {
+        self.events
+            .iter()
+            .filter(|e| e["seen"] == "crossing")
+            .collect()
     }
 
     fn n(&self, key: &str) -> u64 {
@@ -140,7 +165,10 @@ fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
     let first = demo(&demo_config(&dir.join("a"), None, ""), &[]);
     assert_eq!(first.n("frames"), 795);
     assert_eq!(first.counts(), expected_counts(), "the README's counts");
-    let crossings = first.of_kind("crossing").len() as u64;
+    // The default profile publishes no crossing; the demo shows each one
+    // from local data.
+    assert!(first.of_kind("crossing").is_empty());
+    let crossings = first.seen().len() as u64;
     assert_eq!(crossings, expected_counts().values().sum::<u64>());
     let again = demo(&demo_config(&dir.join("b"), None, ""), &["--no-motion"]);
     assert_eq!(again.n("skipped_by_motion"), 0);
@@ -148,7 +176,7 @@ fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
     assert_eq!(again.counts(), first.counts());
     // Same crossings, in the same order, at the same frame times.
     let key = |d: &Demo| -> Vec<(String, String, String)> {
-        d.of_kind("crossing")
+        d.seen()
             .iter()
             .map(|c| {
                 let data = &c["data"];
@@ -205,9 +233,13 @@ fn motion_gating_spares_the_model_on_still_scenes_without_changing_counts() {
     let dir = scratch("demo-gating");
     let clip = still_clip(&dir);
     let recording = Some((clip.as_path(), "fast", 10));
-    let gated = demo(&demo_config(&dir.join("on"), recording, ""), &[]);
+    // Track summaries are published with the `tracks` profile only.
+    let gated = demo(
+        &with_profile(demo_config(&dir.join("on"), recording, ""), "tracks"),
+        &[],
+    );
     let every = demo(
-        &demo_config(&dir.join("off"), recording, ""),
+        &with_profile(demo_config(&dir.join("off"), recording, ""), "tracks"),
         &["--no-motion"],
     );
     assert_eq!(gated.n("frames"), 300);
@@ -223,7 +255,108 @@ fn motion_gating_spares_the_model_on_still_scenes_without_changing_counts() {
     );
     // Tracks coasted through the still part instead of ending.
     let tracks = |d: &Demo| d.of_kind("track").len();
+    assert!(tracks(&every) > 0);
     assert_eq!(tracks(&gated), tracks(&every));
+}
+
+/// What a demo run publishes with the default profile and with
+/// `crossings` is exactly what its data manifest lists: every message on
+/// every topic of the pole, field by field, against the retained manifest,
+/// which is what `luciole manifest` prints for the same file.
+#[test]
+fn everything_a_demo_publishes_is_listed_in_its_data_manifest() {
+    let schemas = schemas();
+    for profile in ["aggregates", "crossings"] {
+        let dir = scratch(&format!("demo-manifest-{profile}"));
+        let broker = Broker::start(&dir.join("broker"));
+        let consumer = Consumer::start(broker.plain_port, "luciole/demo/vtest/#");
+        let mqtt = format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\n",
+            broker.port
+        );
+        let config = with_profile(demo_config(&dir, None, &mqtt), profile);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("health_interval_ms = 5000", "health_interval_ms = 500");
+        std::fs::write(&config, text).unwrap();
+        let printed = luciole()
+            .args(["manifest", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(printed.status.success(), "{}", stderr(&printed));
+        let manifest: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+        let errors: Vec<String> = schemas["manifest"]
+            .iter_errors(&manifest)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{manifest}: {errors:?}");
+        assert_eq!(manifest["profile"], profile);
+
+        let url = format!("mqtt://127.0.0.1:{}", broker.port);
+        let run = demo(&config, &["--frames", "400", "--broker", &url]);
+        consumer.wait_for(Duration::from_secs(20), "the closing status", |r| {
+            r.iter()
+                .any(|r| r.payload["kind"] == "status" && r.payload["data"]["state"] == "stopping")
+        });
+        let received = luciole::sync::lock(&consumer.received).clone();
+        let retained: Vec<&broker::Received> = received
+            .iter()
+            .filter(|r| r.topic == "luciole/demo/vtest/manifest")
+            .collect();
+        assert!(!retained.is_empty(), "{profile}: no manifest published");
+        assert_eq!(
+            retained[0].payload, manifest,
+            "{profile}: the published manifest"
+        );
+        let mut kinds = BTreeMap::<String, usize>::new();
+        for r in received.iter().filter(|r| !r.topic.ends_with("/manifest")) {
+            let outside = luciole::privacy::manifest::outside(&manifest, &r.topic, &r.payload);
+            assert!(
+                outside.is_empty(),
+                "{profile}: {} carries what the manifest does not list: {outside:?} in {}",
+                r.topic,
+                r.payload
+            );
+            *kinds
+                .entry(r.topic.rsplit('/').next().unwrap().to_string())
+                .or_default() += 1;
+        }
+        assert!(kinds.contains_key("flow"), "{profile}: {kinds:?}");
+        assert!(!kinds.contains_key("track"), "{profile}: {kinds:?}");
+        let seen = run.seen().len();
+        assert!(seen > 0, "the demo showed crossings locally");
+        let published: Vec<&serde_json::Value> = received
+            .iter()
+            .filter(|r| r.topic.ends_with("/events/crossing"))
+            .map(|r| &r.payload["data"])
+            .collect();
+        match profile {
+            "aggregates" => assert!(published.is_empty(), "{published:?}"),
+            _ => {
+                assert_eq!(published.len(), seen, "one event per crossing");
+                for c in published {
+                    assert!(
+                        c.get("track").is_none() && c.get("position").is_none(),
+                        "{c}"
+                    );
+                    assert!(c["at"].as_str().unwrap().ends_with(".000Z"), "{c}");
+                }
+            }
+        }
+        // Counts are the same whatever the profile: flows carry them.
+        let flowed: u64 = received
+            .iter()
+            .filter(|r| r.topic.ends_with("/events/flow"))
+            .flat_map(|r| {
+                r.payload["data"]["lines"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|l| l["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(flowed, seen as u64, "{profile}: flows count every crossing");
+    }
 }
 
 /// The validators of every schema file, by kind.
@@ -290,12 +423,19 @@ fn a_demo_run_publishes_schema_valid_events_and_fiware_entities_and_drives_the_l
             "flow_interval_s = 10",
             "flow_interval_s = 10\nfiware = true",
         )
-        .replace("health_interval_ms = 5000", "health_interval_ms = 500");
+        .replace("health_interval_ms = 5000", "health_interval_ms = 500")
+        // Every kind, for their schemas: crossings and tracks too.
+        .replace("publish = \"aggregates\"", "publish = \"tracks\"");
     std::fs::write(&config, text).unwrap();
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let run = demo(&config, &["--frames", "400", "--broker", &url]);
     let crossings = run.of_kind("crossing").len();
     assert!(crossings > 0);
+    assert_eq!(
+        run.seen().len(),
+        crossings,
+        "tracks: every crossing published"
+    );
     // Everything the demo printed reached the broker, the closing status
     // last.
     consumer.wait_for(
@@ -625,7 +765,8 @@ fn corrupt_mjpeg_frames_are_skipped_and_counted_and_every_event_is_delivered() {
         "[camera]\nsource = \"replay\"\nfps = 10\npixel_formats = [\"MJPG\"]\n[camera.replay]\npath = \"{}\"\npace = \"fast\"",
         frames.display()
     );
-    let config = daemon_config(&dir, &camera, broker.port);
+    // Track summaries are published with the `tracks` profile only.
+    let config = with_profile(daemon_config(&dir, &camera, broker.port), "tracks");
     let output = luciole()
         .args(["run", "--config", config.to_str().unwrap()])
         .output()

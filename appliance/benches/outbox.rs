@@ -301,8 +301,14 @@ fn main() {
     let publish_rate = {
         let outbox = open(&root.join("publish"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
-        let publisher =
-            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox), None).unwrap();
+        let publisher = Publisher::start(
+            &mqtt(broker.port),
+            origin(),
+            Arc::clone(&outbox),
+            None,
+            None,
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
         for i in 0..n {
@@ -339,8 +345,14 @@ fn main() {
     let outbox_trickle = {
         let outbox = open(&root.join("trickle"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
-        let publisher =
-            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox), None).unwrap();
+        let publisher = Publisher::start(
+            &mqtt(broker.port),
+            origin(),
+            Arc::clone(&outbox),
+            None,
+            None,
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         sync_disk();
         let before = write_bytes();
@@ -371,8 +383,14 @@ fn main() {
         let size = dir_size(&root.join("drain/outbox"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         let started = Instant::now();
-        let publisher =
-            Publisher::start(&mqtt(broker.port), origin(), Arc::clone(&outbox), None).unwrap();
+        let publisher = Publisher::start(
+            &mqtt(broker.port),
+            origin(),
+            Arc::clone(&outbox),
+            None,
+            None,
+        )
+        .unwrap();
         wait_empty(&outbox, Duration::from_secs(900));
         let elapsed = started.elapsed();
         publisher.stop(Duration::ZERO);

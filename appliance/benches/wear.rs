@@ -77,9 +77,9 @@ fn crossing(n: u64) -> Body {
         line: "main-street-crossing".into(),
         direction: "east_to_west".into(),
         class: "person".into(),
-        track: 10_000 + n as u32,
+        track: Some(10_000 + n as u32),
         at: events::rfc3339_ms(events::now_ms()),
-        position: [431.5, 301.25],
+        position: Some([431.5, 301.25]),
         speed_px_s: 61.25,
         speed_m_s: Some(1.32),
     })

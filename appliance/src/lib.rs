@@ -52,6 +52,9 @@
 //! - [`update`]: `update.install`: the bundle's resumable HTTPS download
 //!   (the city's CA only), its sha256, RAUC over D-Bus, the maintenance
 //!   window.
+//! - [`privacy`]: the data profile (`privacy.publish`) applied where
+//!   analytics outputs become events, and the data manifest stating what
+//!   is published, kept and never produced.
 //! - [`metrics`]: histograms the stages record into and the OpenMetrics
 //!   text the daemon serves on a loopback address.
 //! - [`light`]: the lamp: a pure policy (schedule or sun, presence boost,
@@ -74,6 +77,7 @@ pub mod metrics;
 pub mod motion;
 pub mod outbox;
 pub mod pipeline;
+pub mod privacy;
 pub mod publish;
 pub mod remote;
 pub mod shutdown;

@@ -363,9 +363,9 @@ impl Analytics {
                         line: line.name.clone(),
                         direction,
                         class: track.class.name().into(),
-                        track: track.id,
+                        track: Some(track.id),
                         at: rfc3339_ms(wall_ms),
-                        position: [round1(foot[0]), round1(foot[1])],
+                        position: Some([round1(foot[0]), round1(foot[1])]),
                         speed_px_s: round2(speed_px),
                         speed_m_s: settings
                             .calibration

@@ -386,7 +386,11 @@ fn a_track_on_the_calibrations_horizon_has_no_ground_figures_rather_than_non_fin
         match o {
             Output::Crossing(c) => {
                 assert_eq!(c.speed_m_s, None, "{c:?}");
-                numbers.extend([c.speed_px_s, c.position[0].into(), c.position[1].into()]);
+                numbers.extend([
+                    c.speed_px_s,
+                    c.position.unwrap()[0].into(),
+                    c.position.unwrap()[1].into(),
+                ]);
             }
             Output::Track(t) => {
                 assert_eq!((t.distance_m, t.speed_m_s), (None, None), "{t:?}");

@@ -15,7 +15,7 @@
 //! validation into the owning module's settings type: [`device`],
 //! [`camera`], [`detect`], [`events`], [`outbox`], [`mqtt`], [`tracking`],
 //! [`motion`], [`analytics`], [`pipeline`], [`lighting`], [`remote`],
-//! [`metrics`]. A default value
+//! [`metrics`], [`privacy`]. A default value
 //! is never written here: a key left out takes the value of the owning
 //! module's `Default` (or constructor). [`check`] holds the problem
 //! collector and the checks sections share; this file composes the whole
@@ -38,6 +38,7 @@ pub mod mqtt;
 pub mod outbox;
 pub mod pipeline;
 pub mod preflight;
+pub mod privacy;
 pub mod remote;
 pub mod tracking;
 
@@ -58,6 +59,7 @@ use crate::metrics::MetricsSettings;
 use crate::motion::MotionSettings;
 use crate::outbox::OutboxSettings;
 use crate::pipeline::PipelineSettings;
+use crate::privacy::PrivacySettings;
 use crate::publish::MqttSettings;
 use crate::remote::RemoteSettings;
 use crate::track::TrackSettings;
@@ -96,6 +98,8 @@ pub struct Settings {
     pub remote: Option<RemoteSettings>,
     /// The OpenMetrics endpoint, when the file has a `[metrics]` section.
     pub metrics: Option<MetricsSettings>,
+    /// What leaves the pole (`[privacy]`, counts only by default).
+    pub privacy: PrivacySettings,
 }
 
 impl Settings {
@@ -112,6 +116,7 @@ impl Settings {
             motion: self.motion.clone(),
             tracking: self.tracking.clone(),
             analytics: self.analytics.clone(),
+            profile: self.privacy.publish,
             origin: self.device.clone(),
             inference_time: None,
         }
@@ -158,11 +163,13 @@ pub struct RawConfig {
     pub remote: Option<remote::RawRemote>,
     /// `[metrics]`: the OpenMetrics endpoint on a loopback address.
     pub metrics: Option<metrics::RawMetrics>,
+    /// `[privacy]`: the data profile and the purpose.
+    pub privacy: Option<privacy::RawPrivacy>,
 }
 
 impl RawConfig {
     /// Top-level sections this version understands.
-    pub const SECTIONS: [&'static str; 13] = [
+    pub const SECTIONS: [&'static str; 14] = [
         "device",
         "camera",
         "detect",
@@ -176,6 +183,7 @@ impl RawConfig {
         "lighting",
         "remote",
         "metrics",
+        "privacy",
     ];
 }
 
@@ -342,6 +350,7 @@ fn read_sections(text: &str, root: DeTable<'_>, problems: &mut Vec<Problem>) -> 
             "lighting" => raw.lighting = section(text, &name, value, problems),
             "remote" => raw.remote = section(text, &name, value, problems),
             "metrics" => raw.metrics = section(text, &name, value, problems),
+            "privacy" => raw.privacy = section(text, &name, value, problems),
             other => problems.push(Problem {
                 line: Some(key_line),
                 key: Some(other.to_string()),
@@ -448,6 +457,7 @@ fn validate(
     }
     let remote = raw.remote.map(|raw| remote::validate(raw, &mut check));
     let metrics = raw.metrics.map(|raw| metrics::validate(raw, &mut check));
+    let privacy = privacy::validate(raw.privacy, &mut check);
     if let Some(Some(light)) = &lighting {
         presence_names_exist(light, &analytics, &mut check);
     }
@@ -466,6 +476,7 @@ fn validate(
         lighting: lighting.map(|l| l.ok_or(())).transpose().ok()?,
         remote: remote.map(|r| r.ok_or(())).transpose().ok()?,
         metrics: metrics.map(|m| m.ok_or(())).transpose().ok()?,
+        privacy,
     })
 }
 

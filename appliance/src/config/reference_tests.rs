@@ -85,6 +85,7 @@ fn parser_keys() -> (BTreeSet<String>, BTreeSet<String>) {
         ("remote.keys", fields_of::<remote::RawKey>()),
         ("remote.update", fields_of::<remote::RawUpdate>()),
         ("metrics", fields_of::<metrics::RawMetrics>()),
+        ("privacy", fields_of::<privacy::RawPrivacy>()),
     ];
     let top: BTreeSet<&str> = fields_of::<RawConfig>().into_iter().collect();
     let names: BTreeSet<&str> = tables.iter().map(|(name, _)| *name).collect();

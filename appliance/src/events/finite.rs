@@ -57,7 +57,7 @@ fn each(body: &mut Body, f: &mut dyn FnMut(&'static str, Slot<'_>)) {
             f("inference_ms", Slot::Required(&mut h.inference_ms));
         }
         Body::Crossing(c) => {
-            for v in &mut c.position {
+            for v in c.position.iter_mut().flatten() {
                 f("position", Slot::Pixel(v));
             }
             f("speed_px_s", Slot::Required(&mut c.speed_px_s));

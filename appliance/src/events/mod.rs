@@ -170,12 +170,17 @@ pub struct Crossing {
     pub direction: String,
     /// `person`, `bicycle`, `car`, `motorcycle`, `bus` or `truck`.
     pub class: String,
-    /// Ephemeral track id (random per run, never linked across runs).
-    pub track: u32,
-    /// When it crossed (UTC, from the frame's time).
+    /// Ephemeral track id (random per run, never linked across runs);
+    /// published with the `tracks` data profile only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub track: Option<u32>,
+    /// When it crossed (UTC, from the frame's time): milliseconds with the
+    /// `tracks` profile, whole seconds with `crossings`.
     pub at: String,
-    /// Where it stood when the crossing was confirmed, frame pixels.
-    pub position: [f32; 2],
+    /// Where it stood when the crossing was confirmed, frame pixels;
+    /// published with the `tracks` profile only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub position: Option<[f32; 2]>,
     /// Speed at the crossing, pixels per second.
     pub speed_px_s: f64,
     /// Speed at the crossing, metres per second (with a ground calibration).
@@ -497,6 +502,11 @@ impl Origin {
         format!("{prefix}/{}/{}/status", self.site, self.device)
     }
 
+    /// The topic of the retained data manifest.
+    pub fn manifest_topic(&self, prefix: &str) -> String {
+        format!("{prefix}/{}/{}/manifest", self.site, self.device)
+    }
+
     /// The retained presence payload: `online` or `offline`.
     pub fn presence(&self, state: &str) -> Vec<u8> {
         serde_json::json!({
@@ -516,6 +526,11 @@ pub trait Sink {
     /// Takes one event. It runs on the pipeline's main thread: keep it
     /// short (a store write, a line of output).
     fn event(&mut self, body: Body);
+
+    /// Every crossing as analytics found it, whatever the data profile lets
+    /// out, for a local display (the demo). Publishing sinks leave it: what
+    /// they get is [`Sink::event`] only.
+    fn seen(&mut self, _crossing: &Crossing) {}
 }
 
 /// A collector: keeps every event in order (tests, tools).
@@ -728,9 +743,9 @@ mod tests {
             line: "north".into(),
             direction: "a_to_b".into(),
             class: "car".into(),
-            track: 3,
+            track: Some(3),
             at: rfc3339_ms(0),
-            position,
+            position: Some(position),
             speed_px_s,
             speed_m_s,
         })

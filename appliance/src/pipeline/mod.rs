@@ -77,6 +77,7 @@ use crate::events::{self, Body, ErrorCode, ErrorReport, Origin, Sink, Status};
 use crate::light::runner::LightFeed;
 use crate::light::{LightState, Lighting, PresenceSettings};
 use crate::motion::{MotionGate, MotionSettings};
+use crate::privacy::Profile;
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
 use crate::track::{TrackSettings, Tracker};
@@ -115,6 +116,8 @@ pub struct Options {
     pub motion: MotionSettings,
     pub tracking: TrackSettings,
     pub analytics: AnalyticsSettings,
+    /// Which analytics outputs become events (`privacy.publish`).
+    pub profile: Profile,
     /// Who this pole is (FIWARE entity ids).
     pub origin: Origin,
     /// Where each inference's time is recorded, besides the counters.
@@ -465,7 +468,13 @@ pub fn run_supervised(
             note_rx.recv_timeout(TICK)
         };
         match received {
-            Ok(Note::Output(output)) => emit(output, &options.analytics, &mut fiware, sink),
+            Ok(Note::Output(output)) => emit(
+                output,
+                options.profile,
+                &options.analytics,
+                &mut fiware,
+                sink,
+            ),
             Ok(Note::Light(change)) => sink.event(Body::Light(change)),
             Ok(Note::Failed(report)) => sink.event(Body::Error(report)),
             Err(RecvTimeoutError::Timeout) => {}
@@ -592,27 +601,32 @@ pub fn run_supervised(
     })
 }
 
-/// An analytics output as events: a flow is followed by its FIWARE
-/// entities when they are asked for.
+/// An analytics output as events, as the data profile allows: a flow is
+/// followed by its FIWARE entities when they are asked for (counts per
+/// line and direction, published with every profile).
 fn emit(
     output: Output,
+    profile: Profile,
     analytics: &AnalyticsSettings,
     fiware: &mut Option<crate::fiware::Mapper>,
     sink: &mut dyn Sink,
 ) {
-    match output {
-        Output::Crossing(c) => sink.event(Body::Crossing(c)),
-        Output::Track(t) => sink.event(Body::Track(t)),
-        Output::Flow(f) => {
-            let entities = fiware
-                .as_mut()
-                .map(|mapper| mapper.entities(&f, analytics))
-                .unwrap_or_default();
-            sink.event(Body::Flow(f));
-            for entity in entities {
-                sink.event(Body::Fiware(entity));
-            }
-        }
+    if let Output::Crossing(c) = &output {
+        sink.seen(c);
+    }
+    let entities = match &output {
+        Output::Flow(f) => fiware
+            .as_mut()
+            .map(|mapper| mapper.entities(f, analytics))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    // The one place analytics become events: the profile decides.
+    if let Some(body) = profile.event(output) {
+        sink.event(body);
+    }
+    for entity in entities {
+        sink.event(Body::Fiware(entity));
     }
 }
 

@@ -28,6 +28,8 @@ fn options() -> Options {
         },
         tracking: TrackSettings::default(),
         analytics: AnalyticsSettings::default(),
+        // Everything analytics make, so that these tests see it all.
+        profile: crate::privacy::Profile::Tracks,
         origin: Origin {
             site: "test".into(),
             device: "pole".into(),

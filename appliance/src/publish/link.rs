@@ -24,6 +24,14 @@ use super::{MqttSettings, PublishError, PublishStats};
 /// once it asked for a disconnect.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
+/// What a connection carries besides the outbox's events.
+pub(super) struct Beside {
+    /// Where commands received go, with `[remote]`.
+    pub inbox: Option<Inbox>,
+    /// The data manifest, published retained on every connection.
+    pub manifest: Option<Vec<u8>>,
+}
+
 /// Starts the connection thread and the publishing thread. The publishing
 /// thread returns whether the connection thread ended before it did.
 pub(super) fn spawn(
@@ -33,7 +41,7 @@ pub(super) fn spawn(
     (client, connection): (Session, Connection),
     stats: &Arc<PublishStats>,
     stop: Receiver<Duration>,
-    inbox: Option<Inbox>,
+    Beside { inbox, manifest }: Beside,
 ) -> Result<(JoinHandle<bool>, JoinHandle<()>), PublishError> {
     let (steps_tx, steps) = crossbeam_channel::unbounded();
     // One go-ahead per failure, sent once: never blocks.
@@ -75,6 +83,7 @@ pub(super) fn spawn(
         refusal: false,
         go_ahead: Some(go_ahead),
         stopping: false,
+        manifest,
     };
     let publisher = std::thread::Builder::new()
         .name("mqtt-pub".into())
@@ -191,6 +200,8 @@ struct Publishing {
     go_ahead: Option<Sender<()>>,
     /// A failure while stopping is not retried.
     stopping: bool,
+    /// The data manifest, published retained on every connection.
+    manifest: Option<Vec<u8>>,
 }
 
 impl Publishing {
@@ -270,6 +281,13 @@ impl Publishing {
                     .publish(topic, true, self.origin.presence("online"))
                 {
                     self.flight.offered_presence();
+                }
+                if let Some(manifest) = &self.manifest {
+                    let topic = self.origin.manifest_topic(&self.prefix);
+                    // Acknowledged like the presence message: it deletes nothing.
+                    if self.client.publish(topic, true, manifest.clone()) {
+                        self.flight.offered_presence();
+                    }
                 }
                 self.stats.connected.store(true, Ordering::SeqCst);
                 tracing::info!(

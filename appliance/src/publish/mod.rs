@@ -242,12 +242,14 @@ impl Publisher {
     /// Starts publishing `outbox` with `settings`: opens nothing yet (the
     /// connection thread connects, and reconnects after failures); fails
     /// only on unreadable TLS or password files, or if a thread cannot
-    /// start.
+    /// start. `manifest`, the data manifest's JSON, is published retained
+    /// on every connection.
     pub fn start(
         settings: &MqttSettings,
         origin: Origin,
         outbox: Arc<Outbox>,
         inbox: Option<Inbox>,
+        manifest: Option<Vec<u8>>,
     ) -> Result<Publisher, PublishError> {
         let (client, connection) = session::open(settings, &origin)?;
         let stats = Arc::new(PublishStats::default());
@@ -259,7 +261,7 @@ impl Publisher {
             (client, connection),
             &stats,
             stopped,
-            inbox,
+            link::Beside { inbox, manifest },
         )?;
         Ok(Publisher {
             stats,

@@ -27,12 +27,13 @@ pub struct Reporter {
 
 impl Reporter {
     /// Opens the outbox and starts its flusher, and the publisher when
-    /// `mqtt` is given.
+    /// `mqtt` is given (with the data manifest to publish retained).
     pub fn start(
         outbox: &OutboxSettings,
         mqtt: Option<&MqttSettings>,
         origin: Origin,
         inbox: Option<super::Inbox>,
+        manifest: Option<Vec<u8>>,
     ) -> Result<Reporter, PublishError> {
         let flush_every = outbox.flush_every;
         let outbox = Arc::new(Outbox::open(outbox, origin.clone())?);
@@ -45,7 +46,13 @@ impl Reporter {
             .spawn_flusher(flush_every)
             .map_err(|e| PublishError::Thread("outbox-flush", e))?;
         let publisher = match mqtt {
-            Some(mqtt) => Some(Publisher::start(mqtt, origin, Arc::clone(&outbox), inbox)?),
+            Some(mqtt) => Some(Publisher::start(
+                mqtt,
+                origin,
+                Arc::clone(&outbox),
+                inbox,
+                manifest,
+            )?),
             None => None,
         };
         Ok(Reporter {
@@ -152,7 +159,7 @@ mod tests {
             flush_every: Duration::from_secs(3600),
             ..OutboxSettings::default()
         };
-        let mut reporter = Reporter::start(&settings, None, origin(), None).unwrap();
+        let mut reporter = Reporter::start(&settings, None, origin(), None, None).unwrap();
         reporter.status("started", "test");
         reporter.event(Body::Health(health()));
         reporter.finish();

@@ -61,6 +61,15 @@ pub enum Command {
         /// The configuration file to check.
         file: PathBuf,
     },
+    /// Print the data manifest of a configuration: what the pole publishes
+    /// (topics, kinds, fields, rhythm), keeps and for how long, and never
+    /// produces, as the daemon publishes it retained on
+    /// <prefix>/<site>/<device>/manifest.
+    Manifest {
+        /// The pole's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Save N frames as PNG images for installers (aiming, focus, zones),
     /// with a frames.jsonl index; prints a JSON summary on standard output.
     Capture {

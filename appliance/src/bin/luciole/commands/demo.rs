@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use luciole::config::{self, ConfigError};
-use luciole::events::{Body, Sink};
+use luciole::events::{Body, Crossing, Sink};
 use luciole::publish::reporter::Reporter;
 use luciole::shutdown::Shutdown;
 
@@ -186,6 +186,30 @@ impl Sink for Printer {
             next.event(body);
         }
     }
+
+    /// Every crossing is shown as it happens, from the pole's own data,
+    /// whatever the profile publishes; it goes no further.
+    fn seen(&mut self, c: &Crossing) {
+        let mut out = self.out.lock();
+        if self.json {
+            let line = serde_json::json!({"seen": "crossing", "data": c});
+            let _ = writeln!(out, "{line}");
+            return;
+        }
+        let track = c
+            .track
+            .map(|t| format!("track {t:08x}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}  crossing  {:<12} {:<22} {:<10} {track:<14} {:.0} px/s",
+            c.at.get(11..21).unwrap_or(&c.at),
+            c.line,
+            c.direction,
+            c.class,
+            c.speed_px_s
+        );
+    }
 }
 
 impl Printer {
@@ -198,15 +222,6 @@ impl Printer {
         }
         let clock = |at: &str| at.get(11..21).unwrap_or(at).to_string();
         let line = match body {
-            Body::Crossing(c) => format!(
-                "{}  crossing  {:<12} {:<22} {:<10} track {:08x}  {:.0} px/s",
-                clock(&c.at),
-                c.line,
-                c.direction,
-                c.class,
-                c.track,
-                c.speed_px_s
-            ),
             Body::Flow(f) => {
                 let counts: Vec<String> = f
                     .lines

@@ -11,6 +11,7 @@ mod detect;
 mod events;
 pub mod fleet;
 mod light;
+mod manifest;
 mod metrics;
 mod reload;
 mod remote;
@@ -32,6 +33,7 @@ use crate::cli::Command;
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig { file } => Ok(check_config::run(&file)),
+        Command::Manifest { config } => Ok(manifest::run(&config)),
         Command::Capture {
             config,
             frames,
@@ -116,6 +118,7 @@ pub fn reporter(
         settings.mqtt.as_ref(),
         settings.device.clone(),
         inbox,
+        Some(manifest::bytes(settings)),
     )?))
 }
 

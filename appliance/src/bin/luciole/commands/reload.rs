@@ -6,7 +6,8 @@
 //! pipeline keeps running. An invalid file changes nothing: the daemon
 //! logs why and sends an `error` event `config_rejected`. A valid one
 //! stops the pipeline (`status` `reloading`), restarts the event sink if
-//! `[device]`, `[outbox]` or `[mqtt]` changed, and opens the new stages; if
+//! `[device]`, `[outbox]`, `[mqtt]`, `[remote]` or the data manifest
+//! changed, and opens the new stages; if
 //! they fail to open, the previous configuration is put back
 //! (`config_rolled_back`) and runs on. SIGINT and SIGTERM stop the daemon
 //! at any point.
@@ -166,8 +167,13 @@ fn snapshot(sink: Shared) -> impl Fn() -> luciole::metrics::Snapshot + Send + 's
 /// Whether the event sink of `a` and `b` differ (who speaks, where events
 /// are kept, which broker).
 fn sink_changed(a: &Settings, b: &Settings) -> bool {
-    // `[remote]` too: the publisher's subscriptions come from it.
-    a.device != b.device || a.outbox != b.outbox || a.mqtt != b.mqtt || a.remote != b.remote
+    // `[remote]` too: the publisher's subscriptions come from it; and the
+    // data manifest, which the publisher publishes on connecting.
+    a.device != b.device
+        || a.outbox != b.outbox
+        || a.mqtt != b.mqtt
+        || a.remote != b.remote
+        || super::manifest::bytes(a) != super::manifest::bytes(b)
 }
 
 /// Runs the daemon on `config` until a stop signal in `signals`, the end of
@@ -189,6 +195,9 @@ pub fn serve(
     let handler = Arc::new(Mutex::new(Handler::start(config, context.clone())?));
     let mut settings = config::load_for_daemon(config)?;
     tracing::info!("{}", super::summary(&settings));
+    for warning in super::manifest::warnings(&settings) {
+        tracing::warn!("{warning}");
+    }
     let mut sink = Shared(
         Arc::new(Mutex::new(Events::start(&settings, &context)?)),
         context.clone(),
