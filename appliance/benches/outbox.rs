@@ -107,6 +107,11 @@ fn open(dir: &Path) -> Arc<Outbox> {
     Arc::new(Outbox::open(&settings, origin()).unwrap())
 }
 
+/// A publisher of `outbox` to the broker on `port` (no commands, no manifest).
+fn start_publisher(port: u16, outbox: &Arc<Outbox>) -> Publisher {
+    Publisher::start(&mqtt(port), origin(), Arc::clone(outbox), None, None).unwrap()
+}
+
 fn mqtt(port: u16) -> MqttSettings {
     MqttSettings {
         port,
@@ -301,14 +306,7 @@ fn main() {
     let publish_rate = {
         let outbox = open(&root.join("publish"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
-        let publisher = Publisher::start(
-            &mqtt(broker.port),
-            origin(),
-            Arc::clone(&outbox),
-            None,
-            None,
-        )
-        .unwrap();
+        let publisher = start_publisher(broker.port, &outbox);
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
         for i in 0..n {
@@ -345,14 +343,7 @@ fn main() {
     let outbox_trickle = {
         let outbox = open(&root.join("trickle"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
-        let publisher = Publisher::start(
-            &mqtt(broker.port),
-            origin(),
-            Arc::clone(&outbox),
-            None,
-            None,
-        )
-        .unwrap();
+        let publisher = start_publisher(broker.port, &outbox);
         std::thread::sleep(Duration::from_millis(300));
         sync_disk();
         let before = write_bytes();
@@ -383,14 +374,7 @@ fn main() {
         let size = dir_size(&root.join("drain/outbox"));
         let flusher = outbox.spawn_flusher(FLUSH).unwrap();
         let started = Instant::now();
-        let publisher = Publisher::start(
-            &mqtt(broker.port),
-            origin(),
-            Arc::clone(&outbox),
-            None,
-            None,
-        )
-        .unwrap();
+        let publisher = start_publisher(broker.port, &outbox);
         wait_empty(&outbox, Duration::from_secs(900));
         let elapsed = started.elapsed();
         publisher.stop(Duration::ZERO);

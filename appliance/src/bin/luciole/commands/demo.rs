@@ -203,7 +203,7 @@ impl Sink for Printer {
         let _ = writeln!(
             out,
             "{}  crossing  {:<12} {:<22} {:<10} {track:<14} {:.0} px/s",
-            c.at.get(11..21).unwrap_or(&c.at),
+            clock(&c.at),
             c.line,
             c.direction,
             c.class,
@@ -220,7 +220,6 @@ impl Printer {
             let _ = out.write_all(b"\n");
             return;
         }
-        let clock = |at: &str| at.get(11..21).unwrap_or(at).to_string();
         let line = match body {
             Body::Flow(f) => {
                 let counts: Vec<String> = f
@@ -264,6 +263,11 @@ impl Printer {
         };
         let _ = writeln!(out, "{line}");
     }
+}
+
+/// The time of day of an RFC 3339 time (`HH:MM:SS.s`), for the demo's lines.
+fn clock(at: &str) -> &str {
+    at.get(11..21).unwrap_or(at)
 }
 
 #[cfg(test)]

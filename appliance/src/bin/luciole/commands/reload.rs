@@ -173,7 +173,7 @@ fn sink_changed(a: &Settings, b: &Settings) -> bool {
         || a.outbox != b.outbox
         || a.mqtt != b.mqtt
         || a.remote != b.remote
-        || super::manifest::bytes(a) != super::manifest::bytes(b)
+        || super::manifest::facts(a) != super::manifest::facts(b)
 }
 
 /// Runs the daemon on `config` until a stop signal in `signals`, the end of
