@@ -13,13 +13,32 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 
-/// A free TCP port on 127.0.0.1 (free when asked; the broker takes it next).
+/// A free TCP port on 127.0.0.1, taken below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), free when asked, and never the same
+/// twice in one test process. A port from `bind(:0)` would come from the
+/// ephemeral range, where every outgoing connection of the tests also takes
+/// its local port: between choosing it and the broker binding it, a client
+/// connecting elsewhere could take it ("Address already in use", seen in CI).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // 10000 up to the ephemeral range; each process starts at its own place
+    // (by its pid) so two test binaries running at once rarely meet.
+    let low = 10000u32;
+    let span = ephemeral_start.saturating_sub(low).max(1000);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (low + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {ephemeral_start}");
 }
 
 /// One mosquitto process and its files.
