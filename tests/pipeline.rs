@@ -191,6 +191,226 @@ fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
     assert_eq!(key(&first), key(&again));
 }
 
+/// A mask over the car park (x ≥ 470): its counting line (x 520 to 720 at
+/// y = 215) lies inside it, the lamp-post line (x = 430) outside.
+const CAR_PARK_MASK: &str =
+    "[[privacy.masks]]\nname = \"car-park\"\npolygon = [[470, 0], [768, 0], [768, 576], [470, 576]]\n";
+
+#[test]
+fn nothing_behind_a_privacy_mask_is_detected_or_counted() {
+    let dir = scratch("demo-masks");
+    // The car park masked: nobody is counted on its line, the footpath is
+    // still counted, and no crossing the demo saw stands in the mask.
+    let config = demo_config(&dir.join("car-park"), None, CAR_PARK_MASK);
+    let masked = demo(&config, &[]);
+    assert_eq!(masked.n("frames"), 795);
+    let counts = masked.counts();
+    assert!(
+        counts.keys().all(|(line, _, _)| line != "car-park"),
+        "{counts:?}"
+    );
+    let lamp_post: u64 = counts
+        .iter()
+        .filter(|((line, _, _), _)| line == "lamp-post")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(lamp_post >= 5, "{counts:?}");
+    for crossing in masked.seen() {
+        let x = crossing["data"]["position"][0].as_f64().unwrap();
+        assert!(x < 470.0, "a crossing in the mask: {crossing}");
+    }
+    // The manifest names the mask and its corners.
+    let printed = luciole()
+        .args(["manifest", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let manifest: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(manifest["masks"][0]["name"], "car-park");
+    assert_eq!(
+        manifest["masks"][0]["polygon"][1],
+        serde_json::json!([768.0, 0.0])
+    );
+
+    // The whole picture masked: the motion gate sees nothing move (the
+    // model runs only on its periodic checks), and nothing is counted.
+    let whole =
+        "[[privacy.masks]]\nname = \"all\"\npolygon = [[0, 0], [768, 0], [768, 576], [0, 576]]\n";
+    let blind = demo(&demo_config(&dir.join("all"), None, whole), &[]);
+    assert_eq!(blind.n("frames"), 795);
+    assert!(blind.counts().is_empty(), "{:?}", blind.counts());
+    assert!(blind.seen().is_empty());
+    assert!(
+        blind.n("skipped_by_motion") * 10 >= blind.n("frames") * 8,
+        "skipped {} of {}",
+        blind.n("skipped_by_motion"),
+        blind.n("frames")
+    );
+}
+
+/// Colours a snapshot draws with: lines, zones, masks, calibration,
+/// detections, the caption, and the labels' black background.
+const DRAWN: [[u8; 3]; 7] = [
+    [255, 210, 0],
+    [0, 200, 255],
+    [255, 0, 200],
+    [0, 255, 120],
+    [255, 60, 60],
+    [255, 255, 255],
+    [0, 0, 0],
+];
+
+/// The modal colour's share of the 16×16 block at (`bx`, `by`), among the
+/// pixels not in a drawn colour (`None` when fewer than 32 are left).
+fn modal_share(image: &image::RgbImage, bx: u32, by: u32) -> Option<f64> {
+    let mut seen: BTreeMap<[u8; 3], u32> = BTreeMap::new();
+    for y in by * 16..by * 16 + 16 {
+        for x in bx * 16..bx * 16 + 16 {
+            let px = image.get_pixel(x, y).0;
+            if !DRAWN.contains(&px) {
+                *seen.entry(px).or_default() += 1;
+            }
+        }
+    }
+    let n: u32 = seen.values().sum();
+    (n >= 32).then(|| f64::from(*seen.values().max().unwrap()) / f64::from(n))
+}
+
+#[test]
+fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("snapshot");
+    let extra = "[[privacy.masks]]\nname = \"shop\"\npolygon = [[600, 40], [760, 40], [760, 170], [600, 170]]\n";
+    let config = demo_config(&dir, None, extra);
+    // Calibration points, in the [analytics] section.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[analytics]\n",
+        "[analytics.calibration]\nimage = [[100, 500], [700, 500], [600, 250], [200, 250]]\nground = [[0, 0], [12, 0], [10, 20], [2, 20]]\n\n[analytics]\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = dir.join("snap.png");
+    let output = luciole()
+        .args(["snapshot", "--config", config.to_str().unwrap()])
+        .args(["--frames", "10", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let snap = image::open(&out).unwrap().to_rgb8();
+    assert_eq!((snap.width(), snap.height()), (768, 576));
+    assert_eq!(summary["block"], 16);
+    assert_eq!(
+        (
+            &summary["masks"],
+            &summary["lines"],
+            &summary["zones"],
+            &summary["calibration_points"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(4)
+        )
+    );
+
+    // The same frame as `capture` writes it (masked, not pixelated).
+    let frames = dir.join("frames");
+    let captured = luciole()
+        .args([
+            "capture",
+            "--config",
+            config.to_str().unwrap(),
+            "--frames",
+            "10",
+        ])
+        .args(["--out", frames.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(captured.status.success(), "{}", stderr(&captured));
+    let raw = image::open(frames.join("frame-000009.png"))
+        .unwrap()
+        .to_rgb8();
+
+    // Every block a detection touches is one colour (bar the box and label
+    // drawn over it); it was detailed in the captured frame.
+    let detections = summary["detections"].as_array().unwrap();
+    assert!(detections.len() >= 3, "people walk in vtest: {summary}");
+    let mut blocks = 0;
+    for d in detections {
+        let b: Vec<f64> = d["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for by in (b[1] / 16.0) as u32..((b[3] / 16.0).ceil() as u32).min(36) {
+            for bx in (b[0] / 16.0) as u32..((b[2] / 16.0).ceil() as u32).min(48) {
+                if let Some(share) = modal_share(&snap, bx, by) {
+                    assert_eq!(share, 1.0, "block ({bx}, {by}) of {d}: not one colour");
+                    blocks += 1;
+                }
+            }
+        }
+    }
+    assert!(blocks >= 10);
+    assert!(summary["pixelated_blocks"].as_u64().unwrap() >= blocks);
+    // The people on the footpath were detailed before pixelation.
+    let detailed = detections
+        .iter()
+        .filter(|d| d["score"].as_f64().unwrap() >= 0.5)
+        .all(|d| {
+            let b = &d["bbox"];
+            let (x, y) = (
+                (b[0].as_f64().unwrap() / 16.0) as u32,
+                (b[1].as_f64().unwrap() / 16.0) as u32 + 2,
+            );
+            let detailed = |x| modal_share(&raw, x, y).is_some_and(|share| share < 0.2);
+            detailed(x) || detailed(x + 1)
+        });
+    assert!(detailed, "the captured frame shows the people in detail");
+
+    // The mask is black inside (below its label), outlined in its colour.
+    for y in 60..166 {
+        for x in 604..756 {
+            assert_eq!(snap.get_pixel(x, y).0, [0, 0, 0], "({x}, {y}) in the mask");
+        }
+    }
+    assert_eq!(snap.get_pixel(760, 100).0, [255, 0, 200]);
+    // The lamp-post line (x = 430 from y 180 to 340) in its colour, the
+    // calibration point C1 at (100, 500) circled.
+    assert_eq!(snap.get_pixel(430, 320).0, [255, 210, 0]);
+    assert_eq!(snap.get_pixel(104, 500).0, [0, 255, 120]);
+    // Most of the picture (the street, the grass) is as captured.
+    let same = snap
+        .pixels()
+        .zip(raw.pixels())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(same * 10 > 768 * 576 * 7, "{same} pixels unchanged");
+
+    // Without [detect], no snapshot: a person standing still would show.
+    let bare = dir.join("bare.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let start = text.find("[detect]").unwrap();
+    let end = text[start..].find("\n[tracking]").unwrap() + start;
+    std::fs::write(&bare, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let refused = luciole()
+        .args(["snapshot", "--config", bare.to_str().unwrap(), "--out"])
+        .arg(dir.join("never.png"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("no [detect] section"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!dir.join("never.png").exists());
+}
+
 /// vtest.avi always has someone walking; a pole's street is often still.
 /// This recording is the first 150 frames of vtest with frame 75 held for
 /// 150 frames in the middle (15 s in which nothing moves).

@@ -178,7 +178,7 @@ fn capture_writes_pngs_and_an_index_from_real_footage() {
     assert_eq!(summary["fps_negotiated"], 10.0);
     assert_eq!(summary["fps_measured"], 10.0);
     assert!(
-        stderr(&output).contains("unmasked frame(s)"),
+        stderr(&output).contains("only the privacy masks are filled"),
         "the privacy warning is logged"
     );
     let index = std::fs::read_to_string(out.join("frames.jsonl")).unwrap();
@@ -369,4 +369,99 @@ fn an_mjpg_image_replay_delivers_the_files_undecoded_at_their_own_size() {
         err.contains("remove camera.width and camera.height"),
         "{err}"
     );
+}
+
+/// A triangle over the footpath of vtest.avi, where people walk.
+const MASK: [[f32; 2]; 3] = [[120.0, 150.0], [460.0, 210.0], [260.0, 470.0]];
+
+/// `capture` of 3 frames of `camera` (a `[camera]` body), with or without
+/// the mask; the images and the files' modes.
+fn captured(dir: &Path, camera: &str, masked: bool) -> Vec<(image::RgbImage, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mask = format!(
+        "\n[[privacy.masks]]\nname = \"footpath\"\npolygon = {:?}\n",
+        MASK
+    );
+    let name = if masked { "masked" } else { "plain" };
+    let body = if masked {
+        format!("{camera}{mask}")
+    } else {
+        camera.to_string()
+    };
+    let config = write_config(dir, &format!("{name}.toml"), &body);
+    let out = dir.join(name);
+    let output = capture(&config, 3, &out);
+    assert!(output.status.success(), "{}", stderr(&output));
+    (0..3)
+        .map(|i| {
+            let path = out.join(format!("frame-{i:06}.png"));
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            (image::open(&path).unwrap().to_rgb8(), mode)
+        })
+        .collect()
+}
+
+#[test]
+fn captures_are_masked_in_every_pixel_format_and_untouched_elsewhere() {
+    use luciole::analytics::geometry::inside;
+    let dir = scratch("capture-masked");
+    let video = footage().join("vtest.avi");
+    let jpegs = dir.join("jpegs");
+    std::fs::create_dir_all(&jpegs).unwrap();
+    ffmpeg(&[
+        "-i",
+        video.to_str().unwrap(),
+        "-frames:v",
+        "3",
+        "-q:v",
+        "3",
+        jpegs.join("f%02d.jpg").to_str().unwrap(),
+    ]);
+    let (min, max) = MASK.iter().fold(([f32::MAX; 2], [0f32; 2]), |(lo, hi), p| {
+        (
+            [lo[0].min(p[0]), lo[1].min(p[1])],
+            [hi[0].max(p[0]), hi[1].max(p[1])],
+        )
+    });
+    for (format, path) in [("YUYV", &video), ("NV12", &video), ("MJPG", &jpegs)] {
+        let camera = format!(
+            "source = \"replay\"\npixel_formats = [\"{format}\"]\n[camera.replay]\npath = \"{}\"\npace = \"fast\"",
+            path.display()
+        );
+        let dir = dir.join(format);
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = captured(&dir, &camera, false);
+        let masked = captured(&dir, &camera, true);
+        for ((plain, _), (masked, mode)) in plain.iter().zip(&masked) {
+            assert_eq!(*mode, 0o600, "{format}: captures are private");
+            let (mut inside_n, mut lit_before) = (0u64, 0u64);
+            for (x, y, px) in masked.enumerate_pixels() {
+                let centre = [x as f32 + 0.5, y as f32 + 0.5];
+                if inside(&MASK, centre) {
+                    inside_n += 1;
+                    assert!(
+                        px.0.iter().all(|&v| v <= 2),
+                        "{format}: pixel ({x}, {y}) in the mask is {:?}",
+                        px.0
+                    );
+                    if plain.get_pixel(x, y).0.iter().any(|&v| v > 40) {
+                        lit_before += 1;
+                    }
+                } else if (x as f32) < min[0] - 4.0
+                    || (x as f32) > max[0] + 4.0
+                    || (y as f32) < min[1] - 4.0
+                    || (y as f32) > max[1] + 4.0
+                {
+                    assert_eq!(
+                        px,
+                        plain.get_pixel(x, y),
+                        "{format}: pixel ({x}, {y}) far from the mask changed"
+                    );
+                }
+            }
+            // The triangle's area, and it hid a real, lit street.
+            assert!((49_000..51_500).contains(&inside_n), "{inside_n}");
+            assert!(lit_before > inside_n / 2, "{lit_before} of {inside_n}");
+        }
+    }
 }

@@ -82,6 +82,9 @@ pub struct AnalyticsSettings {
     pub flow_interval: Duration,
     /// Pixels to ground metres.
     pub calibration: Option<Homography>,
+    /// The calibration's picture points and their ground positions (metres),
+    /// as configured: drawn on installer snapshots.
+    pub calibration_points: Vec<(Point, Point)>,
     /// Distance to a line under which a track moving towards it
     /// "approaches" (for lighting).
     pub approach_px: f32,
@@ -98,6 +101,7 @@ impl Default for AnalyticsSettings {
             lines: Vec::new(),
             flow_interval: Duration::from_secs(60),
             calibration: None,
+            calibration_points: Vec::new(),
             approach_px: 80.0,
             track_events: true,
             fiware: false,

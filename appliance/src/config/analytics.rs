@@ -169,6 +169,17 @@ pub(super) fn validate(raw: Option<RawAnalytics>, check: &mut Check<'_, '_>) -> 
         settings.min_distance_px = min_distance_px;
         lines.push(settings);
     }
+    let calibration_points = raw
+        .calibration
+        .as_ref()
+        .map(|c| {
+            c.image
+                .iter()
+                .copied()
+                .zip(c.ground.iter().copied())
+                .collect()
+        })
+        .unwrap_or_default();
     let calibration = raw.calibration.and_then(|c| {
         let h = Homography::from_points(&c.image, &c.ground);
         if h.is_none() {
@@ -185,6 +196,7 @@ pub(super) fn validate(raw: Option<RawAnalytics>, check: &mut Check<'_, '_>) -> 
         lines,
         flow_interval: Duration::from_secs(flow_interval_s),
         calibration,
+        calibration_points,
         approach_px,
         track_events: raw.track_events.unwrap_or(d.track_events),
         fiware: raw.fiware.unwrap_or(d.fiware),

@@ -117,6 +117,7 @@ impl Settings {
             tracking: self.tracking.clone(),
             analytics: self.analytics.clone(),
             profile: self.privacy.publish,
+            masks: self.privacy.masks.clone(),
             origin: self.device.clone(),
             inference_time: None,
         }

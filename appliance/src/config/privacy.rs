@@ -1,8 +1,13 @@
-//! `[privacy]`: what leaves the pole (the data profile) and why it counts.
+//! `[privacy]`: what leaves the pole (the data profile), why it counts, and
+//! the masks blanked in every frame.
+
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
 use super::check::Check;
+use crate::analytics::geometry::signed_area2;
+use crate::privacy::mask::Mask;
 use crate::privacy::{PrivacySettings, Profile};
 
 /// Longest purpose statement, in characters.
@@ -16,6 +21,19 @@ pub struct RawPrivacy {
     pub publish: Option<String>,
     /// Why the pole counts, in the city's words (stated in the manifest).
     pub purpose: Option<String>,
+    /// `[[privacy.masks]]`
+    #[serde(default)]
+    pub masks: Vec<RawMask>,
+}
+
+/// `[[privacy.masks]]`: a window, doorway or private property never analysed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMask {
+    /// Name drawn on snapshots.
+    pub name: String,
+    /// Corners `[x, y]` in frame pixels, at least three, in order.
+    pub polygon: Vec<[f32; 2]>,
 }
 
 pub(super) fn validate(raw: Option<RawPrivacy>, check: &mut Check<'_, '_>) -> PrivacySettings {
@@ -45,6 +63,36 @@ pub(super) fn validate(raw: Option<RawPrivacy>, check: &mut Check<'_, '_>) -> Pr
         } else {
             settings.purpose = Some(trimmed.to_string());
         }
+    }
+    let mut names = BTreeSet::new();
+    for (i, mask) in raw.masks.into_iter().enumerate() {
+        let key = |k: &str| format!("privacy.masks[{i}].{k}");
+        check.name(&key("name"), &mask.name);
+        if !names.insert(mask.name.clone()) {
+            check.fail(
+                &key("name"),
+                Some(format!("{:?}", mask.name)),
+                "is already the name of another mask",
+            );
+        }
+        let polygon: Vec<[f32; 2]> = mask
+            .polygon
+            .iter()
+            .map(|&p| check.point(&key("polygon"), p))
+            .collect();
+        if polygon.len() < 3 {
+            check.fail(
+                &key("polygon"),
+                Some(format!("{} point(s)", polygon.len())),
+                "a mask needs at least three corners",
+            );
+        } else if signed_area2(&polygon).abs() < 1.0 {
+            check.fail(&key("polygon"), None, "the corners enclose no area");
+        }
+        settings.masks.push(Mask {
+            name: mask.name,
+            polygon,
+        });
     }
     settings
 }

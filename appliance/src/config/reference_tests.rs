@@ -86,6 +86,7 @@ fn parser_keys() -> (BTreeSet<String>, BTreeSet<String>) {
         ("remote.update", fields_of::<remote::RawUpdate>()),
         ("metrics", fields_of::<metrics::RawMetrics>()),
         ("privacy", fields_of::<privacy::RawPrivacy>()),
+        ("privacy.masks", fields_of::<privacy::RawMask>()),
     ];
     let top: BTreeSet<&str> = fields_of::<RawConfig>().into_iter().collect();
     let names: BTreeSet<&str> = tables.iter().map(|(name, _)| *name).collect();

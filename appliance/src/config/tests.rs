@@ -400,3 +400,30 @@ fn the_outbox_page_cache_is_small_by_default_and_bounded() {
         "pole.toml:10 outbox.cache_bytes = 1073741824: must be between 1048576 and 268435456";
     assert!(lines.contains(&expected.to_string()), "{lines:#?}");
 }
+
+#[test]
+fn privacy_masks_are_read_and_each_bad_one_is_named() {
+    let base = "[device]\nsite = \"a\"\nid = \"b\"\n[camera]\n";
+    let good = format!(
+        "{base}[[privacy.masks]]\nname = \"window\"\npolygon = [[10, 10], [50, 10], [50, 40]]\n"
+    );
+    let settings = parse_text(&good).unwrap();
+    assert_eq!(settings.privacy.masks.len(), 1);
+    assert_eq!(settings.privacy.masks[0].name, "window");
+    assert_eq!(settings.privacy.masks[0].polygon[2], [50.0, 40.0]);
+    assert_eq!(settings.pipeline_options().masks, settings.privacy.masks);
+
+    let bad = format!(
+        "{base}[[privacy.masks]]\nname = \"door way\"\npolygon = [[0, 0], [1, 1]]\n[[privacy.masks]]\nname = \"flat\"\npolygon = [[0, 0], [5, 5], [10, 10]]\n[[privacy.masks]]\nname = \"flat\"\npolygon = [[0, 0], [-5, 5], [10, 10]]\n"
+    );
+    let err = parse_text(&bad).unwrap_err().to_string();
+    for expected in [
+        "privacy.masks[0].name = \"door way\": must be 1 to 64 characters",
+        "privacy.masks[0].polygon = 2 point(s): a mask needs at least three corners",
+        "privacy.masks[1].polygon: the corners enclose no area",
+        "privacy.masks[2].name = \"flat\": is already the name of another mask",
+        "privacy.masks[2].polygon = [-5.0, 5.0]: must be [x, y] in frame pixels, not negative",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in\n{err}");
+    }
+}

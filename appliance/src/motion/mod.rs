@@ -79,6 +79,9 @@ pub struct MotionGate {
     last_run: Option<Duration>,
     /// Fraction of the picture changed on the last frame.
     pub changed: f32,
+    /// Which pixels of the small grey image changed on the last frame.
+    moving: Vec<bool>,
+    small_size: (u32, u32),
 }
 
 impl MotionGate {
@@ -91,7 +94,16 @@ impl MotionGate {
             last_motion: None,
             last_run: None,
             changed: 0.0,
+            moving: Vec::new(),
+            small_size: (0, 0),
         }
+    }
+
+    /// Where the last frame changed: the small grey image's size and, row
+    /// by row, whether each of its pixels changed (all `false` until the
+    /// background is known). Installer snapshots pixelate these regions.
+    pub fn moving(&self) -> (u32, u32, &[bool]) {
+        (self.small_size.0, self.small_size.1, &self.moving)
     }
 
     /// Looks at a frame taken at `time` (frame time) and decides. A frame
@@ -142,16 +154,20 @@ impl MotionGate {
             .to_rgb_scaled(frame, width, height, &mut self.small)?;
         let pixels = self.small.chunks_exact(3);
         let n = pixels.len();
+        self.small_size = (width, height);
+        self.moving.resize(n, false);
         if self.background.len() != n {
             self.background = pixels.map(luma).collect();
+            self.moving.fill(false);
             return Ok(0.0);
         }
         let threshold = f32::from(self.settings.threshold);
         let rate = self.settings.learn_rate;
         let mut changed = 0usize;
-        for (bg, p) in self.background.iter_mut().zip(pixels) {
+        for ((bg, p), moving) in self.background.iter_mut().zip(pixels).zip(&mut self.moving) {
             let y = luma(p);
-            if (y - *bg).abs() > threshold {
+            *moving = (y - *bg).abs() > threshold;
+            if *moving {
                 changed += 1;
             }
             *bg += rate * (y - *bg);
@@ -232,6 +248,27 @@ mod tests {
         assert!(!late.contains(&Verdict::Motion), "{late:?}");
         let runs = late.iter().filter(|v| v.runs()).count();
         assert_eq!(runs, 2, "{late:?}");
+    }
+
+    #[test]
+    fn the_moving_pixels_are_where_something_moved() {
+        let mut gate = MotionGate::new(settings());
+        let still = vec![100u8; 64 * 48];
+        gate.check(&grey_frame(&still), Duration::ZERO);
+        assert!(gate.moving().2.iter().all(|m| !m), "no background yet");
+        let mut frame = still.clone();
+        for y in 20..28 {
+            frame[y * 64 + 30..y * 64 + 38].fill(250);
+        }
+        gate.check(&grey_frame(&frame), Duration::from_millis(100));
+        let (width, height, moving) = gate.moving();
+        assert_eq!((width, height), (64, 48));
+        for y in 0..48 {
+            for x in 0..64 {
+                let square = (30..38).contains(&x) && (20..28).contains(&y);
+                assert_eq!(moving[y * 64 + x], square, "({x}, {y})");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!  capture thread          inference thread                          main thread
 //!  source.next_frame ─q─▶  motion gate ─▶ detector ─▶ tracker ─notes─▶ event sink, health,
 //!  (copy into a pooled     (skipped frames only      ─▶ analytics       camera watch
-//!   buffer)                 advance the tracker)      ─▶ lamp feed ─┐
+//!   buffer, fill the        advance the tracker)      ─▶ lamp feed ─┐
+//!   privacy masks)
 //!                                                                   ▼
 //!                                                 lighting thread: policy, outputs
 //! ```
@@ -37,6 +38,12 @@
 //! daemon's [`crate::capture::open_or_wait`]) is reported once (`error`
 //! `camera_unavailable`) and the run goes on without frames until it
 //! appears (`status` `camera_back`), instead of ending.
+//!
+//! The privacy masks ([`Options::masks`]) are filled on the capture thread,
+//! in the frame's own format ([`crate::privacy::mask`]), before the frame is
+//! queued: the motion gate and the detector never see what they cover, and
+//! a detection whose foot point falls in a mask is dropped before tracking.
+//! A frame that cannot be masked is skipped like a corrupt one.
 //!
 //! A frame the detector cannot convert (a corrupt or truncated MJPEG frame
 //! from the camera) is skipped and counted (`bad_frames` in the log's
@@ -77,6 +84,7 @@ use crate::events::{self, Body, ErrorCode, ErrorReport, Origin, Sink, Status};
 use crate::light::runner::LightFeed;
 use crate::light::{LightState, Lighting, PresenceSettings};
 use crate::motion::{MotionGate, MotionSettings};
+use crate::privacy::mask::{self, Mask, Masker};
 use crate::privacy::Profile;
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -118,6 +126,9 @@ pub struct Options {
     pub analytics: AnalyticsSettings,
     /// Which analytics outputs become events (`privacy.publish`).
     pub profile: Profile,
+    /// Blanked in every frame as it is captured (`privacy.masks`);
+    /// detections standing in them are dropped.
+    pub masks: Vec<Mask>,
     /// Who this pole is (FIWARE entity ids).
     pub origin: Origin,
     /// Where each inference's time is recorded, besides the counters.
@@ -388,6 +399,7 @@ pub fn run_supervised(
             stops: [shutdown.clone(), halt.clone()],
             counters: Arc::clone(&counters),
             stats: Arc::clone(&stats),
+            masker: Masker::new(&options.masks),
         };
         spawn("capture", move || capture.run(source))?
     };
@@ -395,6 +407,7 @@ pub fn run_supervised(
         let analysis = Analysis {
             detector,
             gate: MotionGate::new(options.motion.clone()),
+            masks: options.masks.clone(),
             tracker: Tracker::new(options.tracking.clone()),
             analytics: Analytics::new(options.analytics.clone()),
             feed: feed.clone(),
@@ -643,6 +656,8 @@ struct CaptureLoop {
     stops: [Shutdown; 2],
     counters: Arc<Counters>,
     stats: Arc<Mutex<SourceStats>>,
+    /// Fills the privacy masks before the frame goes anywhere.
+    masker: Option<Masker>,
 }
 
 impl CaptureLoop {
@@ -650,7 +665,7 @@ impl CaptureLoop {
         self.stops.iter().any(Shutdown::requested)
     }
 
-    fn run(self, mut source: Box<dyn FrameSource>) -> Result<(), PipelineError> {
+    fn run(mut self, mut source: Box<dyn FrameSource>) -> Result<(), PipelineError> {
         let mut count = 0u64;
         while !self.stopping() && self.max_frames.is_none_or(|max| count < max) {
             let mut frame = None;
@@ -664,11 +679,22 @@ impl CaptureLoop {
             if !more? {
                 break;
             }
-            let Some((layout, sequence, timestamp, stream)) = frame else {
+            let Some((mut layout, sequence, timestamp, stream)) = frame else {
                 continue;
             };
             count += 1;
             self.counters.captured.fetch_add(1, Ordering::Relaxed);
+            if let Some(masker) = &mut self.masker {
+                if let Err(err) = masker.apply(&mut buffer, &mut layout) {
+                    // Never passed on unmasked: skipped like a corrupt frame.
+                    let n = self.counters.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.counters.finished.fetch_add(1, Ordering::Relaxed);
+                    if n == 1 || n % 100 == 0 {
+                        tracing::warn!(sequence, bad_frames = n, "skipping a frame: {err}");
+                    }
+                    continue;
+                }
+            }
             let mut frame = Frame {
                 data: buffer,
                 layout,
@@ -704,6 +730,8 @@ impl CaptureLoop {
 struct Analysis {
     detector: Option<Box<dyn Detector>>,
     gate: MotionGate,
+    /// Detections whose foot point is in one of these are dropped.
+    masks: Vec<Mask>,
     tracker: Tracker,
     analytics: Analytics,
     /// The lamp's feed and what counts as presence for it.
@@ -775,6 +803,12 @@ impl Analysis {
                         return Err(err);
                     }
                     Ok(()) => {}
+                }
+                if !self.masks.is_empty() {
+                    detections.retain(|d| {
+                        let foot = [(d.bbox[0] + d.bbox[2]) / 2.0, d.bbox[3]];
+                        !mask::covers(&self.masks, foot)
+                    });
                 }
                 let t = detector.timings();
                 let spent = t.preprocess + t.inference + t.postprocess;

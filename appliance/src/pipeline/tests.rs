@@ -30,6 +30,7 @@ fn options() -> Options {
         analytics: AnalyticsSettings::default(),
         // Everything analytics make, so that these tests see it all.
         profile: crate::privacy::Profile::Tracks,
+        masks: Vec::new(),
         origin: Origin {
             site: "test".into(),
             device: "pole".into(),

@@ -293,6 +293,10 @@ pub fn build(facts: &Facts) -> Value {
         "published": published,
         "withheld": withheld,
         "stored": stored,
+        "masks": facts.privacy.masks.iter().map(|m| json!({
+            "name": m.name,
+            "polygon": m.polygon,
+        })).collect::<Vec<_>>(),
         "never": NEVER,
     })
 }
@@ -366,6 +370,7 @@ mod tests {
             privacy: PrivacySettings {
                 publish: profile,
                 purpose: Some("pedestrian counts for the crossing's redesign".into()),
+                ..Default::default()
             },
             topic_prefix: Some("city".into()),
             health_interval: Duration::from_secs(60),

@@ -21,6 +21,8 @@
 //! [`manifest`] builds the data manifest from the running configuration.
 
 pub mod manifest;
+pub mod mask;
+pub mod snapshot;
 
 use std::fmt;
 
@@ -103,12 +105,14 @@ impl fmt::Display for Profile {
 }
 
 /// `[privacy]`, validated.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PrivacySettings {
     /// What leaves the pole.
     pub publish: Profile,
     /// Why the pole counts, in the city's words; stated in the manifest.
     pub purpose: Option<String>,
+    /// Polygons blanked in every frame before anything looks at it.
+    pub masks: Vec<mask::Mask>,
 }
 
 /// An RFC 3339 time with milliseconds (`…:SS.mmmZ`) rounded down to its

@@ -9,7 +9,8 @@ use crate::logging::LogFormat;
 /// Luciole: privacy-first street-pole camera daemon.
 ///
 /// Reads a camera (or a recording), and keeps every frame in memory. Only
-/// `capture` writes images, and only where an installer asks.
+/// `capture` and `snapshot` write images (masked; snapshots pixelated), and
+/// only where an installer asks.
 #[derive(Debug, Parser)]
 #[command(name = "luciole", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -82,6 +83,22 @@ pub enum Command {
         /// Folder to write into (created if missing).
         #[arg(long, short)]
         out: PathBuf,
+    },
+    /// Write one picture for installers (aiming, lines): the privacy masks
+    /// filled, every person, vehicle and moving region pixelated in coarse
+    /// blocks, the masks, zones, counting lines and calibration points
+    /// drawn and labelled; a 0600 PNG. Needs [detect]. Prints a JSON
+    /// summary on standard output.
+    Snapshot {
+        /// The pole's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The PNG file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Frames read to see what moves; the last one is shown.
+        #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+        frames: u64,
     },
     /// Detect people and vehicles in PNG or JPEG images with the model of
     /// the config's `[detect]` section; prints one JSON line per detection:

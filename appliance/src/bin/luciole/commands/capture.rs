@@ -1,8 +1,11 @@
 //! `luciole capture`: frames from the configured source to PNG files, for
 //! installers (aiming, focus, zones). Conversion runs on the capture thread
 //! straight from the driver's buffer, PNG encoding on a writer thread
-//! behind a bounded queue. The frames are not masked: the command warns,
-//! and writes only where it is told.
+//! behind a bounded queue. The privacy masks (`privacy.masks`) are filled
+//! in every frame, in its own pixel format as the pipeline does, before it
+//! is converted; nothing else is hidden, so the
+//! command warns, writes only where it is told, and makes its files
+//! readable by their owner only (0600).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,6 +18,7 @@ use anyhow::Context;
 use luciole::capture::{self, PixelFormat, SourceInfo};
 use luciole::config;
 use luciole::convert::{Converter, RgbImage};
+use luciole::privacy::mask::Masker;
 use luciole::shutdown::Shutdown;
 use serde::Serialize;
 
@@ -104,9 +108,11 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: cannot create folder", out.display()))?;
     let mut source = capture::open(&settings.camera, &shutdown)?;
     let info: SourceInfo = source.info();
+    let mut masker = Masker::new(&settings.privacy.masks);
     tracing::warn!(
         out = %out.display(),
-        "writing {frames} unmasked frame(s) to local disk at the installer's request; delete them when done"
+        masks = settings.privacy.masks.len(),
+        "writing {frames} frame(s) to local disk at the installer's request (only the privacy masks are filled); delete them when done"
     );
 
     // Enough queue to absorb slow PNG encoding without stalling capture,
@@ -127,6 +133,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     };
 
     let mut converter = Converter::new();
+    let mut scratch = Vec::new();
     let mut rate = RateMeter::default();
     let mut index = 0u64;
     let mut skipped = 0u64;
@@ -136,7 +143,31 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
         let mut converted = None;
         let mut record = None;
         let more = source.next_frame(&mut |frame| {
-            converted = Some(converter.to_rgb(&frame, &mut image));
+            converted = Some(match &mut masker {
+                // Masked in the frame's own format, as the pipeline does,
+                // on a copy (the driver's buffer is read-only).
+                Some(masker) => {
+                    scratch.clear();
+                    scratch.extend_from_slice(frame.data);
+                    let mut layout = frame.layout;
+                    match masker.apply(&mut scratch, &mut layout) {
+                        Ok(()) => {
+                            let masked = capture::FrameRef {
+                                data: &scratch,
+                                layout,
+                                ..frame
+                            };
+                            converter
+                                .to_rgb(&masked, &mut image)
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(err) => Err(err.to_string()),
+                    }
+                }
+                None => converter
+                    .to_rgb(&frame, &mut image)
+                    .map_err(|e| e.to_string()),
+            });
             last_layout = frame.layout;
             record = Some(FrameRecord {
                 index,
@@ -198,6 +229,20 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A new file (or an emptied one) readable and writable by its owner only.
+pub fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// The writer thread: PNG files plus one `frames.jsonl` line each.
 fn write_frames(
     out: &Path,
@@ -206,14 +251,14 @@ fn write_frames(
 ) -> anyhow::Result<u64> {
     let index_path = out.join("frames.jsonl");
     let mut index = BufWriter::new(
-        File::create(&index_path)
+        private_file(&index_path)
             .with_context(|| format!("{}: cannot create", index_path.display()))?,
     );
     let mut written = 0;
     for (record, image) in rx {
         let path = out.join(&record.file);
         let file =
-            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+            private_file(&path).with_context(|| format!("{}: cannot create", path.display()))?;
         let encoder = image::codecs::png::PngEncoder::new_with_quality(
             BufWriter::new(file),
             image::codecs::png::CompressionType::Fast,

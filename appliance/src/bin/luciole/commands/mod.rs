@@ -16,6 +16,7 @@ mod metrics;
 mod reload;
 mod remote;
 mod run;
+mod snapshot;
 mod update;
 
 use std::process::ExitCode;
@@ -39,6 +40,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             frames,
             out,
         } => capture::run(&config, frames, &out),
+        Command::Snapshot {
+            config,
+            out,
+            frames,
+        } => snapshot::run(&config, frames, &out),
         Command::Run { config } => run::run(&config),
         Command::Demo {
             config,
