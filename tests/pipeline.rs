@@ -276,6 +276,40 @@ fn modal_share(image: &image::RgbImage, bx: u32, by: u32) -> Option<f64> {
     (n >= 32).then(|| f64::from(*seen.values().max().unwrap()) / f64::from(n))
 }
 
+/// Asserts that every block touching each detection's box, widened as the
+/// snapshot widens it (15 % of its size, at least 8 px, each side), is one
+/// colour apart from drawn pixels; returns how many blocks were checked.
+fn assert_pixelated(snap: &image::RgbImage, detections: &[serde_json::Value]) -> usize {
+    let mut blocks = std::collections::BTreeSet::new();
+    for d in detections {
+        let b: Vec<f64> = d["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let (dx, dy) = (
+            ((b[2] - b[0]) * 0.15).max(8.0),
+            ((b[3] - b[1]) * 0.15).max(8.0),
+        );
+        let b = [
+            (b[0] - dx).max(0.0),
+            (b[1] - dy).max(0.0),
+            b[2] + dx,
+            b[3] + dy,
+        ];
+        for by in (b[1] / 16.0) as u32..((b[3] / 16.0).ceil() as u32).min(36) {
+            for bx in (b[0] / 16.0) as u32..((b[2] / 16.0).ceil() as u32).min(48) {
+                if let Some(share) = modal_share(snap, bx, by) {
+                    assert_eq!(share, 1.0, "block ({bx}, {by}) of {d}: not one colour");
+                    blocks.insert((bx, by));
+                }
+            }
+        }
+    }
+    blocks.len()
+}
+
 #[test]
 fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     use std::os::unix::fs::PermissionsExt;
@@ -338,25 +372,9 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     // drawn over it); it was detailed in the captured frame.
     let detections = summary["detections"].as_array().unwrap();
     assert!(detections.len() >= 3, "people walk in vtest: {summary}");
-    let mut blocks = 0;
-    for d in detections {
-        let b: Vec<f64> = d["bbox"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        for by in (b[1] / 16.0) as u32..((b[3] / 16.0).ceil() as u32).min(36) {
-            for bx in (b[0] / 16.0) as u32..((b[2] / 16.0).ceil() as u32).min(48) {
-                if let Some(share) = modal_share(&snap, bx, by) {
-                    assert_eq!(share, 1.0, "block ({bx}, {by}) of {d}: not one colour");
-                    blocks += 1;
-                }
-            }
-        }
-    }
+    let blocks = assert_pixelated(&snap, detections);
     assert!(blocks >= 10);
-    assert!(summary["pixelated_blocks"].as_u64().unwrap() >= blocks);
+    assert!(summary["pixelated_blocks"].as_u64().unwrap() >= blocks as u64);
     // The people on the footpath were detailed before pixelation.
     let detailed = detections
         .iter()
@@ -390,6 +408,48 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
         .filter(|(a, b)| a == b)
         .count();
     assert!(same * 10 > 768 * 576 * 7, "{same} pixels unchanged");
+
+    // Someone standing in a mask (here the person on the road, feet
+    // masked) is not drawn or counted, but is pixelated all the same.
+    let on_road = detections
+        .iter()
+        .find(|d| d["score"].as_f64().unwrap() > 0.8 && d["bbox"][0].as_f64().unwrap() > 540.0)
+        .expect("the person on the road, at x 554 to 602");
+    let (x0, x1, y1) = (
+        on_road["bbox"][0].as_f64().unwrap() - 10.0,
+        on_road["bbox"][2].as_f64().unwrap() + 10.0,
+        on_road["bbox"][3].as_f64().unwrap(),
+    );
+    let feet = format!(
+        "[[privacy.masks]]\nname = \"feet\"\npolygon = [[{x0}, {}], [{x1}, {}], [{x1}, {}], [{x0}, {}]]\n",
+        y1 - 12.0,
+        y1 - 12.0,
+        y1 + 12.0,
+        y1 + 12.0
+    );
+    let masked_feet = dir.join("feet.toml");
+    std::fs::write(
+        &masked_feet,
+        format!("{}\n{feet}", std::fs::read_to_string(&config).unwrap()),
+    )
+    .unwrap();
+    let out = dir.join("feet.png");
+    let output = luciole()
+        .args(["snapshot", "--config", masked_feet.to_str().unwrap()])
+        .args(["--frames", "10", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let in_mask: Vec<serde_json::Value> = summary["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["in_mask"] == true)
+        .cloned()
+        .collect();
+    assert!(!in_mask.is_empty(), "{summary}");
+    assert!(assert_pixelated(&image::open(&out).unwrap().to_rgb8(), &in_mask) >= 4);
 
     // Without [detect], no snapshot: a person standing still would show.
     let bare = dir.join("bare.toml");

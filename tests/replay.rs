@@ -423,7 +423,13 @@ fn captures_are_masked_in_every_pixel_format_and_untouched_elsewhere() {
             [hi[0].max(p[0]), hi[1].max(p[1])],
         )
     });
-    for (format, path) in [("YUYV", &video), ("NV12", &video), ("MJPG", &jpegs)] {
+    for (format, path) in [
+        ("YUYV", &video),
+        ("NV12", &video),
+        ("GREY", &video),
+        ("RGB3", &video),
+        ("MJPG", &jpegs),
+    ] {
         let camera = format!(
             "source = \"replay\"\npixel_formats = [\"{format}\"]\n[camera.replay]\npath = \"{}\"\npace = \"fast\"",
             path.display()

@@ -148,6 +148,13 @@ pub struct Detection {
     pub bbox: [f32; 4],
 }
 
+impl Detection {
+    /// The middle of the box's bottom edge: where the object stands.
+    pub fn foot(&self) -> [f32; 2] {
+        [(self.bbox[0] + self.bbox[2]) / 2.0, self.bbox[3]]
+    }
+}
+
 /// The inference library in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

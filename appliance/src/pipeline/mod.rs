@@ -805,10 +805,7 @@ impl Analysis {
                     Ok(()) => {}
                 }
                 if !self.masks.is_empty() {
-                    detections.retain(|d| {
-                        let foot = [(d.bbox[0] + d.bbox[2]) / 2.0, d.bbox[3]];
-                        !mask::covers(&self.masks, foot)
-                    });
+                    detections.retain(|d| !mask::covers(&self.masks, d.foot()));
                 }
                 let t = detector.timings();
                 let spent = t.preprocess + t.inference + t.postprocess;

@@ -145,7 +145,6 @@ pub struct Masker {
     masks: Vec<Mask>,
     raster: Raster,
     converter: Converter,
-    rgb: RgbImage,
 }
 
 impl Masker {
@@ -155,7 +154,6 @@ impl Masker {
             masks: masks.to_vec(),
             raster: Raster::default(),
             converter: Converter::new(),
-            rgb: RgbImage::default(),
         })
     }
 
@@ -163,6 +161,15 @@ impl Masker {
         if (self.raster.width, self.raster.height) != (width, height) || self.raster.rows.is_empty()
         {
             self.raster = Raster::new(&self.masks, width, height);
+            for mask in &self.masks {
+                if Raster::new(std::slice::from_ref(mask), width, height).area() == 0 {
+                    tracing::warn!(
+                        mask = %mask.name,
+                        "privacy mask {:?} covers no pixel of the {width}x{height} frames: check its corners against the camera's size",
+                        mask.name
+                    );
+                }
+            }
         }
         &self.raster
     }
@@ -178,8 +185,9 @@ impl Masker {
                 timestamp: std::time::Duration::ZERO,
                 stream: 0,
             };
-            self.converter.to_rgb(&frame, &mut self.rgb)?;
-            let rgb = std::mem::take(&mut self.rgb);
+            // The decoder returns a new buffer; it replaces the JPEG's bytes.
+            let mut rgb = RgbImage::default();
+            self.converter.to_rgb(&frame, &mut rgb)?;
             *layout = FrameLayout {
                 format: PixelFormat::Rgb24,
                 width: rgb.width,
@@ -187,12 +195,7 @@ impl Masker {
                 stride: rgb.width * 3,
                 yuv: layout.yuv,
             };
-            // The JPEG's bytes become the next decode's buffer.
-            self.rgb = RgbImage {
-                width: 0,
-                height: 0,
-                data: std::mem::replace(data, rgb.data),
-            };
+            *data = rgb.data;
         }
         let FrameLayout {
             format,
@@ -221,7 +224,7 @@ impl Masker {
         let stride = stride as usize;
         let raster = self.raster(width, height);
         for (y, spans) in raster.rows.iter().enumerate() {
-            let row = &mut data[y * stride..];
+            let row = &mut data[y * stride..(y + 1) * stride];
             for &(a, b) in spans {
                 let (a, b) = (a as usize, b as usize);
                 match format {
@@ -229,13 +232,17 @@ impl Masker {
                     PixelFormat::Grey | PixelFormat::Nv12 => row[a..b].fill(black),
                     PixelFormat::Yuyv => {
                         // Luma of each pixel; the chroma of every pair the
-                        // span touches (never less than the mask).
+                        // span touches (never less than the mask). An odd
+                        // width's last pair may have no room for its V.
                         for x in a..b {
                             row[2 * x] = black;
                         }
                         for pair in a / 2..b.div_ceil(2) {
-                            row[4 * pair + 1] = 128;
-                            row[4 * pair + 3] = 128;
+                            for at in [4 * pair + 1, 4 * pair + 3] {
+                                if let Some(v) = row.get_mut(at) {
+                                    *v = 128;
+                                }
+                            }
                         }
                     }
                     PixelFormat::Mjpeg => unreachable!("decoded above"),
@@ -247,11 +254,14 @@ impl Masker {
             // chroma sample that covers a masked pixel becomes neutral.
             let chroma = &mut data[stride * height as usize..];
             for (y, spans) in raster.rows.iter().enumerate() {
-                let row = &mut chroma[(y / 2) * stride..];
+                let row = &mut chroma[(y / 2) * stride..(y / 2 + 1) * stride];
                 for &(a, b) in spans {
                     for pair in a as usize / 2..(b as usize).div_ceil(2) {
-                        row[2 * pair] = 128;
-                        row[2 * pair + 1] = 128;
+                        for at in [2 * pair, 2 * pair + 1] {
+                            if let Some(v) = row.get_mut(at) {
+                                *v = 128;
+                            }
+                        }
                     }
                 }
             }
@@ -402,6 +412,49 @@ mod tests {
         layout.format = PixelFormat::Mjpeg;
         masker.apply(&mut again, &mut layout).unwrap();
         assert_eq!(&again[..24], &[0; 24]);
+    }
+
+    #[test]
+    fn padded_rows_odd_widths_and_full_range_are_filled_within_each_row() {
+        let square = [[0.0, 0.0], [5.0, 0.0], [5.0, 3.0], [0.0, 3.0]];
+        let mut masker = Masker::new(&[mask(&square)]).unwrap();
+        // YUYV, 5 pixels wide (10 bytes) in rows of 12: the last pair's V
+        // lies in the padding; the next row starts untouched at byte 12.
+        let mut yuyv = FrameLayout {
+            stride: 12,
+            ..layout(PixelFormat::Yuyv, 5, 3)
+        };
+        let mut data = vec![200; 36];
+        masker.apply(&mut data, &mut yuyv).unwrap();
+        assert_eq!(&data[..10], &[16, 128, 16, 128, 16, 128, 16, 128, 16, 128]);
+        assert_eq!(&data[10..12], &[200, 128], "no sixth pixel; the pair's V");
+        assert_eq!(&data[12..14], &[16, 128]);
+        // NV12, 5 wide in rows of 6, 3 high: chroma rows 0 and 1.
+        let mut nv12 = FrameLayout {
+            stride: 6,
+            ..layout(PixelFormat::Nv12, 5, 3)
+        };
+        let mut data = vec![200; 6 * 3 + 6 * 2];
+        masker.apply(&mut data, &mut nv12).unwrap();
+        assert_eq!(&data[..6], &[16, 16, 16, 16, 16, 200]);
+        assert_eq!(&data[18..30], &[128; 12]);
+        // NV12 with an odd width and no padding: the last chroma pair is
+        // cut short, not written past the row.
+        let mut tight = layout(PixelFormat::Nv12, 5, 2);
+        let mut data = vec![200; 5 * 2 + 5];
+        masker.apply(&mut data, &mut tight).unwrap();
+        assert_eq!(&data[10..15], &[128; 5]);
+        // Full-range grey is black at 0.
+        let mut grey = FrameLayout {
+            yuv: YuvEncoding {
+                full_range: true,
+                ..YuvEncoding::default()
+            },
+            ..layout(PixelFormat::Grey, 6, 3)
+        };
+        let mut data = vec![200; 18];
+        masker.apply(&mut data, &mut grey).unwrap();
+        assert_eq!(&data[..6], &[0, 0, 0, 0, 0, 200]);
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! [`crate::events::Sink::seen`], which no publishing sink implements.
 //!
 //! [`manifest`] builds the data manifest from the running configuration.
+//! [`mask`] fills the privacy masks in every frame before anything looks at
+//! it; [`snapshot`] pixelates and annotates the installer's pictures.
 
 pub mod manifest;
 pub mod mask;

@@ -120,8 +120,12 @@ impl Regions {
         self.blocks.iter().filter(|b| **b).count()
     }
 
-    /// Whether the block holding pixel (x, y) is marked.
+    /// Whether the block holding pixel (x, y) is marked (`false` outside
+    /// the picture).
     pub fn marked(&self, x: u32, y: u32) -> bool {
+        if x >= self.width || y >= self.height {
+            return false;
+        }
         self.blocks
             .get(((y / BLOCK) * self.columns + x / BLOCK) as usize)
             .copied()
@@ -398,6 +402,7 @@ mod tests {
         assert_eq!(regions.count(), 9);
         assert!(regions.marked(64, 64) && regions.marked(111, 111));
         assert!(!regions.marked(63, 80) && !regions.marked(112, 80));
+        assert!(!regions.marked(160, 64), "outside the picture");
         regions.add_moving(3, 3, &moving); // the wrong size: ignored
         assert_eq!(regions.count(), 9);
     }

@@ -97,7 +97,7 @@ pub enum Command {
         #[arg(long, short)]
         out: PathBuf,
         /// Frames read to see what moves; the last one is shown.
-        #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+        #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u64).range(4..=600))]
         frames: u64,
     },
     /// Detect people and vehicles in PNG or JPEG images with the model of

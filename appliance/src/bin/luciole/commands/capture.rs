@@ -8,7 +8,6 @@
 //! readable by their owner only (0600).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -177,7 +176,15 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
                 width: frame.layout.width,
                 height: frame.layout.height,
                 format: frame.layout.format,
-                hash: format!("{:016x}", fingerprint(frame.data)),
+                // Of the bytes the PNG was made from (masked, when masks are set).
+                hash: format!(
+                    "{:016x}",
+                    fingerprint(if masker.is_some() {
+                        &scratch
+                    } else {
+                        frame.data
+                    })
+                ),
                 stream: frame.stream,
             });
         })?;
@@ -229,20 +236,6 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A new file (or an emptied one) readable and writable by its owner only.
-pub fn private_file(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode on open: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(file)
-}
-
 /// The writer thread: PNG files plus one `frames.jsonl` line each.
 fn write_frames(
     out: &Path,
@@ -251,14 +244,14 @@ fn write_frames(
 ) -> anyhow::Result<u64> {
     let index_path = out.join("frames.jsonl");
     let mut index = BufWriter::new(
-        private_file(&index_path)
+        super::private_file(&index_path)
             .with_context(|| format!("{}: cannot create", index_path.display()))?,
     );
     let mut written = 0;
     for (record, image) in rx {
         let path = out.join(&record.file);
-        let file =
-            private_file(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let file = super::private_file(&path)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
         let encoder = image::codecs::png::PngEncoder::new_with_quality(
             BufWriter::new(file),
             image::codecs::png::CompressionType::Fast,

@@ -4,7 +4,8 @@
 //! It reads a few frames from the configured source (to see what moves),
 //! fills the privacy masks in each as the pipeline does, runs the
 //! configured detector on the last one (down to the tracker's low score),
-//! pixelates every detection and every moving region in coarse blocks,
+//! pixelates every detection (also those standing in a mask) and every
+//! moving region in coarse blocks,
 //! draws the masks, zones, counting lines and calibration points
 //! ([`luciole::privacy::snapshot`]), and writes one PNG readable by its
 //! owner only (0600). It needs `[detect]`: without a detector a person
@@ -27,6 +28,15 @@ use serde::Serialize;
 /// Frames whose motion is pixelated: the last one and the two before it.
 const MOTION_FRAMES: usize = 3;
 
+/// One detection of the snapshot's frame.
+#[derive(Debug, Serialize)]
+struct Found {
+    #[serde(flatten)]
+    detection: luciole::detect::Detection,
+    /// Standing in a mask: pixelated, not drawn, never tracked.
+    in_mask: bool,
+}
+
 /// What `snapshot` prints when it is done.
 #[derive(Debug, Serialize)]
 struct SnapshotSummary<'a> {
@@ -34,8 +44,8 @@ struct SnapshotSummary<'a> {
     width: u32,
     height: u32,
     frames: u64,
-    /// What the detector found on the last frame (after the masks).
-    detections: Vec<luciole::detect::Detection>,
+    /// What the detector found on the last frame, all pixelated.
+    detections: Vec<Found>,
     /// Side of the pixelation blocks, and how many were pixelated.
     block: u32,
     pixelated_blocks: usize,
@@ -121,18 +131,24 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     detector
         .detect(&frame, &mut detections)
         .context("detecting on the snapshot's frame")?;
-    detections.retain(|d| {
-        let foot = [(d.bbox[0] + d.bbox[2]) / 2.0, d.bbox[3]];
-        !mask::covers(&settings.privacy.masks, foot)
-    });
+    // Everyone found is pixelated, also those standing in a mask: part of
+    // them may show above or beside it. Only those outside are drawn.
+    let found: Vec<Found> = detections
+        .iter()
+        .map(|&detection| Found {
+            detection,
+            in_mask: mask::covers(&settings.privacy.masks, detection.foot()),
+        })
+        .collect();
+    detections.retain(|d| !mask::covers(&settings.privacy.masks, d.foot()));
     let mut image = RgbImage::default();
     Converter::new()
         .to_rgb(&frame, &mut image)
         .context("converting the snapshot's frame")?;
 
     let mut regions = Regions::new(image.width, image.height);
-    for d in &detections {
-        regions.add_detection(d);
+    for f in &found {
+        regions.add_detection(&f.detection);
     }
     for (w, h, moving) in &recent {
         regions.add_moving(*w, *h, moving);
@@ -165,7 +181,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
         width: image.width,
         height: image.height,
         frames: seen,
-        detections,
+        detections: found,
         block: BLOCK,
         pixelated_blocks,
         masks: settings.privacy.masks.len(),
@@ -179,8 +195,8 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
 
 /// Writes `image` as a PNG readable by its owner only.
 fn write_png(path: &Path, image: &RgbImage) -> anyhow::Result<()> {
-    let file = super::capture::private_file(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
+    let file =
+        super::private_file(path).with_context(|| format!("{}: cannot create", path.display()))?;
     let encoder = image::codecs::png::PngEncoder::new(std::io::BufWriter::new(file));
     image::ImageEncoder::write_image(
         encoder,
