@@ -310,6 +310,17 @@ fn assert_pixelated(snap: &image::RgbImage, detections: &[serde_json::Value]) ->
     blocks.len()
 }
 
+/// `luciole snapshot --frames 10` of `config` into `out`; its summary.
+fn snapshot(config: &Path, out: &Path) -> serde_json::Value {
+    let output = luciole()
+        .args(["snapshot", "--config", config.to_str().unwrap()])
+        .args(["--frames", "10", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_str(stdout(&output).trim()).unwrap()
+}
+
 #[test]
 fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     use std::os::unix::fs::PermissionsExt;
@@ -323,13 +334,7 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     );
     std::fs::write(&config, text).unwrap();
     let out = dir.join("snap.png");
-    let output = luciole()
-        .args(["snapshot", "--config", config.to_str().unwrap()])
-        .args(["--frames", "10", "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let summary = snapshot(&config, &out);
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let snap = image::open(&out).unwrap().to_rgb8();
@@ -434,13 +439,7 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     )
     .unwrap();
     let out = dir.join("feet.png");
-    let output = luciole()
-        .args(["snapshot", "--config", masked_feet.to_str().unwrap()])
-        .args(["--frames", "10", "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let summary = snapshot(&masked_feet, &out);
     let in_mask: Vec<serde_json::Value> = summary["detections"]
         .as_array()
         .unwrap()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Check;
-use crate::analytics::geometry::{signed_area2, Homography, Point};
+use crate::analytics::geometry::Homography;
 use crate::analytics::{AnalyticsSettings, LineSettings, ZoneSettings};
 
 /// `[analytics]`
@@ -99,20 +99,7 @@ pub(super) fn validate(raw: Option<RawAnalytics>, check: &mut Check<'_, '_>) -> 
     for (i, zone) in raw.zones.into_iter().enumerate() {
         let key = |k: &str| format!("analytics.zones[{i}].{k}");
         unique(check, &key("name"), &zone.name);
-        let polygon: Vec<Point> = zone
-            .polygon
-            .iter()
-            .map(|&p| check.point(&key("polygon"), p))
-            .collect();
-        if polygon.len() < 3 {
-            check.fail(
-                &key("polygon"),
-                Some(format!("{} point(s)", polygon.len())),
-                "a zone needs at least three corners",
-            );
-        } else if signed_area2(&polygon).abs() < 1.0 {
-            check.fail(&key("polygon"), None, "the corners enclose no area");
-        }
+        let polygon = check.polygon(&key("polygon"), &zone.polygon, "zone");
         let classes = check.classes(&key("classes"), &zone.classes);
         zones.push(ZoneSettings {
             name: zone.name,

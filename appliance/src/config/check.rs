@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::locate::Locator;
 use super::Problem;
-use crate::analytics::geometry::Point;
+use crate::analytics::geometry::{signed_area2, Point};
 use crate::backoff::Backoff;
 use crate::detect::Class;
 
@@ -122,6 +122,22 @@ impl Check<'_, '_> {
             }
         }
         classes
+    }
+
+    /// A polygon of frame pixels (a zone's or a mask's, `what` in the
+    /// message): every corner a point, at least three, enclosing an area.
+    pub fn polygon(&mut self, key: &str, corners: &[[f32; 2]], what: &str) -> Vec<Point> {
+        let polygon: Vec<Point> = corners.iter().map(|&p| self.point(key, p)).collect();
+        if polygon.len() < 3 {
+            self.fail(
+                key,
+                Some(format!("{} point(s)", polygon.len())),
+                format!("a {what} needs at least three corners"),
+            );
+        } else if signed_area2(&polygon).abs() < 1.0 {
+            self.fail(key, None, "the corners enclose no area");
+        }
+        polygon
     }
 
     /// A point `[x, y]` in frame pixels.

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::check::Check;
-use crate::analytics::geometry::signed_area2;
 use crate::privacy::mask::Mask;
 use crate::privacy::{PrivacySettings, Profile};
 
@@ -75,20 +74,7 @@ pub(super) fn validate(raw: Option<RawPrivacy>, check: &mut Check<'_, '_>) -> Pr
                 "is already the name of another mask",
             );
         }
-        let polygon: Vec<[f32; 2]> = mask
-            .polygon
-            .iter()
-            .map(|&p| check.point(&key("polygon"), p))
-            .collect();
-        if polygon.len() < 3 {
-            check.fail(
-                &key("polygon"),
-                Some(format!("{} point(s)", polygon.len())),
-                "a mask needs at least three corners",
-            );
-        } else if signed_area2(&polygon).abs() < 1.0 {
-            check.fail(&key("polygon"), None, "the corners enclose no area");
-        }
+        let polygon = check.polygon(&key("polygon"), &mask.polygon, "mask");
         settings.masks.push(Mask {
             name: mask.name,
             polygon,

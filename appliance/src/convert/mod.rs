@@ -191,7 +191,9 @@ impl Converter {
 
 /// Bytes an uncompressed frame must hold (and it must have pixels: the
 /// copies below split rows by the stride, which is 0 for a width of 0).
-fn check_len(frame: &FrameRef<'_>) -> Result<(), ConvertError> {
+/// Whether `frame` has pixels and as many bytes as its layout needs
+/// (compressed frames: pixels only).
+pub fn check_len(frame: &FrameRef<'_>) -> Result<(), ConvertError> {
     let l = frame.layout;
     if l.width == 0 || l.height == 0 {
         return Err(ConvertError::Other {

@@ -79,8 +79,9 @@ pub struct MotionGate {
     last_run: Option<Duration>,
     /// Fraction of the picture changed on the last frame.
     pub changed: f32,
-    /// Which pixels of the small grey image changed on the last frame.
-    moving: Vec<bool>,
+    /// Which pixels of the small grey image changed on the last frame;
+    /// kept only when asked for ([`MotionGate::keeping_moving`]).
+    moving: Option<Vec<bool>>,
     small_size: (u32, u32),
 }
 
@@ -94,16 +95,28 @@ impl MotionGate {
             last_motion: None,
             last_run: None,
             changed: 0.0,
-            moving: Vec::new(),
+            moving: None,
             small_size: (0, 0),
+        }
+    }
+
+    /// A gate that also keeps where each frame changed, for
+    /// [`MotionGate::moving`] (the daemon's gate does not: nothing reads it).
+    pub fn keeping_moving(settings: MotionSettings) -> Self {
+        MotionGate {
+            moving: Some(Vec::new()),
+            ..MotionGate::new(settings)
         }
     }
 
     /// Where the last frame changed: the small grey image's size and, row
     /// by row, whether each of its pixels changed (all `false` until the
-    /// background is known). Installer snapshots pixelate these regions.
+    /// background is known; empty unless made by
+    /// [`MotionGate::keeping_moving`]). Installer snapshots pixelate these
+    /// regions.
     pub fn moving(&self) -> (u32, u32, &[bool]) {
-        (self.small_size.0, self.small_size.1, &self.moving)
+        let moving = self.moving.as_deref().unwrap_or_default();
+        (self.small_size.0, self.small_size.1, moving)
     }
 
     /// Looks at a frame taken at `time` (frame time) and decides. A frame
@@ -155,20 +168,26 @@ impl MotionGate {
         let pixels = self.small.chunks_exact(3);
         let n = pixels.len();
         self.small_size = (width, height);
-        self.moving.resize(n, false);
+        if let Some(moving) = &mut self.moving {
+            moving.clear();
+            moving.resize(n, false);
+        }
         if self.background.len() != n {
             self.background = pixels.map(luma).collect();
-            self.moving.fill(false);
             return Ok(0.0);
         }
         let threshold = f32::from(self.settings.threshold);
         let rate = self.settings.learn_rate;
         let mut changed = 0usize;
-        for ((bg, p), moving) in self.background.iter_mut().zip(pixels).zip(&mut self.moving) {
+        let mut moving = self.moving.as_deref_mut();
+        for (i, (bg, p)) in self.background.iter_mut().zip(pixels).enumerate() {
             let y = luma(p);
-            *moving = (y - *bg).abs() > threshold;
-            if *moving {
+            let moved = (y - *bg).abs() > threshold;
+            if moved {
                 changed += 1;
+            }
+            if let Some(moving) = moving.as_deref_mut() {
+                moving[i] = moved;
             }
             *bg += rate * (y - *bg);
         }
@@ -252,7 +271,7 @@ mod tests {
 
     #[test]
     fn the_moving_pixels_are_where_something_moved() {
-        let mut gate = MotionGate::new(settings());
+        let mut gate = MotionGate::keeping_moving(settings());
         let still = vec![100u8; 64 * 48];
         gate.check(&grey_frame(&still), Duration::ZERO);
         assert!(gate.moving().2.iter().all(|m| !m), "no background yet");

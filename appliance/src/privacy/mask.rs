@@ -36,15 +36,7 @@ pub fn covers(masks: &[Mask], p: Point) -> bool {
 /// Errors of masking; the frame is dropped, never passed on unmasked.
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
-    #[error("{format} frame {width}x{height} (stride {stride}) has {len} bytes, needs {needed}: cannot mask it")]
-    Short {
-        format: PixelFormat,
-        width: u32,
-        height: u32,
-        stride: u32,
-        len: usize,
-        needed: usize,
-    },
+    /// Undecodable, or fewer bytes than its layout needs.
     #[error("cannot mask the frame: {0}")]
     Convert(#[from] ConvertError),
 }
@@ -98,6 +90,7 @@ impl Raster {
     }
 
     /// Whether the pixel (x, y) is masked.
+    #[cfg(test)]
     pub fn masked(&self, x: u32, y: u32) -> bool {
         self.rows
             .get(y as usize)
@@ -139,6 +132,17 @@ fn merge(mut spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
     merged
 }
 
+/// `data` as a frame of `layout` (its sequence and time do not matter here).
+fn as_frame(data: &[u8], layout: FrameLayout) -> FrameRef<'_> {
+    FrameRef {
+        data,
+        layout,
+        sequence: 0,
+        timestamp: std::time::Duration::ZERO,
+        stream: 0,
+    }
+}
+
 /// Fills the masks in frames, keeping its raster and decoding buffers
 /// from frame to frame.
 pub struct Masker {
@@ -178,16 +182,9 @@ impl Masker {
     /// an RGB frame (`data` and `layout` both change).
     pub fn apply(&mut self, data: &mut Vec<u8>, layout: &mut FrameLayout) -> Result<(), MaskError> {
         if layout.format == PixelFormat::Mjpeg {
-            let frame = FrameRef {
-                data,
-                layout: *layout,
-                sequence: 0,
-                timestamp: std::time::Duration::ZERO,
-                stream: 0,
-            };
             // The decoder returns a new buffer; it replaces the JPEG's bytes.
             let mut rgb = RgbImage::default();
-            self.converter.to_rgb(&frame, &mut rgb)?;
+            self.converter.to_rgb(&as_frame(data, *layout), &mut rgb)?;
             *layout = FrameLayout {
                 format: PixelFormat::Rgb24,
                 width: rgb.width,
@@ -204,22 +201,7 @@ impl Masker {
             stride,
             yuv,
         } = *layout;
-        let needed = format.frame_len(stride, height).unwrap_or(0);
-        let per_pixel = match format {
-            PixelFormat::Yuyv => 2,
-            PixelFormat::Rgb24 => 3,
-            _ => 1,
-        };
-        if data.len() < needed || (stride as usize) < width as usize * per_pixel {
-            return Err(MaskError::Short {
-                format,
-                width,
-                height,
-                stride,
-                len: data.len(),
-                needed,
-            });
-        }
+        crate::convert::check_len(&as_frame(data, *layout))?;
         let black = if yuv.full_range { 0 } else { 16 };
         let stride = stride as usize;
         let raster = self.raster(width, height);

@@ -116,12 +116,14 @@ impl Regions {
     }
 
     /// How many blocks are marked.
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         self.blocks.iter().filter(|b| **b).count()
     }
 
     /// Whether the block holding pixel (x, y) is marked (`false` outside
     /// the picture).
+    #[cfg(test)]
     pub fn marked(&self, x: u32, y: u32) -> bool {
         if x >= self.width || y >= self.height {
             return false;
@@ -264,36 +266,27 @@ pub fn side_a_normal(line: &LineSettings) -> Spot {
     [dy / length, -dx / length]
 }
 
+/// A closed polygon in `colour`, labelled `text` inside its first corner.
+fn outlined(canvas: &mut Canvas<'_>, polygon: &[Spot], text: &str, colour: Rgb888) {
+    let mut closed: Vec<Point> = polygon.iter().map(|&p| at(p)).collect();
+    closed.extend(closed.first().copied());
+    let _ = Polyline::new(&closed)
+        .into_styled(PrimitiveStyle::with_stroke(colour, 2))
+        .draw(canvas);
+    if let Some(&first) = polygon.first() {
+        label(canvas, text, at(first) + Point::new(4, 4), colour);
+    }
+}
+
 /// Draws `overlay` on `image`.
 pub fn draw(image: &mut RgbImage, overlay: &Overlay<'_>) {
     let mut canvas = Canvas(image);
     let canvas = &mut canvas;
-    let outline = |points: &[Spot]| -> Vec<Point> {
-        let mut closed: Vec<Point> = points.iter().map(|&p| at(p)).collect();
-        closed.extend(closed.first().copied());
-        closed
-    };
     for mask in overlay.masks {
-        let _ = Polyline::new(&outline(&mask.polygon))
-            .into_styled(PrimitiveStyle::with_stroke(MASK, 2))
-            .draw(canvas);
-        label(
-            canvas,
-            &format!("mask {}", mask.name),
-            at(mask.polygon[0]) + Point::new(4, 4),
-            MASK,
-        );
+        outlined(canvas, &mask.polygon, &format!("mask {}", mask.name), MASK);
     }
     for zone in overlay.zones {
-        let _ = Polyline::new(&outline(&zone.polygon))
-            .into_styled(PrimitiveStyle::with_stroke(ZONE, 2))
-            .draw(canvas);
-        label(
-            canvas,
-            &format!("zone {}", zone.name),
-            at(zone.polygon[0]) + Point::new(4, 4),
-            ZONE,
-        );
+        outlined(canvas, &zone.polygon, &format!("zone {}", zone.name), ZONE);
     }
     for d in overlay.detections {
         let [x0, y0, x1, y1] = d.bbox;

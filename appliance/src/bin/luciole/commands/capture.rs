@@ -249,22 +249,7 @@ fn write_frames(
     );
     let mut written = 0;
     for (record, image) in rx {
-        let path = out.join(&record.file);
-        let file = super::private_file(&path)
-            .with_context(|| format!("{}: cannot create", path.display()))?;
-        let encoder = image::codecs::png::PngEncoder::new_with_quality(
-            BufWriter::new(file),
-            image::codecs::png::CompressionType::Fast,
-            image::codecs::png::FilterType::Adaptive,
-        );
-        image::ImageEncoder::write_image(
-            encoder,
-            &image.data,
-            image.width,
-            image.height,
-            image::ExtendedColorType::Rgb8,
-        )
-        .with_context(|| format!("{}: cannot write PNG", path.display()))?;
+        super::write_png(&out.join(&record.file), &image)?;
         serde_json::to_writer(&mut index, &record)?;
         index.write_all(b"\n")?;
         written += 1;

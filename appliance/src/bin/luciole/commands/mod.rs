@@ -256,3 +256,23 @@ pub fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     Ok(file)
 }
+
+/// Writes `image` as a PNG readable by its owner only (fast compression:
+/// `capture` writes many).
+pub fn write_png(path: &std::path::Path, image: &luciole::convert::RgbImage) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let file = private_file(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+        std::io::BufWriter::new(file),
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    image::ImageEncoder::write_image(
+        encoder,
+        &image.data,
+        image.width,
+        image.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("{}: cannot write PNG", path.display()))
+}

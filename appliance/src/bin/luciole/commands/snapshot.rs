@@ -19,6 +19,7 @@ use anyhow::Context;
 use luciole::capture::{self, FrameLayout};
 use luciole::config;
 use luciole::convert::{Converter, RgbImage};
+use luciole::detect::Detection;
 use luciole::motion::{MotionGate, MotionSettings};
 use luciole::privacy::mask::{self, Masker};
 use luciole::privacy::snapshot::{self, Overlay, Regions, BLOCK};
@@ -67,7 +68,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     let mut detector = luciole::detect::open(&detect)?;
     let mut source = capture::open(&settings.camera, &shutdown)?;
     let mut masker = Masker::new(&settings.privacy.masks);
-    let mut gate = MotionGate::new(MotionSettings {
+    let mut gate = MotionGate::keeping_moving(MotionSettings {
         enabled: true,
         ..settings.motion.clone()
     });
@@ -140,7 +141,11 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
             in_mask: mask::covers(&settings.privacy.masks, detection.foot()),
         })
         .collect();
-    detections.retain(|d| !mask::covers(&settings.privacy.masks, d.foot()));
+    let drawn: Vec<Detection> = found
+        .iter()
+        .filter(|f| !f.in_mask)
+        .map(|f| f.detection)
+        .collect();
     let mut image = RgbImage::default();
     Converter::new()
         .to_rgb(&frame, &mut image)
@@ -162,7 +167,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
             zones: &analytics.zones,
             calibration: &analytics.calibration_points,
             masks: &settings.privacy.masks,
-            detections: &detections,
+            detections: &drawn,
             caption: format!(
                 "{}/{} {} - people, vehicles and movement pixelated, masks filled",
                 settings.device.site,
@@ -171,7 +176,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
             ),
         },
     );
-    write_png(out, &image)?;
+    super::write_png(out, &image)?;
     tracing::warn!(
         out = %out.display(),
         "wrote an installer snapshot (pixelated) to local disk; delete it when done"
@@ -191,19 +196,4 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `image` as a PNG readable by its owner only.
-fn write_png(path: &Path, image: &RgbImage) -> anyhow::Result<()> {
-    let file =
-        super::private_file(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    let encoder = image::codecs::png::PngEncoder::new(std::io::BufWriter::new(file));
-    image::ImageEncoder::write_image(
-        encoder,
-        &image.data,
-        image.width,
-        image.height,
-        image::ExtendedColorType::Rgb8,
-    )
-    .with_context(|| format!("{}: cannot write PNG", path.display()))
 }
