@@ -337,6 +337,27 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     let summary = snapshot(&config, &out);
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // Kept a day (the demo's image_retention_s), and audited: a record in
+    // the images folder's spool for the daemon to publish.
+    assert_eq!(summary["retention_s"], 86400);
+    let records: Vec<serde_json::Value> = std::fs::read_dir(dir.join(".audit"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (
+            &records[0]["command"],
+            &records[0]["role"],
+            &records[0]["outcome"]
+        ),
+        (
+            &serde_json::json!("snapshot"),
+            &serde_json::json!("console"),
+            &serde_json::json!("done")
+        )
+    );
+    assert!(records[0]["detail"].as_str().unwrap().contains("snap.png"));
     let snap = image::open(&out).unwrap().to_rgb8();
     assert_eq!((snap.width(), snap.height()), (768, 576));
     assert_eq!(summary["block"], 16);
@@ -355,23 +376,32 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
         )
     );
 
-    // The same frame as `capture` writes it (masked, not pixelated).
-    let frames = dir.join("frames");
-    let captured = luciole()
-        .args([
-            "capture",
-            "--config",
-            config.to_str().unwrap(),
-            "--frames",
-            "10",
-        ])
-        .args(["--out", frames.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(captured.status.success(), "{}", stderr(&captured));
-    let raw = image::open(frames.join("frame-000009.png"))
-        .unwrap()
-        .to_rgb8();
+    // The same frame as `capture` writes it: without [detect] (a camera
+    // check) masked, not pixelated; with it, pixelated like the snapshot.
+    let bare = dir.join("bare.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let start = text.find("[detect]").unwrap();
+    let end = text[start..].find("\n[tracking]").unwrap() + start;
+    std::fs::write(&bare, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let capture_frame = |config: &Path, name: &str| {
+        let frames = dir.join(name);
+        let captured = luciole()
+            .args(["capture", "--config", config.to_str().unwrap()])
+            .args(["--frames", "10", "--out", frames.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(captured.status.success(), "{}", stderr(&captured));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&captured).trim()).unwrap();
+        let frame = image::open(frames.join("frame-000009.png"))
+            .unwrap()
+            .to_rgb8();
+        (frame, summary)
+    };
+    let (raw, raw_summary) = capture_frame(&bare, "frames");
+    assert_eq!(raw_summary["pixelated"], false);
+    let (hidden, hidden_summary) = capture_frame(&config, "frames-detect");
+    assert_eq!(hidden_summary["pixelated"], true);
+    assert!(hidden_summary["pixelated_blocks"].as_u64().unwrap() > 0);
 
     // Every block a detection touches is one colour (bar the box and label
     // drawn over it); it was detailed in the captured frame.
@@ -379,6 +409,8 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     assert!(detections.len() >= 3, "people walk in vtest: {summary}");
     let blocks = assert_pixelated(&snap, detections);
     assert!(blocks >= 10);
+    // The capture with [detect] hid the same people.
+    assert!(assert_pixelated(&hidden, detections) >= 10);
     assert!(summary["pixelated_blocks"].as_u64().unwrap() >= blocks as u64);
     // The people on the footpath were detailed before pixelation.
     let detailed = detections
@@ -451,11 +483,6 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     assert!(assert_pixelated(&image::open(&out).unwrap().to_rgb8(), &in_mask) >= 4);
 
     // Without [detect], no snapshot: a person standing still would show.
-    let bare = dir.join("bare.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let start = text.find("[detect]").unwrap();
-    let end = text[start..].find("\n[tracking]").unwrap() + start;
-    std::fs::write(&bare, format!("{}{}", &text[..start], &text[end..])).unwrap();
     let refused = luciole()
         .args(["snapshot", "--config", bare.to_str().unwrap(), "--out"])
         .arg(dir.join("never.png"))
@@ -468,6 +495,22 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
         stderr(&refused)
     );
     assert!(!dir.join("never.png").exists());
+
+    // Outside the images folder: refused before anything is read.
+    let elsewhere =
+        std::env::temp_dir().join(format!("luciole-elsewhere-{}.png", std::process::id()));
+    let refused = luciole()
+        .args(["snapshot", "--config", config.to_str().unwrap(), "--out"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("outside privacy.images_dir"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!elsewhere.exists());
 }
 
 /// vtest.avi always has someone walking; a pole's street is often still.

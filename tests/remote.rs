@@ -1328,6 +1328,10 @@ fn update_install_resumes_its_download_checks_it_and_reports_every_step() {
     let answer = order("installer", &url, &digest, &[]);
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["result"]["window"], "now", "{answer}");
+    // One job at a time: a second order meanwhile (the first waits 5 s
+    // before it resumes its download) is refused, and the first goes on.
+    let second = order("installer", &server.url("v2.raucb"), &digest, &[]);
+    assert_eq!(second["error"]["code"], "busy", "{second}");
     let steps = wait_update_failures(&consumer, 1);
     let names: Vec<&str> = steps.iter().map(|(s, _, _)| s.as_str()).collect();
     assert_eq!(names.first(), Some(&"downloading"), "{steps:?}");
@@ -1423,6 +1427,7 @@ fn update_install_resumes_its_download_checks_it_and_reports_every_step() {
     assert_eq!(
         failed,
         [
+            "busy",
             "install_failed",
             "sha256_mismatch",
             "too_large",
@@ -1562,4 +1567,211 @@ fn the_lamp_s_energy_is_reported_when_the_night_ends() {
     let metric = value("luciole_lamp_last_night_used_kwh").unwrap();
     assert!((metric - num("used_kwh")).abs() < 1e-5, "{text}");
     assert!(value("luciole_lamp_energy_used_kwh_total").unwrap() >= num("used_kwh") - 1e-5);
+}
+
+/// The demo configuration's `[detect]` section (the real model and runtime).
+fn detect_section() -> String {
+    let text = support::demo_config_text(Path::new("/nonexistent/outbox"));
+    let start = text.find("[detect]").unwrap();
+    let end = text[start + 1..].find("\n[").unwrap() + start + 1;
+    text[start..end].to_string() + "\n"
+}
+
+#[test]
+fn remote_snapshots_are_published_once_pixelated_and_only_where_allowed_and_local_images_expire() {
+    let root = scratch("remote-snapshot");
+    let broker = Broker::start(&root.join("broker"));
+    let keys = Keys::make(&root);
+    let frames = frames(&root);
+    let audit_feed = Consumer::start(broker.plain_port, &format!("luciole/{SITE}/+/events/audit"));
+    let port = broker.plain_port;
+    let privacy = |dir: &Path, remote: bool| {
+        format!(
+            "{}\n[privacy]\nimages_dir = \"{}/images\"\nimage_retention_s = 3600\nremote_snapshots = {remote}\n",
+            detect_section(),
+            dir.display()
+        )
+    };
+    // Before pole-1 starts: an image past its retention, and a capture
+    // taken on the pole's console (its audit record waits in the spool).
+    let dir1 = root.join("pole-1");
+    std::fs::create_dir_all(dir1.join("images")).unwrap();
+    let text1 = |dir: &Path| config_text("pole-1", dir, &frames, port, &keys, &privacy(dir, true));
+    std::fs::write(dir1.join("pole.toml"), text1(&dir1)).unwrap();
+    let old = dir1.join("images/snapshot-old.png");
+    std::fs::write(&old, b"old picture").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::open(&old)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(two_hours_ago))
+        .unwrap();
+    let captured = luciole()
+        .args(["capture", "--frames", "2", "--config"])
+        .arg(dir1.join("pole.toml"))
+        .output()
+        .unwrap();
+    assert!(captured.status.success(), "{}", stderr(&captured));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&captured).trim()).unwrap();
+    let capture_dir = PathBuf::from(summary["out"].as_str().unwrap());
+    assert!(
+        capture_dir.starts_with(dir1.join("images").canonicalize().unwrap()),
+        "{capture_dir:?}"
+    );
+    let spool = dir1.join("images/.audit");
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        1,
+        "one audit record waits"
+    );
+    // An --out outside the images folder is refused, and nothing written.
+    let outside = luciole()
+        .args(["capture", "--frames", "2", "--config"])
+        .arg(dir1.join("pole.toml"))
+        .arg("--out")
+        .arg(root.join("elsewhere"))
+        .output()
+        .unwrap();
+    assert_eq!(outside.status.code(), Some(1));
+    assert!(
+        stderr(&outside).contains("outside privacy.images_dir"),
+        "{}",
+        stderr(&outside)
+    );
+    assert!(!root.join("elsewhere").exists());
+
+    let _pole1 = Pole::start("pole-1", &root, text1);
+    let _pole2 = Pole::start("pole-2", &root, |dir| {
+        config_text("pole-2", dir, &frames, port, &keys, &privacy(dir, false))
+    });
+    wait_online(port, &["pole-1", "pole-2"]);
+
+    // The daemon published the capture's audit, emptied the spool and
+    // deleted the expired image; the capture itself stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let console = loop {
+        let found: Vec<serde_json::Value> = audit_feed
+            .events()
+            .iter()
+            .filter(|r| r.payload["data"]["role"] == "console")
+            .map(|r| r.payload.clone())
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no console audit:\n{}",
+            _pole1.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(console.len(), 1, "{console:?}");
+    assert_eq!(console[0]["device"], "pole-1");
+    assert_eq!(console[0]["data"]["command"], "capture");
+    assert_eq!(console[0]["data"]["outcome"], "done");
+    let detail = console[0]["data"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(capture_dir.to_str().unwrap()) && detail.contains("deleted after 3600 s"),
+        "{detail}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "spool emptied"
+    );
+    assert!(!old.exists(), "the image past its retention is deleted");
+    assert!(capture_dir.join("frame-000001.png").exists());
+
+    // Snapshots: pole-1 allows them, pole-2 does not.
+    let saved = root.join("saved");
+    let key = keys.path("installer");
+    let (lines, _, text) = fleet(
+        port,
+        &[
+            "send",
+            "--key",
+            key.to_str().unwrap(),
+            "--site",
+            SITE,
+            "--device",
+            "pole-1",
+            "--device",
+            "pole-2",
+            "--timeout",
+            "40",
+            "--save",
+            saved.to_str().unwrap(),
+            "snapshot",
+        ],
+    );
+    assert_eq!(lines.len(), 2, "{text}");
+    let answer = |device: &str| {
+        lines
+            .iter()
+            .find(|l| l["device"] == device)
+            .unwrap()
+            .clone()
+    };
+    let one = answer("pole-1");
+    assert_eq!(one["ok"], true, "{one}");
+    let result = &one["result"];
+    assert_eq!(result["topic"], format!("luciole/{SITE}/pole-1/snapshot"));
+    assert_eq!(result["format"], "jpeg");
+    assert!(result["pixelated_blocks"].as_u64().unwrap() > 0, "{one}");
+    let path = PathBuf::from(one["saved"].as_str().unwrap_or_else(|| panic!("{one}")));
+    assert!(path.starts_with(&saved));
+    assert_eq!(sha256(&path), result["sha256"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let picture = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(
+        (picture.width() as u64, picture.height() as u64),
+        (
+            result["width"].as_u64().unwrap(),
+            result["height"].as_u64().unwrap()
+        )
+    );
+    assert_eq!(picture.width(), 320);
+    let two = answer("pole-2");
+    assert_eq!(two["ok"], false, "{two}");
+    assert_eq!(two["error"]["code"], "remote_snapshots_off");
+    // An operator may not order one.
+    let refused = send(port, &keys, "ops", "pole-1", "snapshot", &[]);
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+
+    // Published once and not retained: a new subscriber gets nothing.
+    let late = Raw::connect(port, &format!("luciole/{SITE}/pole-1/snapshot"));
+    assert!(
+        late.answers.recv_timeout(Duration::from_secs(2)).is_err(),
+        "a snapshot was retained"
+    );
+    // Nothing of it is kept on the pole: only the capture is in its folder.
+    let kept: Vec<_> = std::fs::read_dir(dir1.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != ".audit")
+        .collect();
+    assert_eq!(kept, vec![capture_dir.file_name().unwrap().to_owned()]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = audits(&audit_feed);
+        let snapshot: Vec<_> = seen
+            .iter()
+            .filter(|(c, _, _)| c == "snapshot")
+            .cloned()
+            .collect();
+        let want = |o: &str, c: &str| snapshot.iter().any(|(_, oo, cc)| oo == o && cc == c);
+        if want("done", "")
+            && want("failed", "remote_snapshots_off")
+            && want("refused", "forbidden")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audits: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

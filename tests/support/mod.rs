@@ -66,7 +66,11 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Writes a configuration file into `dir` and returns its path.
 pub fn write_config(dir: &Path, name: &str, camera: &str) -> PathBuf {
     let path = dir.join(name);
-    let text = format!("[device]\nsite = \"test-site\"\nid = \"pole-1\"\n\n[camera]\n{camera}\n");
+    // Images (captures, snapshots) may be written anywhere in `dir`.
+    let text = format!(
+        "[device]\nsite = \"test-site\"\nid = \"pole-1\"\n\n[camera]\n{camera}\n\n[privacy]\nimages_dir = {:?}\n",
+        dir.display().to_string()
+    );
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -119,6 +123,11 @@ pub fn demo_config_text(outbox: &Path) -> String {
         .replace(
             "${LUCIOLE_CACHE:-${HOME}/.cache/luciole}/demo-outbox",
             &outbox.display().to_string(),
+        )
+        // Images may be written anywhere beside the outbox.
+        .replace(
+            "${LUCIOLE_CACHE:-${HOME}/.cache/luciole}/demo-images",
+            &outbox.parent().unwrap().display().to_string(),
         )
         .replace(
             "${LUCIOLE_CACHE:-${HOME}/.cache/luciole}",

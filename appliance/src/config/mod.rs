@@ -120,6 +120,7 @@ impl Settings {
             masks: self.privacy.masks.clone(),
             origin: self.device.clone(),
             inference_time: None,
+            snapshots: None,
         }
     }
 

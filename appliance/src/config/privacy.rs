@@ -1,5 +1,5 @@
-//! `[privacy]`: what leaves the pole (the data profile), why it counts, and
-//! the masks blanked in every frame.
+//! `[privacy]`: what leaves the pole (the data profile), why it counts, the
+//! masks blanked in every frame, and where images are kept and for how long.
 
 use std::collections::BTreeSet;
 
@@ -23,6 +23,12 @@ pub struct RawPrivacy {
     /// `[[privacy.masks]]`
     #[serde(default)]
     pub masks: Vec<RawMask>,
+    /// The only folder snapshots and captures are written into.
+    pub images_dir: Option<String>,
+    /// Seconds an image is kept there, 60 to 2 592 000 (30 days).
+    pub image_retention_s: Option<u64>,
+    /// Whether an integrator may order a snapshot over the command channel.
+    pub remote_snapshots: Option<bool>,
 }
 
 /// `[[privacy.masks]]`: a window, doorway or private property never analysed.
@@ -63,6 +69,16 @@ pub(super) fn validate(raw: Option<RawPrivacy>, check: &mut Check<'_, '_>) -> Pr
             settings.purpose = Some(trimmed.to_string());
         }
     }
+    if let Some(dir) = &raw.images_dir {
+        if let Some(path) = check.path("privacy.images_dir", dir) {
+            settings.images.dir = path;
+        }
+    }
+    if let Some(seconds) = raw.image_retention_s {
+        check.range("privacy.image_retention_s", seconds, 60, 30 * 86_400);
+        settings.images.retention = std::time::Duration::from_secs(seconds);
+    }
+    settings.remote_snapshots = raw.remote_snapshots.unwrap_or(false);
     let mut names = BTreeSet::new();
     for (i, mask) in raw.masks.into_iter().enumerate() {
         let key = |k: &str| format!("privacy.masks[{i}].{k}");

@@ -38,7 +38,8 @@
 //!   events could not be stored meanwhile. The daemon keeps running.
 //! - **Corruption.** A database that cannot be read (damaged, of a newer
 //!   layout, or a sled store of an earlier firmware) is moved aside
-//!   (`<path>.corrupt-<unix-seconds>`, the newest [`KEEP_CORRUPT`] kept), a
+//!   (`<path>.corrupt-<unix-seconds>`, the newest [`KEEP_CORRUPT`] kept,
+//!   none longer than `outbox.retention_s`: the daemon sweeps them), a
 //!   fresh one is started and an `alert` event (`outbox_corrupted`) says
 //!   so. A store that opens but has lost committed data (found through the
 //!   id reservation below) raises `outbox_lost_events`.
@@ -438,7 +439,12 @@ impl Outbox {
             source,
         })?;
         tracing::error!(path = %path.display(), aside = %aside.display(), "outbox corrupted: moved aside, starting a fresh one");
-        prune_corrupt(path, KEEP_CORRUPT);
+        prune_corrupt(
+            path,
+            KEEP_CORRUPT,
+            Duration::from_millis(settings.limits.retention_ms),
+            events::now_ms() / 1000,
+        );
         Ok((Self::open_db(settings)?, aside))
     }
 
@@ -1267,8 +1273,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Deletes all but the newest `keep` `<path>.corrupt-<seconds>` folders.
-pub fn prune_corrupt(path: &Path, keep: usize) {
+/// Deletes all but the newest `keep` `<path>.corrupt-<seconds>` folders,
+/// and those moved aside more than `max_age` before `now_s` (Unix seconds):
+/// they hold events no older than that limit would have kept either.
+pub fn prune_corrupt(path: &Path, keep: usize, max_age: Duration, now_s: u64) {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return;
     };
@@ -1290,7 +1298,13 @@ pub fn prune_corrupt(path: &Path, keep: usize) {
         .collect();
     found.sort();
     let excess = found.len().saturating_sub(keep);
-    for (_, old) in found.into_iter().take(excess) {
+    let expired = |stamp: u64| stamp.saturating_add(max_age.as_secs()) < now_s;
+    let doomed = found
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (stamp, _))| *i < excess || expired(*stamp))
+        .map(|(_, entry)| entry);
+    for (_, old) in doomed {
         match std::fs::remove_dir_all(&old) {
             Ok(()) => tracing::warn!(path = %old.display(), "old corrupted outbox deleted"),
             Err(err) => {

@@ -699,14 +699,15 @@ fn a_large_flow_is_stored_in_parts_that_each_fit() {
 }
 
 #[test]
-fn old_corrupted_outboxes_are_bounded_to_the_newest() {
+fn old_corrupted_outboxes_are_bounded_to_the_newest_and_by_age() {
     let path = scratch("prune");
     let parent = path.parent().unwrap();
     for stamp in [100, 300, 200, 400] {
         std::fs::create_dir_all(parent.join(format!("outbox.corrupt-{stamp}"))).unwrap();
     }
     std::fs::create_dir_all(parent.join("other.corrupt-1")).unwrap();
-    prune_corrupt(&path, 2);
+    let day = Duration::from_secs(86_400);
+    prune_corrupt(&path, 2, day, 300 + 86_400);
     let mut left: Vec<String> = std::fs::read_dir(parent)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -720,6 +721,10 @@ fn old_corrupted_outboxes_are_bounded_to_the_newest() {
             "outbox.corrupt-400"
         ]
     );
+    // Past the age limit: gone, even among the newest.
+    prune_corrupt(&path, 2, day, 300 + 86_401);
+    assert!(!parent.join("outbox.corrupt-300").exists());
+    assert!(parent.join("outbox.corrupt-400").exists());
 }
 
 #[test]

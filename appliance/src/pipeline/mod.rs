@@ -85,6 +85,7 @@ use crate::light::runner::LightFeed;
 use crate::light::{LightState, Lighting, PresenceSettings};
 use crate::motion::{MotionGate, MotionSettings};
 use crate::privacy::mask::{self, Mask, Masker};
+use crate::privacy::snapshot::{self, Scene, Shot, Watch};
 use crate::privacy::Profile;
 use crate::shutdown::Shutdown;
 use crate::sync::lock;
@@ -133,6 +134,18 @@ pub struct Options {
     pub origin: Origin,
     /// Where each inference's time is recorded, besides the counters.
     pub inference_time: Option<Arc<crate::metrics::Histogram>>,
+    /// Orders for snapshots of the frames analysed next (remote snapshots,
+    /// `privacy.remote_snapshots`); none: no snapshot is ever taken.
+    pub snapshots: Option<Receiver<SnapshotOrder>>,
+}
+
+/// An order for a snapshot of the running pipeline's next `frames`
+/// analysed frames: the last one shown, pixelated and annotated
+/// ([`crate::privacy::snapshot::compose`]), sent back on `reply`.
+#[derive(Debug)]
+pub struct SnapshotOrder {
+    pub frames: u64,
+    pub reply: Sender<Result<Shot, String>>,
 }
 
 /// The lamp and what counts as presence for it.
@@ -413,6 +426,11 @@ pub fn run_supervised(
             feed: feed.clone(),
             counters: Arc::clone(&counters),
             inference_time: options.inference_time.clone(),
+            snapshots: options.snapshots.clone(),
+            taking: None,
+            motion: options.motion.clone(),
+            scene: options.analytics.clone(),
+            origin: options.origin.clone(),
             shutdown: shutdown.clone(),
             bad_frame_log: Every::new(
                 BAD_FRAME_LOG_EVERY,
@@ -738,6 +756,12 @@ struct Analysis {
     feed: Option<(LightFeed, PresenceSettings)>,
     counters: Arc<Counters>,
     inference_time: Option<Arc<crate::metrics::Histogram>>,
+    /// Snapshot orders, the one being taken, and what it shows.
+    snapshots: Option<Receiver<SnapshotOrder>>,
+    taking: Option<(SnapshotOrder, Watch)>,
+    motion: MotionSettings,
+    scene: AnalyticsSettings,
+    origin: Origin,
     shutdown: Shutdown,
     /// Paces the log line of skipped frames.
     bad_frame_log: Every,
@@ -766,7 +790,21 @@ impl Analysis {
                 continue;
             };
             let verdict = self.gate.check(&frame.as_ref(), time);
+            if self.taking.is_none() {
+                if let Some(order) = self.snapshots.as_ref().and_then(|o| o.try_recv().ok()) {
+                    self.taking = Some((order, Watch::new(&self.motion)));
+                }
+            }
+            let shoot = match &mut self.taking {
+                Some((order, watch)) => {
+                    watch.see(&frame.as_ref(), time);
+                    watch.seen() >= order.frames
+                }
+                None => false,
+            };
             let ran = verdict.runs() || self.tracker.has_tentative();
+            // A snapshot pixelates everyone found, also those in a mask.
+            let mut unmasked = None;
             if ran {
                 match detector.detect(&frame.as_ref(), &mut detections) {
                     Err(DetectError::Convert(err)) => {
@@ -804,6 +842,9 @@ impl Analysis {
                     }
                     Ok(()) => {}
                 }
+                if shoot {
+                    unmasked = Some(detections.clone());
+                }
                 if !self.masks.is_empty() {
                     detections.retain(|d| !mask::covers(&self.masks, d.foot()));
                 }
@@ -820,6 +861,20 @@ impl Analysis {
                 self.counters
                     .skipped_by_motion
                     .fetch_add(1, Ordering::Relaxed);
+            }
+            if shoot {
+                if let Some((order, watch)) = self.taking.take() {
+                    let shot = take_snapshot(
+                        detector.as_mut(),
+                        &frame.as_ref(),
+                        unmasked,
+                        &watch,
+                        &self.scene,
+                        &self.masks,
+                        &self.origin,
+                    );
+                    let _ = order.reply.send(shot);
+                }
             }
             let update = self
                 .tracker
@@ -846,6 +901,43 @@ impl Analysis {
         }
         Ok(self.analytics.totals().clone())
     }
+}
+
+/// A remote snapshot of `frame`: the detections found on it before the
+/// masks dropped any (`unmasked`; the detector runs again when the frame
+/// was not analysed), pixelated with what `watch` saw move.
+fn take_snapshot(
+    detector: &mut dyn Detector,
+    frame: &FrameRef<'_>,
+    unmasked: Option<Vec<Detection>>,
+    watch: &Watch,
+    scene: &AnalyticsSettings,
+    masks: &[Mask],
+    origin: &Origin,
+) -> Result<Shot, String> {
+    let detections = match unmasked {
+        Some(found) => found,
+        None => {
+            let mut found = Vec::new();
+            detector
+                .detect(frame, &mut found)
+                .map_err(|e| format!("detecting on the snapshot's frame: {e}"))?;
+            found
+        }
+    };
+    snapshot::compose(
+        frame,
+        &detections,
+        watch.maps(),
+        Scene {
+            lines: &scene.lines,
+            zones: &scene.zones,
+            calibration: &scene.calibration_points,
+            masks,
+            caption: snapshot::caption(&origin.site, &origin.device, events::now_ms()),
+        },
+    )
+    .map_err(|e| format!("converting the snapshot's frame: {e}"))
 }
 
 fn log_health(h: &events::Health) {

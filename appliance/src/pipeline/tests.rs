@@ -36,6 +36,7 @@ fn options() -> Options {
             device: "pole".into(),
         },
         inference_time: None,
+        snapshots: None,
     }
 }
 

@@ -28,15 +28,25 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// Fields of the retained presence message on `<prefix>/<site>/<device>/status`.
 const PRESENCE_FIELDS: [&str; 4] = ["schema", "site", "device", "state"];
 
-/// What is never produced, whatever the configuration.
-pub const NEVER: [&str; 6] = [
-    "images or video: frames stay in memory and are overwritten; the daemon writes none and publishes none",
+/// What is never produced, whatever the configuration (images are stated
+/// by [`images_never`], which depends on it).
+pub const NEVER: [&str; 5] = [
     "identities: no face, licence plate, name or other identifier is detected, read or stored",
     "appearance features: no colour, clothing, gait or re-identification embedding is computed",
     "links across runs: track ids are random per run and never stored",
     "audio",
     "network addresses or identifiers of phones and other devices nearby",
 ];
+
+/// What is said of images among what is never produced.
+fn images_never(facts: &Facts) -> String {
+    let local = "installer snapshots (pixelated) and captures are written only on the pole's console, into the images folder (see stored)";
+    if facts.remote && facts.privacy.remote_snapshots {
+        format!("video, and images other than the pixelated snapshots an integrator orders (see published): frames stay in memory and are overwritten; {local}")
+    } else {
+        format!("images or video: frames stay in memory and are overwritten; the daemon publishes none; {local}")
+    }
+}
 
 /// The configuration's facts the manifest states.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,11 +199,16 @@ fn kinds(facts: &Facts) -> Vec<(&'static str, String)> {
         ));
         out.push(("energy", "when a night ends".into()));
     }
+    out.push((
+        "audit",
+        if facts.remote {
+            "for each remote command (refused, accepted, done or failed), and each snapshot or capture written on the pole"
+        } else {
+            "for each snapshot or capture written on the pole"
+        }
+        .into(),
+    ));
     if facts.remote {
-        out.push((
-            "audit",
-            "for each remote command: refused, accepted, done or failed".into(),
-        ));
         out.push(("update", "each step of an ordered software update".into()));
     }
     out
@@ -239,6 +254,15 @@ pub fn build(facts: &Facts) -> Value {
                 "when": "the answer to a signed command, on the topic the command names",
                 "fields": ["site", "device", "command", "correlation", "ok", "result.*", "error.code", "error.message", "error.problems"],
             }));
+            if facts.privacy.remote_snapshots {
+                published.push(json!({
+                    "topic": format!("{base}/snapshot"),
+                    "kind": "snapshot",
+                    "retained": false,
+                    "when": "once for each snapshot an integrator's signed command orders (privacy.remote_snapshots), at QoS 0; never stored on the pole",
+                    "fields": ["a JPEG picture: masks filled, every person, vehicle and moving region pixelated in 16-pixel blocks, lines, zones and calibration points drawn"],
+                }));
+            }
         }
     }
     let mut withheld = Vec::new();
@@ -253,12 +277,14 @@ pub fn build(facts: &Facts) -> Value {
     let mut stored = Vec::new();
     if let Some(outbox) = &facts.outbox {
         stored.push(json!({
-            "what": "events made under this profile (the kinds and fields of `published`), until a broker acknowledges them",
+            "what": "events made under this profile (the kinds and fields of `published`), until a broker acknowledges them; an outbox found corrupted is moved aside beside it",
             "where": outbox.path.display().to_string(),
             "retention": format!(
-                "deleted once the broker has them; at most {} s old and {} bytes in all (older ones first are deleted and reported as `dropped`)",
+                "deleted once the broker has them; at most {} s old and {} bytes in all (older ones first are deleted and reported as `dropped`); of the outboxes moved aside, the newest {} are kept, none longer than {} s",
                 outbox.retention.as_secs(),
-                outbox.max_bytes
+                outbox.max_bytes,
+                crate::outbox::KEEP_CORRUPT,
+                outbox.retention.as_secs(),
             ),
             "max_age_s": outbox.retention.as_secs(),
             "max_bytes": outbox.max_bytes,
@@ -271,10 +297,20 @@ pub fn build(facts: &Facts) -> Value {
             "retention": "nonces until their expiry; the bundle and job until the update is done or failed",
         }));
     }
+    let images = &facts.privacy.images;
+    stored.push(json!({
+        "what": "installer snapshots (pixelated) and camera captures (masks filled) written by `luciole snapshot` and `luciole capture` on the pole's console, and the audit record of each until the daemon has published it",
+        "where": images.dir.display().to_string(),
+        "retention": format!(
+            "deleted {} s after it was written (each command sweeps before writing, the daemon at start and every minute)",
+            images.retention.as_secs()
+        ),
+        "max_age_s": images.retention.as_secs(),
+    }));
     stored.push(json!({
         "what": "the daemon's log (the system journal): start, stop, errors; no event data",
         "where": "systemd journal",
-        "retention": "the system's journal limits",
+        "retention": "on the Luciole image in memory only (Storage=volatile): lost at every restart, at most 16 MiB and 7 days; elsewhere the system's journal limits",
     }));
     json!({
         "manifest": MANIFEST_VERSION,
@@ -297,7 +333,9 @@ pub fn build(facts: &Facts) -> Value {
             "name": m.name,
             "polygon": m.polygon,
         })).collect::<Vec<_>>(),
-        "never": NEVER,
+        "never": std::iter::once(images_never(facts))
+            .chain(NEVER.iter().map(|s| s.to_string()))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -20,10 +20,12 @@
 //!
 //! [`manifest`] builds the data manifest from the running configuration.
 //! [`mask`] fills the privacy masks in every frame before anything looks at
-//! it; [`snapshot`] pixelates and annotates the installer's pictures.
+//! it; [`snapshot`] pixelates and annotates the installer's pictures, and
+//! [`retention`] keeps them in one folder for a limited time, audited.
 
 pub mod manifest;
 pub mod mask;
+pub mod retention;
 pub mod snapshot;
 
 use std::fmt;
@@ -115,6 +117,10 @@ pub struct PrivacySettings {
     pub purpose: Option<String>,
     /// Polygons blanked in every frame before anything looks at it.
     pub masks: Vec<mask::Mask>,
+    /// Where snapshots and captures are written, and how long they stay.
+    pub images: retention::ImageSettings,
+    /// An integrator may order a snapshot over the command channel.
+    pub remote_snapshots: bool,
 }
 
 /// An RFC 3339 time with milliseconds (`…:SS.mmmZ`) rounded down to its

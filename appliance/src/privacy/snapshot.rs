@@ -15,8 +15,10 @@
 //!   side names, calibration points with their ground positions, the
 //!   detections' boxes and class, and a caption.
 //!
-//! The masks themselves are filled before any of this, on the raw frame
-//! ([`super::mask`]), as for every frame the pole analyses.
+//! [`compose`] does all three on one frame; `luciole snapshot` and the
+//! daemon's remote snapshots both call it. The masks themselves are filled
+//! before any of this, on the raw frame ([`super::mask`]), as for every
+//! frame the pole analyses.
 
 use std::convert::Infallible;
 
@@ -27,11 +29,17 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Circle, Line, Polyline, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 
+use std::time::Duration;
+
+use serde::Serialize;
+
 use super::mask::Mask;
 use crate::analytics::geometry::Point as Spot;
 use crate::analytics::{LineSettings, ZoneSettings};
-use crate::convert::RgbImage;
+use crate::capture::FrameRef;
+use crate::convert::{ConvertError, Converter, RgbImage};
 use crate::detect::Detection;
+use crate::motion::{MotionGate, MotionSettings};
 
 /// Side of the pixelation squares, in frame pixels.
 pub const BLOCK: u32 = 16;
@@ -185,6 +193,142 @@ pub struct Overlay<'a> {
     pub detections: &'a [Detection],
     /// One line at the top: pole, time, what was done.
     pub caption: String,
+}
+
+/// The pole's geometry a snapshot shows, and its caption: an [`Overlay`]
+/// without the detections, which [`compose`] finds.
+#[derive(Debug, Default)]
+pub struct Scene<'a> {
+    pub lines: &'a [LineSettings],
+    pub zones: &'a [ZoneSettings],
+    pub calibration: &'a [(Spot, Spot)],
+    pub masks: &'a [Mask],
+    pub caption: String,
+}
+
+/// One detection of a snapshot's frame.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Found {
+    #[serde(flatten)]
+    pub detection: Detection,
+    /// Standing in a mask: pixelated, not drawn, never tracked.
+    pub in_mask: bool,
+}
+
+/// A finished snapshot: the picture, what was found, how much was hidden.
+#[derive(Debug)]
+pub struct Shot {
+    pub image: RgbImage,
+    pub found: Vec<Found>,
+    pub pixelated_blocks: usize,
+}
+
+/// Motion maps of the snapshot's last frames (the motion gate's cells:
+/// width, height, changed), oldest first.
+pub type MotionMaps = [(u32, u32, Vec<bool>)];
+
+/// Makes a snapshot of `frame` (masks already filled): every detection
+/// (also those standing in a mask: part of them may show above or beside
+/// it) and every cell that moved in `moving` is pixelated, then the scene
+/// and the detections outside the masks are drawn.
+pub fn compose(
+    frame: &FrameRef<'_>,
+    detections: &[Detection],
+    moving: &MotionMaps,
+    scene: Scene<'_>,
+) -> Result<Shot, ConvertError> {
+    let found: Vec<Found> = detections
+        .iter()
+        .map(|&detection| Found {
+            detection,
+            in_mask: super::mask::covers(scene.masks, detection.foot()),
+        })
+        .collect();
+    let drawn: Vec<Detection> = found
+        .iter()
+        .filter(|f| !f.in_mask)
+        .map(|f| f.detection)
+        .collect();
+    let mut image = RgbImage::default();
+    Converter::new().to_rgb(frame, &mut image)?;
+    let mut regions = Regions::new(image.width, image.height);
+    for f in &found {
+        regions.add_detection(&f.detection);
+    }
+    for (w, h, cells) in moving {
+        regions.add_moving(*w, *h, cells);
+    }
+    let pixelated_blocks = pixelate(&mut image, &regions);
+    draw(
+        &mut image,
+        &Overlay {
+            lines: scene.lines,
+            zones: scene.zones,
+            calibration: scene.calibration,
+            masks: scene.masks,
+            detections: &drawn,
+            caption: scene.caption,
+        },
+    );
+    Ok(Shot {
+        image,
+        found,
+        pixelated_blocks,
+    })
+}
+
+/// Frames whose motion is pixelated: the last one and the two before it.
+pub const MOTION_FRAMES: usize = 3;
+
+/// What moved in the frames before a snapshot, seen by a motion gate of
+/// its own (the pole's gate may be switched off, and keeps no map).
+pub struct Watch {
+    gate: MotionGate,
+    recent: Vec<(u32, u32, Vec<bool>)>,
+    seen: u64,
+}
+
+impl Watch {
+    /// Nothing seen yet; `motion`'s thresholds, always enabled.
+    pub fn new(motion: &MotionSettings) -> Watch {
+        Watch {
+            gate: MotionGate::keeping_moving(MotionSettings {
+                enabled: true,
+                ..motion.clone()
+            }),
+            recent: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// Looks at one frame (masks filled) taken at `time`.
+    pub fn see(&mut self, frame: &FrameRef<'_>, time: Duration) {
+        self.gate.check(frame, time);
+        let (w, h, moving) = self.gate.moving();
+        if self.recent.len() == MOTION_FRAMES {
+            self.recent.remove(0);
+        }
+        self.recent.push((w, h, moving.to_vec()));
+        self.seen += 1;
+    }
+
+    /// Frames seen.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Where the last [`MOTION_FRAMES`] frames moved, oldest first.
+    pub fn maps(&self) -> &MotionMaps {
+        &self.recent
+    }
+}
+
+/// The caption of a snapshot of pole `site`/`device` taken at `time_ms`.
+pub fn caption(site: &str, device: &str, time_ms: u64) -> String {
+    format!(
+        "{site}/{device} {} - people, vehicles and movement pixelated, masks filled",
+        crate::events::rfc3339_ms(time_ms)
+    )
 }
 
 /// An [`RgbImage`] as an `embedded-graphics` draw target.

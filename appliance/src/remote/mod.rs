@@ -264,6 +264,10 @@ pub enum Command {
         size: Option<u64>,
         window: Option<String>,
     },
+    /// One pixelated, annotated picture of the running pipeline's frames,
+    /// published once on `<prefix>/<site>/<device>/snapshot`, never
+    /// retained; only with `privacy.remote_snapshots = true`.
+    Snapshot,
 }
 
 /// The longest light override accepted.
@@ -271,20 +275,21 @@ pub const MAX_OVERRIDE: Duration = Duration::from_secs(24 * 3600);
 
 impl Command {
     /// Every command name, in the order the documentation lists them.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "status",
         "config.get",
         "config.apply",
         "light.override",
         "update.install",
         "restart",
+        "snapshot",
     ];
 
     /// The least role that may run the command called `name`.
     pub fn role_needed(name: &str) -> Option<Role> {
         match name {
             "status" | "config.get" | "light.override" => Some(Role::Operator),
-            "config.apply" | "restart" | "update.install" => Some(Role::Integrator),
+            "config.apply" | "restart" | "update.install" | "snapshot" => Some(Role::Integrator),
             _ => None,
         }
     }
@@ -320,6 +325,7 @@ impl Command {
             "status" => allow(&[]).map(|_| Command::Status),
             "config.get" => allow(&[]).map(|_| Command::ConfigGet),
             "restart" => allow(&[]).map(|_| Command::Restart),
+            "snapshot" => allow(&[]).map(|_| Command::Snapshot),
             "config.apply" => {
                 allow(&["config", "partial", "dry_run"])?;
                 let config = match object.get("config") {

@@ -71,8 +71,10 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Save N frames as PNG images for installers (aiming, focus, zones),
-    /// with a frames.jsonl index; prints a JSON summary on standard output.
+    /// Save N frames as PNG images for engineers (focus, exposure, the
+    /// camera's formats), the privacy masks filled, with a frames.jsonl
+    /// index, in privacy.images_dir (deleted after
+    /// privacy.image_retention_s); prints a JSON summary on standard output.
     Capture {
         /// The pole's configuration file.
         #[arg(long, short)]
@@ -80,22 +82,25 @@ pub enum Command {
         /// How many frames to save.
         #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..=100_000))]
         frames: u64,
-        /// Folder to write into (created if missing).
+        /// Folder to write into (created if missing), inside
+        /// privacy.images_dir; default capture-<time> there.
         #[arg(long, short)]
-        out: PathBuf,
+        out: Option<PathBuf>,
     },
     /// Write one picture for installers (aiming, lines): the privacy masks
     /// filled, every person, vehicle and moving region pixelated in coarse
     /// blocks, the masks, zones, counting lines and calibration points
-    /// drawn and labelled; a 0600 PNG. Needs [detect]. Prints a JSON
+    /// drawn and labelled; a 0600 PNG in privacy.images_dir, deleted after
+    /// privacy.image_retention_s, audited. Needs [detect]. Prints a JSON
     /// summary on standard output.
     Snapshot {
         /// The pole's configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// The PNG file to write.
+        /// The PNG file to write, inside privacy.images_dir; default
+        /// snapshot-<time>.png there.
         #[arg(long, short)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// Frames read to see what moves; the last one is shown.
         #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u64).range(4..=600))]
         frames: u64,

@@ -1,11 +1,15 @@
 //! `luciole capture`: frames from the configured source to PNG files, for
-//! installers (aiming, focus, zones). Conversion runs on the capture thread
-//! straight from the driver's buffer, PNG encoding on a writer thread
-//! behind a bounded queue. The privacy masks (`privacy.masks`) are filled
-//! in every frame, in its own pixel format as the pipeline does, before it
-//! is converted; nothing else is hidden, so the
-//! command warns, writes only where it is told, and makes its files
-//! readable by their owner only (0600).
+//! installers and engineers (focus, exposure, the camera's formats).
+//! Conversion runs on the capture thread straight from the driver's
+//! buffer, PNG encoding on a writer thread behind a bounded queue. The
+//! privacy masks (`privacy.masks`) are filled in every frame, in its own
+//! pixel format as the pipeline does, before it is converted; with the
+//! pole's `[detect]`, every person and vehicle the detector finds and
+//! every moving region is then pixelated as in a snapshot (without
+//! `[detect]`, a camera check on a bench, only the masks are filled, and
+//! the command says so). It writes only in `privacy.images_dir` (deleted
+//! after `privacy.image_retention_s`), makes its files readable by their
+//! owner only (0600) and leaves an audit record that the daemon publishes.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -18,6 +22,7 @@ use luciole::capture::{self, PixelFormat, SourceInfo};
 use luciole::config;
 use luciole::convert::{Converter, RgbImage};
 use luciole::privacy::mask::Masker;
+use luciole::privacy::snapshot::{self, Regions, Watch};
 use luciole::shutdown::Shutdown;
 use serde::Serialize;
 
@@ -98,21 +103,53 @@ struct CaptureSummary {
     reconnects: u64,
     outage_ms: u64,
     out: PathBuf,
+    /// Whether people and movement were pixelated (the pole has
+    /// `[detect]`), and how many blocks in all.
+    pixelated: bool,
+    pixelated_blocks: usize,
 }
 
-pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
     let settings = config::load(config)?;
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("{}: cannot create folder", out.display()))?;
+    let out = super::image_place(
+        &settings,
+        out,
+        &format!(
+            "capture-{}",
+            luciole::events::rfc3339_ms(luciole::events::now_ms()).replace(':', "")
+        ),
+    )?;
+    let out = out.as_path();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out)
+            .with_context(|| format!("{}: cannot create folder", out.display()))?;
+        luciole::privacy::retention::hand_over(out)?;
+    }
+    let mut detector = match settings.detector() {
+        Some(detect) => Some(luciole::detect::open(&detect)?),
+        None => None,
+    };
     let mut source = capture::open(&settings.camera, &shutdown)?;
     let info: SourceInfo = source.info();
     let mut masker = Masker::new(&settings.privacy.masks);
-    tracing::warn!(
-        out = %out.display(),
-        masks = settings.privacy.masks.len(),
-        "writing {frames} frame(s) to local disk at the installer's request (only the privacy masks are filled); delete them when done"
-    );
+    if detector.is_some() {
+        tracing::warn!(
+            out = %out.display(),
+            masks = settings.privacy.masks.len(),
+            "writing {frames} frame(s) to local disk at the installer's request: masks filled, people, vehicles and movement pixelated"
+        );
+    } else {
+        tracing::warn!(
+            out = %out.display(),
+            masks = settings.privacy.masks.len(),
+            "writing {frames} frame(s) to local disk at the installer's request: no [detect], so only the privacy masks are filled and nobody is pixelated (a camera check); on a street, use a configuration with [detect]"
+        );
+    }
 
     // Enough queue to absorb slow PNG encoding without stalling capture,
     // bounded to about 256 MiB of frames.
@@ -133,6 +170,9 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
 
     let mut converter = Converter::new();
     let mut scratch = Vec::new();
+    let mut watch = Watch::new(&settings.motion);
+    let mut detections = Vec::new();
+    let mut pixelated = 0usize;
     let mut rate = RateMeter::default();
     let mut index = 0u64;
     let mut skipped = 0u64;
@@ -142,31 +182,50 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
         let mut converted = None;
         let mut record = None;
         let more = source.next_frame(&mut |frame| {
-            converted = Some(match &mut masker {
-                // Masked in the frame's own format, as the pipeline does,
-                // on a copy (the driver's buffer is read-only).
+            // Masked in the frame's own format, as the pipeline does, on a
+            // copy (the driver's buffer is read-only).
+            let masked = match &mut masker {
                 Some(masker) => {
                     scratch.clear();
                     scratch.extend_from_slice(frame.data);
                     let mut layout = frame.layout;
-                    match masker.apply(&mut scratch, &mut layout) {
-                        Ok(()) => {
-                            let masked = capture::FrameRef {
-                                data: &scratch,
-                                layout,
-                                ..frame
-                            };
-                            converter
-                                .to_rgb(&masked, &mut image)
-                                .map_err(|e| e.to_string())
-                        }
-                        Err(err) => Err(err.to_string()),
-                    }
+                    masker
+                        .apply(&mut scratch, &mut layout)
+                        .map(|()| Some(layout))
+                        .map_err(|e| e.to_string())
                 }
-                None => converter
-                    .to_rgb(&frame, &mut image)
-                    .map_err(|e| e.to_string()),
-            });
+                None => Ok(None),
+            };
+            let view = match &masked {
+                Ok(Some(layout)) => capture::FrameRef {
+                    data: &scratch,
+                    layout: *layout,
+                    ..frame
+                },
+                _ => frame,
+            };
+            converted = Some(masked.and_then(|_| {
+                converter
+                    .to_rgb(&view, &mut image)
+                    .map_err(|e| e.to_string())?;
+                // With the pole's detector, everyone it finds and whatever
+                // moved is pixelated, as in a snapshot.
+                if let Some(detector) = &mut detector {
+                    watch.see(&view, view.timestamp);
+                    detector
+                        .detect(&view, &mut detections)
+                        .map_err(|e| format!("detecting: {e}"))?;
+                    let mut regions = Regions::new(image.width, image.height);
+                    for d in &detections {
+                        regions.add_detection(d);
+                    }
+                    for (w, h, cells) in watch.maps() {
+                        regions.add_moving(*w, *h, cells);
+                    }
+                    pixelated += snapshot::pixelate(&mut image, &regions);
+                }
+                Ok(())
+            }));
             last_layout = frame.layout;
             record = Some(FrameRecord {
                 index,
@@ -177,14 +236,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
                 height: frame.layout.height,
                 format: frame.layout.format,
                 // Of the bytes the PNG was made from (masked, when masks are set).
-                hash: format!(
-                    "{:016x}",
-                    fingerprint(if masker.is_some() {
-                        &scratch
-                    } else {
-                        frame.data
-                    })
-                ),
+                hash: format!("{:016x}", fingerprint(view.data)),
                 stream: frame.stream,
             });
         })?;
@@ -224,7 +276,23 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
         reconnects: stats.reconnects,
         outage_ms: stats.outage_ms,
         out: out.to_owned(),
+        pixelated: detector.is_some(),
+        pixelated_blocks: pixelated,
     };
+    super::audit_image(
+        &settings,
+        "capture",
+        out,
+        &format!(
+            "{written} frames, {} masks filled, {}",
+            settings.privacy.masks.len(),
+            if detector.is_some() {
+                "people, vehicles and movement pixelated"
+            } else {
+                "nobody pixelated (no [detect])"
+            }
+        ),
+    )?;
     println!("{}", serde_json::to_string(&summary)?);
     if written < frames && !shutdown.requested() {
         tracing::warn!(

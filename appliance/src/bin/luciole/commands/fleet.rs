@@ -74,8 +74,13 @@ pub enum Fleet {
         /// config=pole.toml for config.apply).
         #[arg(long = "arg-file", value_name = "KEY=FILE")]
         arg_files: Vec<String>,
-        /// status, config.get, config.apply, light.override, update.install
-        /// or restart.
+        /// Folder where the pictures a `snapshot` command publishes are
+        /// saved (`<device>-<time>.jpg`, 0600); without it they are not
+        /// received.
+        #[arg(long, value_name = "DIR")]
+        save: Option<PathBuf>,
+        /// status, config.get, config.apply, light.override, update.install,
+        /// restart or snapshot.
         command: String,
     },
     /// A table of the site's poles: presence, and with --key each online
@@ -141,6 +146,7 @@ pub fn run(fleet: Fleet) -> anyhow::Result<ExitCode> {
             ttl,
             args,
             arg_files,
+            save,
             command,
         } => {
             let args = arguments(&args, &arg_files)?;
@@ -157,6 +163,7 @@ pub fn run(fleet: Fleet) -> anyhow::Result<ExitCode> {
                 Duration::from_secs_f64(timeout),
                 ttl,
                 true,
+                save.as_deref(),
             )?;
             let all_ok = answers.iter().all(|a| a["ok"] == true);
             Ok(if all_ok && !answers.is_empty() {
@@ -308,7 +315,9 @@ impl Link {
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_start(true)
-            .set_connection_timeout(5);
+            .set_connection_timeout(5)
+            // Snapshots are pictures of some 100 KB.
+            .set_max_packet_size(Some(4 << 20));
         if tls {
             let ca = args
                 .ca
@@ -420,10 +429,18 @@ fn send(
     timeout: Duration,
     ttl: u64,
     print: bool,
+    save: Option<&Path>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     // Poles answer only under their site's `fleet/<id>/reply`.
     let reply_topic = format!("{}/{site}/fleet/{}/reply", link.prefix, link.tag);
     link.subscribe(&reply_topic)?;
+    // A pole publishes its snapshot just before it answers.
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--save {}: cannot create", dir.display()))?;
+        link.subscribe(&format!("{}/{site}/+/snapshot", link.prefix))?;
+    }
+    let mut pictures: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let (expected, orders): (BTreeSet<String>, Vec<(String, Order)>) = match targets {
         Some(devices) => (
             devices.iter().cloned().collect(),
@@ -484,6 +501,13 @@ fn send(
         let Ok(publish) = link.incoming.recv_timeout(left) else {
             break;
         };
+        if publish.topic.ends_with(b"/snapshot") {
+            let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+            if let Some(device) = topic.split('/').rev().nth(1) {
+                pictures.insert(device.to_string(), publish.payload.to_vec());
+            }
+            continue;
+        }
         if publish.topic != reply_topic.as_bytes() {
             continue;
         }
@@ -501,6 +525,20 @@ fn send(
         line["latency_ms"] = json!(started.elapsed().as_millis() as u64);
         if let Some(object) = line.as_object_mut() {
             object.remove("correlation");
+        }
+        if let (Some(dir), Some(sha256)) = (
+            save,
+            response.result.as_ref().and_then(|r| r["sha256"].as_str()),
+        ) {
+            line["saved"] = match save_picture(
+                dir,
+                &response.device,
+                sha256,
+                pictures.remove(&response.device),
+            ) {
+                Ok(path) => json!(path),
+                Err(err) => json!({"error": err}),
+            };
         }
         if print {
             println!("{line}");
@@ -525,6 +563,29 @@ fn send(
         answers.insert(device.clone(), line);
     }
     Ok(answers.into_values().collect())
+}
+
+/// Writes a pole's snapshot into `dir` (0600) when its hash is the one the
+/// pole's answer gives; its path, or why not.
+fn save_picture(
+    dir: &Path,
+    device: &str,
+    sha256: &str,
+    picture: Option<Vec<u8>>,
+) -> Result<PathBuf, String> {
+    let picture = picture.ok_or("the picture did not arrive (published once, at QoS 0)")?;
+    let got = luciole::detect::manifest::sha256_hex(&picture);
+    if got != sha256 {
+        return Err(format!(
+            "the picture's sha256 is {got}, the answer says {sha256}"
+        ));
+    }
+    let time = luciole::events::rfc3339_ms(luciole::events::now_ms()).replace(':', "");
+    let path = dir.join(format!("{device}-{time}.jpg"));
+    super::private_file(&path)
+        .and_then(|mut f| f.write_all(&picture))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn order(
@@ -579,6 +640,7 @@ fn status(
                 wait,
                 60,
                 false,
+                None,
             )? {
                 if let Some(device) = answer["device"].as_str() {
                     answers.insert(device.to_string(), answer);

@@ -70,6 +70,19 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
             settings.file.display()
         ));
     }
+    if settings.privacy.remote_snapshots {
+        if settings.remote.is_none() || settings.detect.is_none() {
+            out.push(format!(
+                "{}: privacy.remote_snapshots = true has no effect without [remote] and [detect]",
+                settings.file.display()
+            ));
+        } else {
+            out.push(format!(
+                "{}: privacy.remote_snapshots = true: an integrator's key may have a pixelated picture of the street published (once, not retained)",
+                settings.file.display()
+            ));
+        }
+    }
     out
 }
 

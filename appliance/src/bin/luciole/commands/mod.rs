@@ -39,12 +39,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             frames,
             out,
-        } => capture::run(&config, frames, &out),
+        } => capture::run(&config, frames, out.as_deref()),
         Command::Snapshot {
             config,
             out,
             frames,
-        } => snapshot::run(&config, frames, &out),
+        } => snapshot::run(&config, frames, out.as_deref()),
         Command::Run { config } => run::run(&config),
         Command::Demo {
             config,
@@ -275,4 +275,99 @@ pub fn write_png(path: &std::path::Path, image: &luciole::convert::RgbImage) -> 
         image::ExtendedColorType::Rgb8,
     )
     .with_context(|| format!("{}: cannot write PNG", path.display()))
+}
+
+/// `image` as a JPEG (quality 85): remote snapshots, which must fit an MQTT
+/// message.
+pub fn jpeg_bytes(image: &luciole::convert::RgbImage) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85),
+        &image.data,
+        image.width,
+        image.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| format!("cannot encode the snapshot as JPEG: {e}"))?;
+    Ok(out)
+}
+
+/// Where an image command writes: `out` if it lies in `privacy.images_dir`
+/// (else a refusal), or `default_name` there. What is past its retention
+/// there is deleted first.
+pub fn image_place(
+    settings: &Settings,
+    out: Option<&std::path::Path>,
+    default_name: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let images = &settings.privacy.images;
+    let path = images.place(out, default_name)?;
+    sweep_images(images);
+    Ok(path)
+}
+
+/// Deletes the images past their retention, saying so in the log.
+pub fn sweep_images(images: &luciole::privacy::retention::ImageSettings) {
+    let swept = luciole::privacy::retention::sweep(
+        &images.dir,
+        images.retention,
+        std::time::SystemTime::now(),
+    );
+    for path in &swept.deleted {
+        tracing::info!(path = %path.display(), "image past privacy.image_retention_s deleted");
+    }
+    for failure in &swept.failed {
+        tracing::error!("cannot delete an image past privacy.image_retention_s: {failure}");
+    }
+}
+
+/// Records in the images folder's audit spool that `command` wrote
+/// `written`; the daemon publishes it as an `audit` event. When the record
+/// cannot be written the image is deleted: none exists without its audit.
+pub fn audit_image(
+    settings: &Settings,
+    command: &str,
+    written: &std::path::Path,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let record = luciole::events::Audit {
+        key: None,
+        role: Some("console".into()),
+        command: Some(command.into()),
+        outcome: "done".into(),
+        code: None,
+        detail: format!(
+            "{} written on the pole by uid {} at {} ({detail}); deleted after {} s",
+            written.display(),
+            {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(written)
+                    .map(|m| m.uid().to_string())
+                    .unwrap_or_else(|_| "?".into())
+            },
+            luciole::events::rfc3339_ms(luciole::events::now_ms()),
+            settings.privacy.images.retention.as_secs()
+        ),
+    };
+    let spooled = luciole::privacy::retention::spool(
+        &settings.privacy.images.dir,
+        &record,
+        luciole::events::now_ms(),
+    );
+    if let Err(err) = spooled {
+        let removed = if written.is_dir() {
+            std::fs::remove_dir_all(written)
+        } else {
+            std::fs::remove_file(written)
+        };
+        anyhow::bail!(
+            "{err}: the audit record of {} cannot be written, so it was deleted{}",
+            written.display(),
+            removed
+                .err()
+                .map(|e| format!(" (the deletion failed too: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }

@@ -35,6 +35,33 @@ use super::remote::{Context, Handler, Next};
 /// How often the watcher looks at the signal flags.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Time between two sweeps of what is past its retention.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// Deletes what is past its retention (images in `privacy.images_dir`,
+/// outboxes moved aside after corruption) and publishes the audit records
+/// that `snapshot` and `capture` left in the images folder's spool.
+fn keep_house(settings: &Settings, sink: &mut dyn Sink) {
+    // The folder is made by the commands that write there, not here.
+    let images = &settings.privacy.images;
+    super::sweep_images(images);
+    for (path, audit) in luciole::privacy::retention::spooled(&images.dir) {
+        tracing::info!(record = %path.display(), "{}", audit.detail);
+        sink.event(Body::Audit(audit));
+        if let Err(err) = std::fs::remove_file(&path) {
+            tracing::error!(record = %path.display(), "cannot delete a published audit record: {err}");
+        }
+    }
+    if let Some(outbox) = &settings.outbox {
+        luciole::outbox::prune_corrupt(
+            &outbox.path,
+            luciole::outbox::KEEP_CORRUPT,
+            Duration::from_millis(outbox.limits.retention_ms),
+            luciole::events::now_ms() / 1000,
+        );
+    }
+}
+
 /// Where events go: the outbox (and broker), or nowhere without `[outbox]`.
 enum Events {
     Reporter(Reporter),
@@ -252,6 +279,10 @@ pub fn serve(
         }
         let mut options = settings.pipeline_options();
         options.inference_time = Some(Arc::clone(&context.inference));
+        options.snapshots = settings
+            .privacy
+            .remote_snapshots
+            .then(|| context.snapshots.1.clone());
         let outcome = pipeline::run_supervised(stages, &options, &mut sink, &stop, &mut supervisor);
         stop.request();
         *lock(&context.lamp) = None;
@@ -403,6 +434,7 @@ fn watch(
             Some(End::Restart)
         }
     };
+    let mut housekeeping = std::time::Instant::now();
     loop {
         if signals.requested() {
             stop.request();
@@ -410,6 +442,10 @@ fn watch(
         }
         if stop.requested() {
             return None;
+        }
+        if std::time::Instant::now() >= housekeeping {
+            keep_house(current, &mut sink);
+            housekeeping = std::time::Instant::now() + HOUSEKEEPING;
         }
         if signals.take_reload() {
             tracing::info!("SIGHUP: checking {}", config.display());

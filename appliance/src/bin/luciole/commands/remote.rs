@@ -27,6 +27,7 @@ use luciole::config::{self, Depth, Settings};
 use luciole::detect::manifest::sha256_hex;
 use luciole::events::{Audit, Body, ErrorCode, Health, Sink};
 use luciole::light::runner::LightFeed;
+use luciole::pipeline::SnapshotOrder;
 use luciole::publish::{Inbound, Inbox};
 use luciole::remote::nonces::{write_atomically, Nonces};
 use luciole::remote::{
@@ -41,6 +42,12 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 /// The longest a rollback's answer waits for the restored session.
 const DEFER_AT_MOST: Duration = Duration::from_secs(10);
+
+/// Frames a remote snapshot watches for movement; the last is shown.
+const SNAPSHOT_FRAMES: u64 = 10;
+
+/// The longest a remote snapshot waits for the pipeline.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(20);
 
 /// Messages waiting to be handled.
 const QUEUE: usize = 64;
@@ -78,6 +85,11 @@ pub struct Context {
     pub energy: Arc<Mutex<Option<luciole::light::energy::EnergyMeter>>>,
     /// The last night's report.
     pub last_energy: Arc<Mutex<Option<luciole::light::energy::EnergyReport>>>,
+    /// Snapshot orders to the running pipeline (one at a time).
+    pub snapshots: (
+        crossbeam_channel::Sender<SnapshotOrder>,
+        crossbeam_channel::Receiver<SnapshotOrder>,
+    ),
 }
 
 impl Context {
@@ -100,6 +112,7 @@ impl Context {
             started: Instant::now(),
             energy: Arc::new(Mutex::new(None)),
             last_energy: Arc::new(Mutex::new(None)),
+            snapshots: crossbeam_channel::bounded(1),
         }
     }
 
@@ -744,6 +757,11 @@ impl Handler {
                 }
                 Next::Stay
             }
+            Command::Snapshot => {
+                let result = self.snapshot(current);
+                done(sink, result);
+                Next::Stay
+            }
             Command::ConfigApply {
                 config,
                 partial,
@@ -908,6 +926,99 @@ impl Handler {
             key: Some(key.to_string()),
         });
         Next::Reload(Box::new(next))
+    }
+
+    /// Takes a snapshot of the running pipeline's next frames and publishes
+    /// it once (QoS 0, not retained) on its own topic; the answer and the
+    /// audit say where, how large, and its hash.
+    fn snapshot(&self, current: &Settings) -> Result<serde_json::Value, ResponseError> {
+        let fail = |code: &str, message: String| ResponseError {
+            code: code.into(),
+            message,
+            problems: Vec::new(),
+        };
+        if !current.privacy.remote_snapshots {
+            return Err(fail(
+                "remote_snapshots_off",
+                "privacy.remote_snapshots is not true on this pole: no picture leaves it".into(),
+            ));
+        }
+        if current.detect.is_none() {
+            return Err(fail(
+                "no_detector",
+                "this pole has no [detect]: a snapshot pixelates the people and vehicles the model finds".into(),
+            ));
+        }
+        let Some(mqtt) = &current.mqtt else {
+            return Err(fail("no_broker", "this pole has no [mqtt]".into()));
+        };
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let order = SnapshotOrder {
+            frames: SNAPSHOT_FRAMES,
+            reply,
+        };
+        // An order left by a run that ended is replaced.
+        let _ = self.context.snapshots.1.try_recv();
+        if self.context.snapshots.0.try_send(order).is_err() {
+            return Err(fail("busy", "a snapshot is already being taken".into()));
+        }
+        let shot = match answer.recv_timeout(SNAPSHOT_WAIT) {
+            Ok(Ok(shot)) => shot,
+            Ok(Err(reason)) => return Err(fail("snapshot_failed", reason)),
+            Err(_) => {
+                let _ = self.context.snapshots.1.try_recv();
+                return Err(fail(
+                    "snapshot_failed",
+                    format!(
+                        "the pipeline analysed no {SNAPSHOT_FRAMES} frames within {} s",
+                        SNAPSHOT_WAIT.as_secs()
+                    ),
+                ));
+            }
+        };
+        let jpeg = super::jpeg_bytes(&shot.image).map_err(|e| fail("snapshot_failed", e))?;
+        // Topic and payload within the pole's packet limit, with room for
+        // the header.
+        if jpeg.len() + 1024 > mqtt.max_packet_bytes as usize {
+            return Err(fail(
+                "too_large",
+                format!(
+                    "the snapshot is {} bytes, more than mqtt.max_packet_bytes ({}) allows",
+                    jpeg.len(),
+                    mqtt.max_packet_bytes
+                ),
+            ));
+        }
+        let topic = format!(
+            "{}/{}/{}/snapshot",
+            mqtt.topic_prefix, current.device.site, current.device.device
+        );
+        let sha256 = sha256_hex(&jpeg);
+        let bytes = jpeg.len();
+        let session = lock(&self.context.session).clone();
+        let queued = session.is_some_and(|s| s.reply(&topic, jpeg, None));
+        if !queued {
+            return Err(fail(
+                "not_connected",
+                "the snapshot was taken but could not be queued for the broker; it is not kept"
+                    .into(),
+            ));
+        }
+        tracing::warn!(
+            topic,
+            bytes,
+            "published a remote snapshot (pixelated), once, not retained"
+        );
+        Ok(json!({
+            "topic": topic,
+            "format": "jpeg",
+            "bytes": bytes,
+            "sha256": sha256,
+            "width": shot.image.width,
+            "height": shot.image.height,
+            "detections": shot.found.len(),
+            "pixelated_blocks": shot.pixelated_blocks,
+        }))
     }
 
     fn status(&self, current: &Settings) -> serde_json::Value {

@@ -4,44 +4,30 @@
 //! It reads a few frames from the configured source (to see what moves),
 //! fills the privacy masks in each as the pipeline does, runs the
 //! configured detector on the last one (down to the tracker's low score),
-//! pixelates every detection (also those standing in a mask) and every
-//! moving region in coarse blocks,
-//! draws the masks, zones, counting lines and calibration points
-//! ([`luciole::privacy::snapshot`]), and writes one PNG readable by its
-//! owner only (0600). It needs `[detect]`: without a detector a person
-//! standing still would not be pixelated.
+//! and makes the picture with [`luciole::privacy::snapshot::compose`]:
+//! every detection (also those standing in a mask) and every moving region
+//! pixelated in coarse blocks, the masks, zones, counting lines and
+//! calibration points drawn. It writes one PNG readable by its owner only
+//! (0600) in `privacy.images_dir`, where it is deleted after
+//! `privacy.image_retention_s`, and leaves an audit record that the daemon
+//! publishes. It needs `[detect]`: without a detector a person standing
+//! still would not be pixelated.
 
-use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use luciole::capture::{self, FrameLayout};
 use luciole::config;
-use luciole::convert::{Converter, RgbImage};
-use luciole::detect::Detection;
-use luciole::motion::{MotionGate, MotionSettings};
-use luciole::privacy::mask::{self, Masker};
-use luciole::privacy::snapshot::{self, Overlay, Regions, BLOCK};
+use luciole::privacy::mask::Masker;
+use luciole::privacy::snapshot::{self, Found, Scene, Watch, BLOCK};
 use luciole::shutdown::Shutdown;
 use serde::Serialize;
 
-/// Frames whose motion is pixelated: the last one and the two before it.
-const MOTION_FRAMES: usize = 3;
-
-/// One detection of the snapshot's frame.
-#[derive(Debug, Serialize)]
-struct Found {
-    #[serde(flatten)]
-    detection: luciole::detect::Detection,
-    /// Standing in a mask: pixelated, not drawn, never tracked.
-    in_mask: bool,
-}
-
 /// What `snapshot` prints when it is done.
 #[derive(Debug, Serialize)]
-struct SnapshotSummary<'a> {
-    out: &'a Path,
+struct SnapshotSummary {
+    out: PathBuf,
     width: u32,
     height: u32,
     frames: u64,
@@ -54,9 +40,11 @@ struct SnapshotSummary<'a> {
     lines: usize,
     zones: usize,
     calibration_points: usize,
+    /// Seconds until the picture is deleted.
+    retention_s: u64,
 }
 
-pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
     let settings = config::load(config)?;
     let Some(detect) = settings.detector() else {
@@ -65,14 +53,19 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
             config.display()
         );
     };
+    let now = luciole::events::now_ms();
+    let out = super::image_place(
+        &settings,
+        out,
+        &format!(
+            "snapshot-{}.png",
+            luciole::events::rfc3339_ms(now).replace(':', "")
+        ),
+    )?;
     let mut detector = luciole::detect::open(&detect)?;
     let mut source = capture::open(&settings.camera, &shutdown)?;
     let mut masker = Masker::new(&settings.privacy.masks);
-    let mut gate = MotionGate::keeping_moving(MotionSettings {
-        enabled: true,
-        ..settings.motion.clone()
-    });
-    let mut recent: VecDeque<(u32, u32, Vec<bool>)> = VecDeque::new();
+    let mut watch = Watch::new(&settings.motion);
     let mut last: Option<(Vec<u8>, FrameLayout)> = None;
     let mut seen = 0u64;
     let mut failure = None;
@@ -105,12 +98,7 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
             timestamp,
             stream: 0,
         };
-        gate.check(&frame, timestamp);
-        let (w, h, moving) = gate.moving();
-        recent.push_back((w, h, moving.to_vec()));
-        if recent.len() > MOTION_FRAMES {
-            recent.pop_front();
-        }
+        watch.see(&frame, timestamp);
         last = Some((data, layout));
         seen += 1;
     }
@@ -132,67 +120,52 @@ pub fn run(config: &Path, frames: u64, out: &Path) -> anyhow::Result<ExitCode> {
     detector
         .detect(&frame, &mut detections)
         .context("detecting on the snapshot's frame")?;
-    // Everyone found is pixelated, also those standing in a mask: part of
-    // them may show above or beside it. Only those outside are drawn.
-    let found: Vec<Found> = detections
-        .iter()
-        .map(|&detection| Found {
-            detection,
-            in_mask: mask::covers(&settings.privacy.masks, detection.foot()),
-        })
-        .collect();
-    let drawn: Vec<Detection> = found
-        .iter()
-        .filter(|f| !f.in_mask)
-        .map(|f| f.detection)
-        .collect();
-    let mut image = RgbImage::default();
-    Converter::new()
-        .to_rgb(&frame, &mut image)
-        .context("converting the snapshot's frame")?;
-
-    let mut regions = Regions::new(image.width, image.height);
-    for f in &found {
-        regions.add_detection(&f.detection);
-    }
-    for (w, h, moving) in &recent {
-        regions.add_moving(*w, *h, moving);
-    }
-    let pixelated_blocks = snapshot::pixelate(&mut image, &regions);
     let analytics = &settings.analytics;
-    snapshot::draw(
-        &mut image,
-        &Overlay {
+    let shot = snapshot::compose(
+        &frame,
+        &detections,
+        watch.maps(),
+        Scene {
             lines: &analytics.lines,
             zones: &analytics.zones,
             calibration: &analytics.calibration_points,
             masks: &settings.privacy.masks,
-            detections: &drawn,
-            caption: format!(
-                "{}/{} {} - people, vehicles and movement pixelated, masks filled",
-                settings.device.site,
-                settings.device.device,
-                luciole::events::rfc3339_ms(luciole::events::now_ms())
-            ),
+            caption: snapshot::caption(&settings.device.site, &settings.device.device, now),
         },
-    );
-    super::write_png(out, &image)?;
+    )
+    .context("converting the snapshot's frame")?;
+    super::write_png(&out, &shot.image)?;
+    luciole::privacy::retention::hand_over(&out)?;
+    super::audit_image(
+        &settings,
+        "snapshot",
+        &out,
+        &format!(
+            "{}x{}, {} detections and {} blocks pixelated",
+            shot.image.width,
+            shot.image.height,
+            shot.found.len(),
+            shot.pixelated_blocks
+        ),
+    )?;
+    let retention_s = settings.privacy.images.retention.as_secs();
     tracing::warn!(
         out = %out.display(),
-        "wrote an installer snapshot (pixelated) to local disk; delete it when done"
+        "wrote an installer snapshot (pixelated) to local disk; deleted after {retention_s} s"
     );
     let summary = SnapshotSummary {
         out,
-        width: image.width,
-        height: image.height,
+        width: shot.image.width,
+        height: shot.image.height,
         frames: seen,
-        detections: found,
+        detections: shot.found,
         block: BLOCK,
-        pixelated_blocks,
+        pixelated_blocks: shot.pixelated_blocks,
         masks: settings.privacy.masks.len(),
         lines: analytics.lines.len(),
         zones: analytics.zones.len(),
         calibration_points: analytics.calibration_points.len(),
+        retention_s,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
