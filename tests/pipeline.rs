@@ -383,23 +383,24 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
     let start = text.find("[detect]").unwrap();
     let end = text[start..].find("\n[tracking]").unwrap() + start;
     std::fs::write(&bare, format!("{}{}", &text[..start], &text[end..])).unwrap();
-    let capture_frame = |config: &Path, name: &str| {
-        let frames = dir.join(name);
+    // Frame 9 of the footage: with [detect] the first two frames only
+    // show the motion watch the scene, so it is the eighth written.
+    let capture_frame = |config: &Path, name: &str, frames: u64| {
+        let folder = dir.join(name);
         let captured = luciole()
             .args(["capture", "--config", config.to_str().unwrap()])
-            .args(["--frames", "10", "--out", frames.to_str().unwrap()])
+            .args(["--frames", &frames.to_string()])
+            .args(["--out", folder.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(captured.status.success(), "{}", stderr(&captured));
         let summary: serde_json::Value = serde_json::from_str(stdout(&captured).trim()).unwrap();
-        let frame = image::open(frames.join("frame-000009.png"))
-            .unwrap()
-            .to_rgb8();
-        (frame, summary)
+        let last = folder.join(format!("frame-{:06}.png", frames - 1));
+        (image::open(last).unwrap().to_rgb8(), summary)
     };
-    let (raw, raw_summary) = capture_frame(&bare, "frames");
+    let (raw, raw_summary) = capture_frame(&bare, "frames", 10);
     assert_eq!(raw_summary["pixelated"], false);
-    let (hidden, hidden_summary) = capture_frame(&config, "frames-detect");
+    let (hidden, hidden_summary) = capture_frame(&config, "frames-detect", 8);
     assert_eq!(hidden_summary["pixelated"], true);
     assert!(hidden_summary["pixelated_blocks"].as_u64().unwrap() > 0);
 

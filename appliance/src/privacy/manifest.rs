@@ -302,7 +302,7 @@ pub fn build(facts: &Facts) -> Value {
         "what": "installer snapshots (pixelated) and camera captures (masks filled) written by `luciole snapshot` and `luciole capture` on the pole's console, and the audit record of each until the daemon has published it",
         "where": images.dir.display().to_string(),
         "retention": format!(
-            "deleted {} s after it was written (each command sweeps before writing, the daemon at start and every minute)",
+            "each picture deleted {} s after it was written (each command sweeps before writing, the daemon at start and every minute); each audit record once published",
             images.retention.as_secs()
         ),
         "max_age_s": images.retention.as_secs(),

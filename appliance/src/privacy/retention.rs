@@ -1,14 +1,18 @@
 //! Retention for the images written on the pole: installer snapshots and
-//! camera captures live only in `privacy.images_dir`, and whatever there is
-//! older than `privacy.image_retention_s` is deleted by the next sweep
-//! (each `snapshot` and `capture` sweeps before it writes, the daemon at
-//! start and every minute).
+//! camera captures live only in `privacy.images_dir`, and every image file
+//! there (at any depth) older than `privacy.image_retention_s` is deleted
+//! by the next sweep (each `snapshot` and `capture` sweeps before it
+//! writes, the daemon at start and every minute). The sweep deletes only
+//! what Luciole writes there (`.png` and `.jpg` files, capture indexes
+//! `frames.jsonl`, then folders they leave empty), never follows a link,
+//! and refuses to walk `/`, so a mistaken `images_dir` cannot cost a
+//! configuration or an outbox.
 //!
-//! Each image written also leaves a record in the folder's audit spool
-//! (`.audit/`): the command cannot write into the outbox of a daemon that
-//! may be running, so the daemon turns each record into an `audit` event
-//! at its next sweep and deletes it. An image whose record cannot be
-//! written is deleted again: there is no image without its audit.
+//! Each image command first leaves a record in the folder's audit spool
+//! (`.audit/`): it cannot write into the outbox of a daemon that may be
+//! running, so the daemon turns each record into an `audit` event at its
+//! next sweep and deletes it. The record is written before any image: a
+//! command that cannot write it writes nothing.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -43,8 +47,20 @@ impl Default for ImageSettings {
 pub enum RetentionError {
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
-    #[error("--out {out}: outside privacy.images_dir ({dir}): images are written only there, where they are deleted after privacy.image_retention_s")]
+    #[error("{out}: outside privacy.images_dir ({dir}): images are written only there, where they are deleted after privacy.image_retention_s")]
     Outside { out: PathBuf, dir: PathBuf },
+    #[error("privacy.images_dir = \"/\": the sweep would walk the whole system; name a folder of its own")]
+    Root,
+}
+
+/// File names the sweep may delete: what snapshots and captures write.
+fn is_image_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    match name.as_deref() {
+        Some("frames.jsonl") => true,
+        Some(name) => [".png", ".jpg", ".jpeg"].iter().any(|e| name.ends_with(e)),
+        None => false,
+    }
 }
 
 fn io(path: &Path, err: impl std::fmt::Display) -> RetentionError {
@@ -68,7 +84,9 @@ pub fn hand_over(path: &Path) -> Result<(), RetentionError> {
     if made.uid() != 0 || folder.uid() == 0 {
         return Ok(());
     }
-    std::os::unix::fs::chown(path, Some(folder.uid()), Some(folder.gid()))
+    // Not following a link: a link put there meanwhile is not a way to
+    // have another file given away.
+    std::os::unix::fs::lchown(path, Some(folder.uid()), Some(folder.gid()))
         .map_err(|e| io(path, format!("cannot give it to the folder's owner: {e}")))
 }
 
@@ -76,6 +94,9 @@ impl ImageSettings {
     /// Creates the folder (0700, the owner of its parent) if missing and
     /// returns its canonical path.
     pub fn prepare(&self) -> Result<PathBuf, RetentionError> {
+        if self.dir == Path::new("/") {
+            return Err(RetentionError::Root);
+        }
         if !self.dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -111,7 +132,9 @@ impl ImageSettings {
         // rest must be plain names.
         let mut existing = absolute.as_path();
         let mut rest = Vec::new();
-        while !existing.exists() {
+        // A link counts as existing (a dangling one then fails to resolve):
+        // it is never taken for a plain name.
+        while std::fs::symlink_metadata(existing).is_err() {
             let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
                 return Err(outside());
             };
@@ -133,6 +156,32 @@ impl ImageSettings {
         }
         Ok(resolved)
     }
+
+    /// Creates the folders from the images folder down to `path` (0700),
+    /// each given to the owner of the one above it ([`hand_over`]), so the
+    /// daemon can sweep inside them.
+    pub fn make_dirs(&self, path: &Path) -> Result<(), RetentionError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = self.prepare()?;
+        let Ok(below) = path.strip_prefix(&dir) else {
+            return Err(RetentionError::Outside {
+                out: path.to_path_buf(),
+                dir: self.dir.clone(),
+            });
+        };
+        let mut at = dir;
+        for part in below.components() {
+            at.push(part);
+            if std::fs::symlink_metadata(&at).is_err() {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&at)
+                    .map_err(|e| io(&at, format!("cannot create folder: {e}")))?;
+                hand_over(&at)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a sweep did.
@@ -144,41 +193,82 @@ pub struct Swept {
     pub failed: Vec<String>,
 }
 
-/// Deletes every entry of `dir` (the audit spool aside) last modified more
-/// than `retention` before `now`. A missing folder holds nothing.
+/// Deletes every image file under `dir` (the audit spool aside, links
+/// not followed) last modified more than `retention` before `now`, then
+/// the folders that this leaves empty. A missing folder holds nothing.
 pub fn sweep(dir: &Path, retention: Duration, now: SystemTime) -> Swept {
     let mut swept = Swept::default();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    if dir == Path::new("/") {
+        swept.failed.push(RetentionError::Root.to_string());
         return swept;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name() == SPOOL {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let modified = meta.modified().unwrap_or(now);
-        let age = now.duration_since(modified).unwrap_or_default();
-        if age <= retention {
-            continue;
-        }
-        let removed = if meta.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match removed {
-            Ok(()) => swept.deleted.push(path),
-            Err(err) => swept.failed.push(format!("{}: {err}", path.display())),
-        }
     }
+    sweep_into(dir, true, retention, now, &mut swept);
     swept
 }
 
-/// Records that an image was written: one JSON file in the spool, written
-/// whole (temporary file, then renamed) and readable by its owner only.
+/// Sweeps `dir`; whether it is empty afterwards because of this sweep.
+fn sweep_into(
+    dir: &Path,
+    top: bool,
+    retention: Duration,
+    now: SystemTime,
+    swept: &mut Swept,
+) -> bool {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(err) => {
+            swept.failed.push(format!("{}: {err}", dir.display()));
+            return false;
+        }
+    };
+    let (mut left, mut deleted) = (0usize, 0usize);
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if top && entry.file_name() == SPOOL {
+            left += 1;
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if sweep_into(&path, false, retention, now, swept) {
+                match std::fs::remove_dir(&path) {
+                    Ok(()) => {
+                        deleted += 1;
+                        continue;
+                    }
+                    Err(err) => swept.failed.push(format!("{}: {err}", path.display())),
+                }
+            }
+            left += 1;
+            continue;
+        }
+        let age = now
+            .duration_since(meta.modified().unwrap_or(now))
+            .unwrap_or_default();
+        if !meta.is_file() || !is_image_file(&path) || age <= retention {
+            left += 1;
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                swept.deleted.push(path);
+                deleted += 1;
+            }
+            Err(err) => {
+                swept.failed.push(format!("{}: {err}", path.display()));
+                left += 1;
+            }
+        }
+    }
+    left == 0 && deleted > 0
+}
+
+/// Records that an image is being written: one JSON file in the spool,
+/// written whole (temporary file, then renamed) and readable by its owner
+/// only.
 pub fn spool(dir: &Path, record: &Audit, now_ms: u64) -> Result<PathBuf, RetentionError> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -214,8 +304,14 @@ pub fn spool(dir: &Path, record: &Audit, now_ms: u64) -> Result<PathBuf, Retenti
 /// once reported: nothing else could read it later).
 pub fn spooled(dir: &Path) -> Vec<(PathBuf, Audit)> {
     let spool = dir.join(SPOOL);
-    let Ok(entries) = std::fs::read_dir(&spool) else {
-        return Vec::new();
+    let entries = match std::fs::read_dir(&spool) {
+        Ok(entries) => entries,
+        Err(err) => {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(spool = %spool.display(), "cannot read the images' audit spool: {err}");
+            }
+            return Vec::new();
+        }
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -306,9 +402,23 @@ mod tests {
             );
             assert!(err.to_string().contains("privacy.images_dir"), "{err}");
         }
-        // A link out of the folder is followed, and refused.
+        // A link out of the folder is followed, and refused; a dangling
+        // one is not taken for a new name.
         std::os::unix::fs::symlink(&root, dir.join("link")).unwrap();
         assert!(settings.place(Some(&dir.join("link/c.png")), "x").is_err());
+        std::os::unix::fs::symlink(root.join("nowhere.png"), dir.join("dangling.png")).unwrap();
+        assert!(settings
+            .place(Some(&dir.join("dangling.png")), "x")
+            .is_err());
+        // Folders made below it are the folder owner's (see hand_over).
+        settings.make_dirs(&dir.join("a/b")).unwrap();
+        assert!(dir.join("a/b").is_dir());
+        assert!(settings.make_dirs(&root.join("c")).is_err());
+        let slash = ImageSettings {
+            dir: PathBuf::from("/"),
+            retention: Duration::from_secs(60),
+        };
+        assert!(matches!(slash.prepare(), Err(RetentionError::Root)));
     }
 
     #[test]
@@ -334,37 +444,77 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_deletes_only_what_is_older_than_the_retention() {
+    fn a_sweep_deletes_only_old_images_at_any_depth_and_nothing_else() {
         let dir = scratch("sweep");
-        std::fs::write(dir.join("old.png"), b"x").unwrap();
-        std::fs::create_dir(dir.join("old-capture")).unwrap();
-        std::fs::write(dir.join("old-capture/frame-1.png"), b"x").unwrap();
-        std::fs::write(dir.join("new.png"), b"x").unwrap();
+        let outside = scratch("sweep-outside");
+        std::fs::create_dir_all(dir.join("aim/older")).unwrap();
+        std::fs::create_dir_all(dir.join("old-capture")).unwrap();
+        for name in [
+            "old.png",
+            "new.png",
+            "old-capture/frame-000001.png",
+            "old-capture/frames.jsonl",
+            "aim/frame-000001.png",
+            "aim/older/frame-000001.jpg",
+            "pole.toml",
+        ] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        std::fs::write(outside.join("old.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
         spool(&dir, &audit("kept"), 1).unwrap();
         let day = Duration::from_secs(86_400);
         let now = SystemTime::now();
         let old = std::fs::FileTimes::new().set_modified(now - 2 * day);
-        for name in ["old.png", "old-capture"] {
-            std::fs::File::open(dir.join(name))
+        for name in [
+            "old.png",
+            "old-capture/frame-000001.png",
+            "old-capture/frames.jsonl",
+            "aim/older/frame-000001.jpg",
+            "pole.toml",
+        ] {
+            std::fs::File::options()
+                .append(true)
+                .open(dir.join(name))
                 .unwrap()
                 .set_times(old)
                 .unwrap();
         }
+        std::fs::File::open(outside.join("old.png"))
+            .unwrap()
+            .set_times(old)
+            .unwrap();
         let swept = sweep(&dir, day, now);
         let mut deleted: Vec<_> = swept
             .deleted
             .iter()
-            .map(|p| p.file_name().unwrap().to_owned())
+            .map(|p| p.strip_prefix(&dir).unwrap().to_path_buf())
             .collect();
         deleted.sort();
-        assert_eq!(deleted, ["old-capture", "old.png"]);
-        assert!(swept.failed.is_empty());
-        assert!(dir.join("new.png").exists());
+        let expected: Vec<PathBuf> = [
+            "aim/older/frame-000001.jpg",
+            "old-capture/frame-000001.png",
+            "old-capture/frames.jsonl",
+            "old.png",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(deleted, expected);
+        assert!(swept.failed.is_empty(), "{:?}", swept.failed);
+        // Emptied folders go; the rest stays: new images, other files,
+        // what a link points to.
+        assert!(!dir.join("old-capture").exists() && !dir.join("aim/older").exists());
+        for kept in ["new.png", "aim/frame-000001.png", "pole.toml"] {
+            assert!(dir.join(kept).exists(), "{kept}");
+        }
+        assert!(outside.join("old.png").exists());
         // The spool is never swept by age, even when old.
-        let swept = sweep(&dir, Duration::ZERO, now + day);
-        assert_eq!(swept.deleted, vec![dir.join("new.png")]);
+        sweep(&dir, Duration::ZERO, now + day);
+        assert!(!dir.join("new.png").exists());
         assert_eq!(spooled(&dir).len(), 1);
         assert_eq!(sweep(&dir.join("missing"), day, now), Swept::default());
+        assert!(!sweep(Path::new("/"), day, now).failed.is_empty());
     }
 
     #[test]

@@ -251,14 +251,7 @@ pub fn compose(
         .collect();
     let mut image = RgbImage::default();
     Converter::new().to_rgb(frame, &mut image)?;
-    let mut regions = Regions::new(image.width, image.height);
-    for f in &found {
-        regions.add_detection(&f.detection);
-    }
-    for (w, h, cells) in moving {
-        regions.add_moving(*w, *h, cells);
-    }
-    let pixelated_blocks = pixelate(&mut image, &regions);
+    let pixelated_blocks = hide(&mut image, detections, moving);
     draw(
         &mut image,
         &Overlay {
@@ -321,6 +314,20 @@ impl Watch {
     pub fn maps(&self) -> &MotionMaps {
         &self.recent
     }
+}
+
+/// Pixelates every block of `image` touching one of `detections` or a cell
+/// that moved in `moving`; how many blocks. What a snapshot and a capture
+/// both do before anything is drawn or written.
+pub fn hide(image: &mut RgbImage, detections: &[Detection], moving: &MotionMaps) -> usize {
+    let mut regions = Regions::new(image.width, image.height);
+    for d in detections {
+        regions.add_detection(d);
+    }
+    for (w, h, cells) in moving {
+        regions.add_moving(*w, *h, cells);
+    }
+    pixelate(image, &regions)
 }
 
 /// The caption of a snapshot of pole `site`/`device` taken at `time_ms`.

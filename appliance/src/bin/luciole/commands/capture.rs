@@ -22,7 +22,7 @@ use luciole::capture::{self, PixelFormat, SourceInfo};
 use luciole::config;
 use luciole::convert::{Converter, RgbImage};
 use luciole::privacy::mask::Masker;
-use luciole::privacy::snapshot::{self, Regions, Watch};
+use luciole::privacy::snapshot::{self, Watch, MOTION_FRAMES};
 use luciole::shutdown::Shutdown;
 use serde::Serialize;
 
@@ -115,26 +115,30 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
     let out = super::image_place(
         &settings,
         out,
-        &format!(
-            "capture-{}",
-            luciole::events::rfc3339_ms(luciole::events::now_ms()).replace(':', "")
-        ),
+        &format!("capture-{}", super::file_stamp(luciole::events::now_ms())),
     )?;
     let out = out.as_path();
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(out)
-            .with_context(|| format!("{}: cannot create folder", out.display()))?;
-        luciole::privacy::retention::hand_over(out)?;
-    }
     let mut detector = match settings.detector() {
         Some(detect) => Some(luciole::detect::open(&detect)?),
         None => None,
     };
     let mut source = capture::open(&settings.camera, &shutdown)?;
+    // Audited before anything is written.
+    super::audit_image(
+        &settings,
+        "capture",
+        out,
+        &format!(
+            "up to {frames} frames, {} masks filled, {}",
+            settings.privacy.masks.len(),
+            if detector.is_some() {
+                "people, vehicles and movement pixelated"
+            } else {
+                "nobody pixelated (no [detect])"
+            }
+        ),
+    )?;
+    settings.privacy.images.make_dirs(out)?;
     let info: SourceInfo = source.info();
     let mut masker = Masker::new(&settings.privacy.masks);
     if detector.is_some() {
@@ -215,14 +219,7 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
                     detector
                         .detect(&view, &mut detections)
                         .map_err(|e| format!("detecting: {e}"))?;
-                    let mut regions = Regions::new(image.width, image.height);
-                    for d in &detections {
-                        regions.add_detection(d);
-                    }
-                    for (w, h, cells) in watch.maps() {
-                        regions.add_moving(*w, *h, cells);
-                    }
-                    pixelated += snapshot::pixelate(&mut image, &regions);
+                    pixelated += snapshot::hide(&mut image, &detections, watch.maps());
                 }
                 Ok(())
             }));
@@ -249,6 +246,11 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
         if let Err(err) = converted {
             skipped += 1;
             tracing::warn!(sequence = record.sequence, "frame skipped: {err}");
+            continue;
+        }
+        // The first frames only show the motion watch what is still: a
+        // person walking is hidden from the first frame written on.
+        if detector.is_some() && watch.seen() < MOTION_FRAMES as u64 {
             continue;
         }
         rate.add(record.stream, Duration::from_micros(record.timestamp_us));
@@ -279,20 +281,6 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
         pixelated: detector.is_some(),
         pixelated_blocks: pixelated,
     };
-    super::audit_image(
-        &settings,
-        "capture",
-        out,
-        &format!(
-            "{written} frames, {} masks filled, {}",
-            settings.privacy.masks.len(),
-            if detector.is_some() {
-                "people, vehicles and movement pixelated"
-            } else {
-                "nobody pixelated (no [detect])"
-            }
-        ),
-    )?;
     println!("{}", serde_json::to_string(&summary)?);
     if written < frames && !shutdown.requested() {
         tracing::warn!(

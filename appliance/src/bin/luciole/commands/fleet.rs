@@ -580,7 +580,7 @@ fn save_picture(
             "the picture's sha256 is {got}, the answer says {sha256}"
         ));
     }
-    let time = luciole::events::rfc3339_ms(luciole::events::now_ms()).replace(':', "");
+    let time = super::file_stamp(luciole::events::now_ms());
     let path = dir.join(format!("{device}-{time}.jpg"));
     super::private_file(&path)
         .and_then(|mut f| f.write_all(&picture))

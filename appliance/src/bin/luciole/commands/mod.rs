@@ -321,15 +321,19 @@ pub fn sweep_images(images: &luciole::privacy::retention::ImageSettings) {
     }
 }
 
-/// Records in the images folder's audit spool that `command` wrote
-/// `written`; the daemon publishes it as an `audit` event. When the record
-/// cannot be written the image is deleted: none exists without its audit.
+/// Records in the images folder's audit spool that `command` is writing
+/// `target`, before it does: the daemon publishes it as an `audit` event.
+/// When the record cannot be written, the command must write nothing.
 pub fn audit_image(
     settings: &Settings,
     command: &str,
-    written: &std::path::Path,
+    target: &std::path::Path,
     detail: &str,
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "?".into());
     let record = luciole::events::Audit {
         key: None,
         role: Some("console".into()),
@@ -337,37 +341,22 @@ pub fn audit_image(
         outcome: "done".into(),
         code: None,
         detail: format!(
-            "{} written on the pole by uid {} at {} ({detail}); deleted after {} s",
-            written.display(),
-            {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(written)
-                    .map(|m| m.uid().to_string())
-                    .unwrap_or_else(|_| "?".into())
-            },
+            "{} being written on the pole by uid {uid} at {} ({detail}); deleted after {} s",
+            target.display(),
             luciole::events::rfc3339_ms(luciole::events::now_ms()),
             settings.privacy.images.retention.as_secs()
         ),
     };
-    let spooled = luciole::privacy::retention::spool(
+    luciole::privacy::retention::spool(
         &settings.privacy.images.dir,
         &record,
         luciole::events::now_ms(),
-    );
-    if let Err(err) = spooled {
-        let removed = if written.is_dir() {
-            std::fs::remove_dir_all(written)
-        } else {
-            std::fs::remove_file(written)
-        };
-        anyhow::bail!(
-            "{err}: the audit record of {} cannot be written, so it was deleted{}",
-            written.display(),
-            removed
-                .err()
-                .map(|e| format!(" (the deletion failed too: {e})"))
-                .unwrap_or_default()
-        );
-    }
+    )
+    .map_err(|err| anyhow::anyhow!("{err}: without its audit record nothing is written"))?;
     Ok(())
+}
+
+/// A UTC time for file names: `2026-12-04T192000.287Z`.
+pub fn file_stamp(ms: u64) -> String {
+    luciole::events::rfc3339_ms(ms).replace(':', "")
 }

@@ -46,8 +46,13 @@ const DEFER_AT_MOST: Duration = Duration::from_secs(10);
 /// Frames a remote snapshot watches for movement; the last is shown.
 const SNAPSHOT_FRAMES: u64 = 10;
 
-/// The longest a remote snapshot waits for the pipeline.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(20);
+/// The longest a remote snapshot waits for the pipeline (the command
+/// handler waits meanwhile: well under systemd's stop timeout).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+
+/// A remote snapshot fails once the pipeline has analysed no frame for
+/// this long.
+const SNAPSHOT_STALL: Duration = Duration::from_secs(3);
 
 /// Messages waiting to be handled.
 const QUEUE: usize = 64;
@@ -758,8 +763,30 @@ impl Handler {
                 Next::Stay
             }
             Command::Snapshot => {
-                let result = self.snapshot(current);
-                done(sink, result);
+                match self.snapshot(current) {
+                    // Where it went and what it was, for the record.
+                    Ok(value) => {
+                        audit(
+                            sink,
+                            Some(admitted.key.clone()),
+                            Some(role),
+                            Some("snapshot"),
+                            "done",
+                            None,
+                            format!(
+                                "published once on {} ({} bytes, sha256 {}, {} blocks pixelated)",
+                                value["topic"].as_str().unwrap_or_default(),
+                                value["bytes"],
+                                value["sha256"].as_str().unwrap_or_default(),
+                                value["pixelated_blocks"]
+                            ),
+                        );
+                        if let Some(answer) = &answer {
+                            answer.send(Ok(value));
+                        }
+                    }
+                    Err(error) => done(sink, Err(error)),
+                }
                 Next::Stay
             }
             Command::ConfigApply {
@@ -952,6 +979,18 @@ impl Handler {
         let Some(mqtt) = &current.mqtt else {
             return Err(fail("no_broker", "this pole has no [mqtt]".into()));
         };
+        // Published at once or never: a pole without its broker keeps
+        // nothing to send later.
+        if !self
+            .context
+            .subscribed
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(fail(
+                "not_connected",
+                "the pole is not connected to its broker: no snapshot is taken".into(),
+            ));
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         let order = SnapshotOrder {
             frames: SNAPSHOT_FRAMES,
@@ -962,17 +1001,45 @@ impl Handler {
         if self.context.snapshots.0.try_send(order).is_err() {
             return Err(fail("busy", "a snapshot is already being taken".into()));
         }
-        let shot = match answer.recv_timeout(SNAPSHOT_WAIT) {
-            Ok(Ok(shot)) => shot,
-            Ok(Err(reason)) => return Err(fail("snapshot_failed", reason)),
-            Err(_) => {
+        // Waited for in short steps: a pipeline that analyses nothing (a
+        // camera away) fails the order at once rather than at the deadline.
+        let started = Instant::now();
+        let (mut analysed, mut progress) = (
+            self.context.analysed.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        let shot = loop {
+            match answer.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(shot)) => break shot,
+                Ok(Err(reason)) => return Err(fail("snapshot_failed", reason)),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(fail(
+                        "snapshot_failed",
+                        "the pipeline stopped before the snapshot was taken".into(),
+                    ))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            let now = self.context.analysed.load(Ordering::Relaxed);
+            if now != analysed {
+                (analysed, progress) = (now, Instant::now());
+            }
+            let stalled = progress.elapsed() >= SNAPSHOT_STALL;
+            if stalled || started.elapsed() >= SNAPSHOT_WAIT {
                 let _ = self.context.snapshots.1.try_recv();
                 return Err(fail(
                     "snapshot_failed",
-                    format!(
-                        "the pipeline analysed no {SNAPSHOT_FRAMES} frames within {} s",
-                        SNAPSHOT_WAIT.as_secs()
-                    ),
+                    if stalled {
+                        format!(
+                            "the pipeline analysed no frame for {} s (is the camera away?)",
+                            SNAPSHOT_STALL.as_secs()
+                        )
+                    } else {
+                        format!(
+                            "the pipeline analysed no {SNAPSHOT_FRAMES} frames within {} s",
+                            SNAPSHOT_WAIT.as_secs()
+                        )
+                    },
                 ));
             }
         };

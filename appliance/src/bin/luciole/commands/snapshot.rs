@@ -57,11 +57,17 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
     let out = super::image_place(
         &settings,
         out,
-        &format!(
-            "snapshot-{}.png",
-            luciole::events::rfc3339_ms(now).replace(':', "")
-        ),
+        &format!("snapshot-{}.png", super::file_stamp(now)),
     )?;
+    if !out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        anyhow::bail!(
+            "{}: a snapshot is a .png file (the images folder's sweep deletes only pictures)",
+            out.display()
+        );
+    }
     let mut detector = luciole::detect::open(&detect)?;
     let mut source = capture::open(&settings.camera, &shutdown)?;
     let mut masker = Masker::new(&settings.privacy.masks);
@@ -134,8 +140,7 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
         },
     )
     .context("converting the snapshot's frame")?;
-    super::write_png(&out, &shot.image)?;
-    luciole::privacy::retention::hand_over(&out)?;
+    // Audited before it is written.
     super::audit_image(
         &settings,
         "snapshot",
@@ -148,6 +153,8 @@ pub fn run(config: &Path, frames: u64, out: Option<&Path>) -> anyhow::Result<Exi
             shot.pixelated_blocks
         ),
     )?;
+    super::write_png(&out, &shot.image)?;
+    luciole::privacy::retention::hand_over(&out)?;
     let retention_s = settings.privacy.images.retention.as_secs();
     tracing::warn!(
         out = %out.display(),
