@@ -439,12 +439,7 @@ impl Outbox {
             source,
         })?;
         tracing::error!(path = %path.display(), aside = %aside.display(), "outbox corrupted: moved aside, starting a fresh one");
-        prune_corrupt(
-            path,
-            KEEP_CORRUPT,
-            Duration::from_millis(settings.limits.retention_ms),
-            events::now_ms() / 1000,
-        );
+        prune_aside(settings);
         Ok((Self::open_db(settings)?, aside))
     }
 
@@ -1271,6 +1266,18 @@ pub fn disk_cap(held: u64, on_disk: u64, free: u64, max_bytes: u64) -> u64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies [`prune_corrupt`] with the outbox's own limits: the newest
+/// [`KEEP_CORRUPT`], none older than `outbox.retention_s`, now. At each
+/// move aside, and by the daemon every minute.
+pub fn prune_aside(settings: &OutboxSettings) {
+    prune_corrupt(
+        &settings.path,
+        KEEP_CORRUPT,
+        Duration::from_millis(settings.limits.retention_ms),
+        events::now_ms() / 1000,
+    );
 }
 
 /// Deletes all but the newest `keep` `<path>.corrupt-<seconds>` folders,

@@ -90,6 +90,19 @@ pub fn hand_over(path: &Path) -> Result<(), RetentionError> {
         .map_err(|e| io(path, format!("cannot give it to the folder's owner: {e}")))
 }
 
+/// Creates the folder `path` (0700; with `parents`, the missing folders
+/// above it too) and gives it to the owner of the folder above
+/// ([`hand_over`]).
+fn private_dir(path: &Path, parents: bool) -> Result<(), RetentionError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(parents)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| io(path, format!("cannot create folder: {e}")))?;
+    hand_over(path)
+}
+
 impl ImageSettings {
     /// Creates the folder (0700, the owner of its parent) if missing and
     /// returns its canonical path.
@@ -98,13 +111,7 @@ impl ImageSettings {
             return Err(RetentionError::Root);
         }
         if !self.dir.is_dir() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.dir)
-                .map_err(|e| io(&self.dir, format!("cannot create the images folder: {e}")))?;
-            hand_over(&self.dir)?;
+            private_dir(&self.dir, true)?;
         }
         self.dir.canonicalize().map_err(|e| io(&self.dir, e))
     }
@@ -161,7 +168,6 @@ impl ImageSettings {
     /// each given to the owner of the one above it ([`hand_over`]), so the
     /// daemon can sweep inside them.
     pub fn make_dirs(&self, path: &Path) -> Result<(), RetentionError> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = self.prepare()?;
         let Ok(below) = path.strip_prefix(&dir) else {
             return Err(RetentionError::Outside {
@@ -173,11 +179,7 @@ impl ImageSettings {
         for part in below.components() {
             at.push(part);
             if std::fs::symlink_metadata(&at).is_err() {
-                std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&at)
-                    .map_err(|e| io(&at, format!("cannot create folder: {e}")))?;
-                hand_over(&at)?;
+                private_dir(&at, false)?;
             }
         }
         Ok(())
@@ -271,15 +273,10 @@ fn sweep_into(
 /// only.
 pub fn spool(dir: &Path, record: &Audit, now_ms: u64) -> Result<PathBuf, RetentionError> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let spool = dir.join(SPOOL);
     if !spool.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&spool)
-            .map_err(|e| io(&spool, e))?;
-        hand_over(&spool)?;
+        private_dir(&spool, true)?;
     }
     let name = format!("{now_ms:013}-{}.json", std::process::id());
     let tmp = spool.join(format!(".{name}.tmp"));

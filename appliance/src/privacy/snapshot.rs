@@ -182,27 +182,16 @@ pub fn pixelate(image: &mut RgbImage, regions: &Regions) -> usize {
     done
 }
 
-/// What [`draw`] puts on the picture.
+/// The pole's geometry a snapshot shows, and its caption; [`draw`] adds
+/// the detections [`compose`] finds.
 #[derive(Debug, Default)]
-pub struct Overlay<'a> {
+pub struct Scene<'a> {
     pub lines: &'a [LineSettings],
     pub zones: &'a [ZoneSettings],
     /// Picture points and their ground positions in metres.
     pub calibration: &'a [(Spot, Spot)],
     pub masks: &'a [Mask],
-    pub detections: &'a [Detection],
     /// One line at the top: pole, time, what was done.
-    pub caption: String,
-}
-
-/// The pole's geometry a snapshot shows, and its caption: an [`Overlay`]
-/// without the detections, which [`compose`] finds.
-#[derive(Debug, Default)]
-pub struct Scene<'a> {
-    pub lines: &'a [LineSettings],
-    pub zones: &'a [ZoneSettings],
-    pub calibration: &'a [(Spot, Spot)],
-    pub masks: &'a [Mask],
     pub caption: String,
 }
 
@@ -252,17 +241,7 @@ pub fn compose(
     let mut image = RgbImage::default();
     Converter::new().to_rgb(frame, &mut image)?;
     let pixelated_blocks = hide(&mut image, detections, moving);
-    draw(
-        &mut image,
-        &Overlay {
-            lines: scene.lines,
-            zones: scene.zones,
-            calibration: scene.calibration,
-            masks: scene.masks,
-            detections: &drawn,
-            caption: scene.caption,
-        },
-    );
+    draw(&mut image, &scene, &drawn);
     Ok(Shot {
         image,
         found,
@@ -429,17 +408,17 @@ fn outlined(canvas: &mut Canvas<'_>, polygon: &[Spot], text: &str, colour: Rgb88
     }
 }
 
-/// Draws `overlay` on `image`.
-pub fn draw(image: &mut RgbImage, overlay: &Overlay<'_>) {
+/// Draws `scene` and `detections` on `image`.
+pub fn draw(image: &mut RgbImage, scene: &Scene<'_>, detections: &[Detection]) {
     let mut canvas = Canvas(image);
     let canvas = &mut canvas;
-    for mask in overlay.masks {
+    for mask in scene.masks {
         outlined(canvas, &mask.polygon, &format!("mask {}", mask.name), MASK);
     }
-    for zone in overlay.zones {
+    for zone in scene.zones {
         outlined(canvas, &zone.polygon, &format!("zone {}", zone.name), ZONE);
     }
-    for d in overlay.detections {
+    for d in detections {
         let [x0, y0, x1, y1] = d.bbox;
         let _ = Rectangle::with_corners(at([x0, y0]), at([x1, y1]))
             .into_styled(PrimitiveStyle::with_stroke(DETECTION, 1))
@@ -451,7 +430,7 @@ pub fn draw(image: &mut RgbImage, overlay: &Overlay<'_>) {
             DETECTION,
         );
     }
-    for line in overlay.lines {
+    for line in scene.lines {
         let _ = Line::new(at(line.from), at(line.to))
             .into_styled(PrimitiveStyle::with_stroke(LINE, 3))
             .draw(canvas);
@@ -473,7 +452,7 @@ pub fn draw(image: &mut RgbImage, overlay: &Overlay<'_>) {
             LINE,
         );
     }
-    for (i, (image_point, ground)) in overlay.calibration.iter().enumerate() {
+    for (i, (image_point, ground)) in scene.calibration.iter().enumerate() {
         let _ = Circle::with_center(at(*image_point), 9)
             .into_styled(PrimitiveStyle::with_stroke(CALIBRATION, 2))
             .draw(canvas);
@@ -484,7 +463,7 @@ pub fn draw(image: &mut RgbImage, overlay: &Overlay<'_>) {
             CALIBRATION,
         );
     }
-    label(canvas, &overlay.caption, Point::new(4, 4), Rgb888::WHITE);
+    label(canvas, &scene.caption, Point::new(4, 4), Rgb888::WHITE);
 }
 
 #[cfg(test)]
@@ -595,15 +574,14 @@ mod tests {
             name: "door".into(),
             polygon: vec![[150.0, 100.0], [190.0, 100.0], [190.0, 150.0]],
         };
-        let overlay = Overlay {
+        let scene = Scene {
             lines: std::slice::from_ref(&line),
             zones: std::slice::from_ref(&zone),
             calibration: &[([30.0, 60.0], [1.0, 2.0])],
             masks: std::slice::from_ref(&mask),
-            detections: &[],
             caption: "test".into(),
         };
-        draw(&mut image, &overlay);
+        draw(&mut image, &scene, &[]);
         let rgb = |c: Rgb888| [c.r(), c.g(), c.b()];
         assert_eq!(image.pixel(100, 80), rgb(LINE), "on the line");
         assert_eq!(image.pixel(60, 125), rgb(ZONE), "on the zone's edge");

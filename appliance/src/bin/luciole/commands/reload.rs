@@ -53,12 +53,7 @@ fn keep_house(settings: &Settings, sink: &mut dyn Sink) {
         }
     }
     if let Some(outbox) = &settings.outbox {
-        luciole::outbox::prune_corrupt(
-            &outbox.path,
-            luciole::outbox::KEEP_CORRUPT,
-            Duration::from_millis(outbox.limits.retention_ms),
-            luciole::events::now_ms() / 1000,
-        );
+        luciole::outbox::prune_aside(outbox);
     }
 }
 
