@@ -251,6 +251,8 @@ fn every_kind_of_event_matches_its_schema_and_a_wrong_one_does_not() {
             broker_reconnects: 1,
             inferences: 0,
             skipped_by_motion: 0,
+            predicted: 0,
+            inference_fps: 0.0,
             queue_dropped: 0,
             inference_ms: 0.0,
             tracks: 0,

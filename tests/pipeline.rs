@@ -86,6 +86,19 @@ fn with_profile(config: PathBuf, profile: &str) -> PathBuf {
     config
 }
 
+/// The configuration file `config` with the adaptive inference rate on.
+fn adaptive(config: PathBuf) -> PathBuf {
+    let text = std::fs::read_to_string(&config).unwrap();
+    let anchor = "\n[detect]\n";
+    assert!(text.contains(anchor), "the demo configuration has [detect]");
+    std::fs::write(
+        &config,
+        text.replace(anchor, &format!("{anchor}adaptive = true\n")),
+    )
+    .unwrap();
+    config
+}
+
 /// What `luciole demo --json` printed: events, then the summary.
 struct Demo {
     events: Vec<serde_json::Value>,
@@ -170,7 +183,7 @@ fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
     assert!(first.of_kind("crossing").is_empty());
     let crossings = first.seen().len() as u64;
     assert_eq!(crossings, expected_counts().values().sum::<u64>());
-    let again = demo(&demo_config(&dir.join("b"), None, ""), &["--no-motion"]);
+    let again = demo(&demo_config(&dir.join("b"), None, ""), &["--every-frame"]);
     assert_eq!(again.n("skipped_by_motion"), 0);
     assert_eq!(again.n("inferences"), 795);
     assert_eq!(again.counts(), first.counts());
@@ -189,6 +202,61 @@ fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
             .collect()
     };
     assert_eq!(key(&first), key(&again));
+}
+
+/// The adaptive inference rate on the demo footage: the model runs on
+/// fewer frames, the tracker predicts the others, and every count stays
+/// within one of the every-frame run's (the README's). Its target, half
+/// the inferences, is not met on this footage yet (docs/performance.md):
+/// this checks what it does, not the target.
+#[test]
+fn the_adaptive_rate_spares_the_model_and_counts_within_one_of_every_frame() {
+    let dir = scratch("demo-adaptive");
+    let paced = demo(&adaptive(demo_config(&dir, None, "")), &[]);
+    assert_eq!(paced.n("frames"), 795);
+    let (runs, predicted) = (paced.n("inferences"), paced.n("predicted"));
+    assert_eq!(runs + predicted + paced.n("skipped_by_motion"), 795);
+    assert!(
+        predicted >= 100 && runs <= 700,
+        "{runs} inferences, {predicted} predicted"
+    );
+    let expected = expected_counts();
+    let counts = paced.counts();
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (key, n) in &counts {
+        assert!(
+            n.abs_diff(expected[key]) <= 1,
+            "{key:?}: {n} with the adaptive rate, {} on every frame",
+            expected[key]
+        );
+    }
+    // Every crossing is reported where the path meets its line.
+    let crossings = demo(
+        &with_profile(
+            adaptive(demo_config(&dir.join("crossings"), None, "")),
+            "tracks",
+        ),
+        &[],
+    );
+    let seen = crossings.of_kind("crossing");
+    assert_eq!(seen.len() as u64, counts.values().sum::<u64>());
+    for c in seen {
+        let at = &c["data"]["position"];
+        let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
+        match c["data"]["line"].as_str().unwrap() {
+            "lamp-post" => assert!(
+                (x - 430.0).abs() <= 0.1 && (180.0..=340.0).contains(&y),
+                "{c}"
+            ),
+            _ => assert!(
+                (y - 215.0).abs() <= 0.1 && (520.0..=720.0).contains(&x),
+                "{c}"
+            ),
+        }
+    }
 }
 
 /// A mask over the car park (x ≥ 470): its counting line (x 520 to 720 at
@@ -563,7 +631,7 @@ fn motion_gating_spares_the_model_on_still_scenes_without_changing_counts() {
     );
     let every = demo(
         &with_profile(demo_config(&dir.join("off"), recording, ""), "tracks"),
-        &["--no-motion"],
+        &["--every-frame"],
     );
     assert_eq!(gated.n("frames"), 300);
     assert_eq!(every.n("inferences"), 300);

@@ -74,6 +74,8 @@ fn health(n: u64) -> Body {
         broker_reconnects: 0,
         inferences: 0,
         skipped_by_motion: 0,
+        predicted: 0,
+        inference_fps: 0.0,
         queue_dropped: 0,
         inference_ms: 0.0,
         tracks: 0,

@@ -182,6 +182,18 @@ pub fn render(snapshot: &Snapshot) -> String {
             &total(h.skipped_by_motion as f64),
         );
         metric(
+            "luciole_predicted",
+            "counter",
+            "Frames where things moved but the tracker only predicted (the adaptive inference rate) since start.",
+            &total(h.predicted as f64),
+        );
+        metric(
+            "luciole_inference_fps",
+            "gauge",
+            "Inferences per second over the last health interval.",
+            &one(h.inference_fps),
+        );
+        metric(
             "luciole_camera_reconnects",
             "counter",
             "Camera reopenings since start.",

@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::detect::Class;
 use crate::events::{rfc3339_ms, Crossing, Flow, FlowCount, FlowSpeed, FlowZone, TrackSummary};
 use crate::track::{Track, Update};
-use geometry::{distance, inside, side_of, Homography, Point};
+use geometry::{distance, inside, meets, side_of, Homography, Point};
 
 /// A counting line (see the `[[analytics.lines]]` configuration).
 #[derive(Debug, Clone, PartialEq)]
@@ -363,13 +363,17 @@ impl Analytics {
                         .entry((line.name.clone(), direction.clone(), track.class))
                         .or_default() += 1;
                     let speed_px = f64::from(track.velocity[0].hypot(track.velocity[1]));
+                    // Where its path between the two measured positions
+                    // meets the line, not where the track is now (after a
+                    // long step, that can be far from the line).
+                    let at = meets(line.from, line.to, last.at, foot).unwrap_or(foot);
                     out.push(Output::Crossing(Crossing {
                         line: line.name.clone(),
                         direction,
                         class: track.class.name().into(),
                         track: Some(track.id),
                         at: rfc3339_ms(wall_ms),
-                        position: Some([round1(foot[0]), round1(foot[1])]),
+                        position: Some([round1(at[0]), round1(at[1])]),
                         speed_px_s: round2(speed_px),
                         speed_m_s: settings
                             .calibration

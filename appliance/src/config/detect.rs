@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::check::Check;
 use crate::detect::{Accelerator, Backend, Class, DelegateSettings, DetectSettings};
+use crate::pipeline::pace::PaceSettings;
 
 /// `[detect]`
 #[derive(Debug, Deserialize)]
@@ -51,6 +52,55 @@ pub struct RawDetect {
     /// Keep the frame's aspect ratio when scaling it to the model input
     /// (padding the rest) instead of stretching it.
     pub letterbox: Option<bool>,
+    /// Space inferences by what the scene needs (the tracker predicts in
+    /// between); false: the model runs on every frame motion gating lets
+    /// through.
+    pub adaptive: Option<bool>,
+    /// Inferences per second, at least, while anything moves (adaptive
+    /// only), 0.2 to 30.
+    pub min_fps: Option<f32>,
+    /// Inferences per second, at most (adaptive only), 0.2 to 60.
+    pub max_fps: Option<f32>,
+}
+
+/// The adaptive inference rate from `[detect]`: `max_coast` is the
+/// tracker's, which the longest wait between two inferences must stay
+/// under.
+pub(super) fn pace(
+    raw: &RawDetect,
+    max_coast: std::time::Duration,
+    check: &mut Check<'_, '_>,
+) -> PaceSettings {
+    let d = PaceSettings::default();
+    let adaptive = raw.adaptive.unwrap_or(d.adaptive);
+    let min_fps = raw.min_fps.unwrap_or(d.min_fps);
+    let max_fps = raw.max_fps.unwrap_or(d.max_fps);
+    let min_ok = check.fraction("detect.min_fps", min_fps, 0.2, 30.0);
+    let max_ok = check.fraction("detect.max_fps", max_fps, 0.2, 60.0);
+    if min_ok && max_ok && min_fps > max_fps {
+        check.fail(
+            "detect.min_fps",
+            Some(min_fps.to_string()),
+            format!("must not exceed detect.max_fps ({max_fps})"),
+        );
+    }
+    if min_ok && adaptive && f64::from(1.0 / min_fps) >= max_coast.as_secs_f64() {
+        check.fail(
+            "detect.min_fps",
+            Some(min_fps.to_string()),
+            format!(
+                "the longest wait between two inferences (1/min_fps = {:.2} s) must be shorter \
+                 than tracking.max_coast_ms ({} ms), or tracks end between two inferences",
+                1.0 / min_fps,
+                max_coast.as_millis()
+            ),
+        );
+    }
+    PaceSettings {
+        adaptive,
+        min_fps,
+        max_fps,
+    }
 }
 
 pub(super) fn validate(raw: RawDetect, check: &mut Check<'_, '_>) -> Option<DetectSettings> {

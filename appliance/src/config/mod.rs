@@ -58,6 +58,7 @@ use crate::light::LightingSettings;
 use crate::metrics::MetricsSettings;
 use crate::motion::MotionSettings;
 use crate::outbox::OutboxSettings;
+use crate::pipeline::pace::PaceSettings;
 use crate::pipeline::PipelineSettings;
 use crate::privacy::PrivacySettings;
 use crate::publish::MqttSettings;
@@ -83,6 +84,9 @@ pub struct Settings {
     pub outbox: Option<OutboxSettings>,
     /// The broker, when the file has an `[mqtt]` section.
     pub mqtt: Option<MqttSettings>,
+    /// How often the model runs (`[detect] adaptive`, `min_fps`,
+    /// `max_fps`; adaptive by default).
+    pub pace: PaceSettings,
     /// Tracker tuning (`[tracking]`, defaults when absent).
     pub tracking: TrackSettings,
     /// Motion gating (`[motion]`, on by default).
@@ -114,6 +118,7 @@ impl Settings {
             camera_lost_after: self.camera.frame_timeout + Duration::from_secs(1),
             health_interval: self.events.health_interval,
             motion: self.motion.clone(),
+            pace: self.pace,
             tracking: self.tracking.clone(),
             analytics: self.analytics.clone(),
             profile: self.privacy.publish,
@@ -423,7 +428,7 @@ fn validate(
             None
         }
     };
-    let detect = raw.detect.map(|raw| detect::validate(raw, &mut check));
+    let raw_detect = raw.detect;
     let events = events::validate(raw.events, &mut check);
     let has_outbox = raw.outbox.is_some();
     let outbox = raw.outbox.map(|raw| outbox::validate(raw, &mut check));
@@ -441,8 +446,14 @@ fn validate(
         };
         mqtt::validate(raw, device.as_ref().unwrap_or(&nobody), &mut check)
     });
+    let raw_tracking = raw.tracking;
+    let pace = raw_detect
+        .as_ref()
+        .map(|raw| detect::pace(raw, tracking::max_coast(&raw_tracking), &mut check))
+        .unwrap_or_default();
+    let detect = raw_detect.map(|raw| detect::validate(raw, &mut check));
     let tracking = tracking::validate(
-        raw.tracking,
+        raw_tracking,
         detect.as_ref().and_then(|d| d.as_ref()),
         &mut check,
     );
@@ -465,6 +476,7 @@ fn validate(
     }
     Some(Settings {
         file: file.to_owned(),
+        pace,
         tracking,
         motion,
         analytics,

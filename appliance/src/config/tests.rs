@@ -427,3 +427,46 @@ fn privacy_masks_are_read_and_each_bad_one_is_named() {
         assert!(err.contains(expected), "missing {expected:?} in\n{err}");
     }
 }
+
+#[test]
+fn the_adaptive_rate_is_off_by_default_and_its_bounds_are_checked() {
+    let dir = std::env::temp_dir().join(format!("luciole-config-pace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.toml"), "").unwrap();
+    let base = "[device]\nsite = \"a\"\nid = \"b\"\n[camera]\n[detect]\nmodel = \"model.toml\"\n";
+    let settings = parse(&dir.join("pole.toml"), base).unwrap();
+    assert_eq!(
+        settings.pace,
+        crate::pipeline::pace::PaceSettings::default()
+    );
+    assert!(!settings.pace.adaptive);
+    assert!(!settings.pipeline_options().pace.adaptive);
+    let on = format!("{base}adaptive = true\nmin_fps = 1.5\nmax_fps = 6\n");
+    let pace = parse(&dir.join("pole.toml"), &on).unwrap().pace;
+    assert!(pace.adaptive);
+    assert_eq!((pace.min_fps, pace.max_fps), (1.5, 6.0));
+
+    let text = format!("{base}adaptive = true\nmin_fps = 8\nmax_fps = 100\n");
+    let lines = relative(&dir, parse(&dir.join("pole.toml"), &text).unwrap_err());
+    assert_eq!(
+        lines,
+        ["pole.toml:9 detect.max_fps = 100: must be between 0.2 and 60"],
+        "{lines:#?}"
+    );
+    let text = format!("{base}adaptive = true\nmin_fps = 8\nmax_fps = 5\n");
+    let lines = relative(&dir, parse(&dir.join("pole.toml"), &text).unwrap_err());
+    assert_eq!(
+        lines,
+        ["pole.toml:8 detect.min_fps = 8: must not exceed detect.max_fps (5)"],
+        "{lines:#?}"
+    );
+    // A wait between two inferences longer than a track survives unseen.
+    let text = format!("{base}adaptive = true\nmin_fps = 0.5\n[tracking]\nmax_coast_ms = 1500\n");
+    let lines = relative(&dir, parse(&dir.join("pole.toml"), &text).unwrap_err());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("pole.toml:8 detect.min_fps = 0.5: the longest wait between two inferences (1/min_fps = 2.00 s) must be shorter than tracking.max_coast_ms (1500 ms)"),
+        "{lines:#?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -31,6 +31,15 @@ pub struct RawTracking {
     pub recover_distance: Option<f32>,
 }
 
+/// How long a track survives unseen, as configured (checked by
+/// [`validate`]).
+pub(super) fn max_coast(raw: &Option<RawTracking>) -> Duration {
+    raw.as_ref()
+        .and_then(|r| r.max_coast_ms)
+        .map(Duration::from_millis)
+        .unwrap_or(TrackSettings::default().max_coast)
+}
+
 pub(super) fn validate(
     raw: Option<RawTracking>,
     detect: Option<&DetectSettings>,

@@ -151,6 +151,13 @@ pub struct Health {
     pub inferences: u64,
     /// Frames motion gating spared the model since start.
     pub skipped_by_motion: u64,
+    /// Frames where things moved but the tracker only predicted, the
+    /// adaptive rate sparing the model, since start.
+    #[serde(default)]
+    pub predicted: u64,
+    /// Inferences per second over the interval.
+    #[serde(default)]
+    pub inference_fps: f64,
     /// Frames dropped between capture and inference since start (inference
     /// slower than the camera).
     pub queue_dropped: u64,
@@ -177,8 +184,8 @@ pub struct Crossing {
     /// When it crossed (UTC, from the frame's time): milliseconds with the
     /// `tracks` profile, whole seconds with `crossings`.
     pub at: String,
-    /// Where it stood when the crossing was confirmed, frame pixels;
-    /// published with the `tracks` profile only.
+    /// Where its path between the two measured positions met the line,
+    /// frame pixels; published with the `tracks` profile only.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub position: Option<[f32; 2]>,
     /// Speed at the crossing, pixels per second.
@@ -794,6 +801,8 @@ mod tests {
                     broker_reconnects: 6,
                     inferences: 7,
                     skipped_by_motion: 8,
+                    predicted: 0,
+                    inference_fps: 0.0,
                     queue_dropped: 9,
                     inference_ms: y,
                     tracks: 10,

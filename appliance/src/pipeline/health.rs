@@ -15,6 +15,7 @@ pub struct Counts {
     pub analysed: u64,
     pub inferences: u64,
     pub skipped_by_motion: u64,
+    pub predicted: u64,
     pub queue_dropped: u64,
     /// Time spent detecting (pre- and post-processing included).
     pub inference_ns: u64,
@@ -50,6 +51,7 @@ impl HealthMeter {
         } else {
             0.0
         };
+        let inference_fps = if secs > 0.0 { runs as f64 / secs } else { 0.0 };
         let inference_ms = if runs > 0 {
             spent as f64 / runs as f64 / 1e6
         } else {
@@ -67,6 +69,8 @@ impl HealthMeter {
             broker_reconnects: 0,
             inferences: counts.inferences,
             skipped_by_motion: counts.skipped_by_motion,
+            predicted: counts.predicted,
+            inference_fps: (inference_fps * 10.0).round() / 10.0,
             queue_dropped: counts.queue_dropped,
             inference_ms: (inference_ms * 100.0).round() / 100.0,
             tracks: counts.tracks,
@@ -177,6 +181,7 @@ mod tests {
             inference_ns: 50 * 20_000_000 + 100 * 12_500_000,
             queue_dropped: 7,
             skipped_by_motion: 3,
+            predicted: 60,
             tracks: 4,
             ..Counts::default()
         };
@@ -190,11 +195,13 @@ mod tests {
         assert_eq!(h.fps, 25.0);
         assert_eq!(h.frames, 350);
         assert_eq!(h.inference_ms, 12.5, "mean over the interval only");
+        assert_eq!(h.inference_fps, 10.0, "100 inferences in 10 s");
+        assert_eq!(h.predicted, 60, "a total since start");
         assert_eq!(h.dropped_frames, 9, "driver and queue drops");
         assert_eq!((h.reconnects, h.outage_ms, h.tracks), (1, 1500, 4));
         // An interval without inference says 0, not a stale mean.
         let h = meter.sample(later, &source, t0 + Duration::from_secs(20));
-        assert_eq!((h.fps, h.inference_ms), (0.0, 0.0));
+        assert_eq!((h.fps, h.inference_ms, h.inference_fps), (0.0, 0.0, 0.0));
     }
 
     #[test]

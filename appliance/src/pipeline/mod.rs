@@ -2,10 +2,10 @@
 //!
 //! ```text
 //!  capture thread          inference thread                          main thread
-//!  source.next_frame ─q─▶  motion gate ─▶ detector ─▶ tracker ─notes─▶ event sink, health,
-//!  (copy into a pooled     (skipped frames only      ─▶ analytics       camera watch
-//!   buffer, fill the        advance the tracker)      ─▶ lamp feed ─┐
-//!   privacy masks)
+//!  source.next_frame ─q─▶  motion gate ─▶ pacer ─▶ detector ─▶ tracker ─notes─▶ event sink,
+//!  (copy into a pooled     (frames without inference only  ─▶ analytics    health, camera
+//!   buffer, fill the        advance the tracker: boxes     ─▶ lamp feed ─┐ watch
+//!   privacy masks)          held, or predicted)
 //!                                                                   ▼
 //!                                                 lighting thread: policy, outputs
 //! ```
@@ -14,7 +14,9 @@
 //! a detector, a lamp) and an [`events::Sink`]; the commands open the
 //! devices and choose the sink (the daemon's reporter, the demo's printer,
 //! a plain `Vec` in tests). The motion gate, tracker and analytics are
-//! pure stages built from [`Options`].
+//! pure stages built from [`Options`]; so is the pacer ([`pace`]), which
+//! decides on which frames where things move the model runs (the adaptive
+//! inference rate, `[detect] adaptive`).
 //!
 //! The queue `q` holds `pipeline.queue` frames. From a camera, when it is
 //! full the oldest frame is dropped and counted (inference slower than the
@@ -64,6 +66,7 @@
 
 mod clock;
 pub mod health;
+pub mod pace;
 pub mod supervise;
 #[cfg(test)]
 mod tests;
@@ -92,6 +95,7 @@ use crate::sync::lock;
 use crate::track::{TrackSettings, Tracker};
 use clock::FrameClock;
 use health::{AnalysedStatus, Counts, Every, HealthMeter};
+use pace::{Decision, PaceSettings, Pacer};
 use supervise::{Liveness, Supervisor, Unsupervised};
 use watch::{CameraWatch, Change};
 
@@ -123,6 +127,8 @@ pub struct Options {
     /// Time between two `health` events.
     pub health_interval: Duration,
     pub motion: MotionSettings,
+    /// How often the model runs on frames where things move.
+    pub pace: PaceSettings,
     pub tracking: TrackSettings,
     pub analytics: AnalyticsSettings,
     /// Which analytics outputs become events (`privacy.publish`).
@@ -194,6 +200,9 @@ pub struct Summary {
     pub analysed: u64,
     pub inferences: u64,
     pub skipped_by_motion: u64,
+    /// Frames where things moved but the tracker only predicted (the
+    /// adaptive rate spared the model).
+    pub predicted: u64,
     pub queue_dropped: u64,
     /// Frames the detector could not convert (corrupt MJPEG), skipped.
     pub bad_frames: u64,
@@ -251,6 +260,7 @@ struct Counters {
     analysed: AtomicU64,
     inferences: AtomicU64,
     skipped_by_motion: AtomicU64,
+    predicted: AtomicU64,
     inference_ns: AtomicU64,
     tracks: AtomicU64,
     /// Frames the inference thread is done with (`analysed` counts those
@@ -267,6 +277,7 @@ impl Counters {
             analysed: get(&self.analysed),
             inferences: get(&self.inferences),
             skipped_by_motion: get(&self.skipped_by_motion),
+            predicted: get(&self.predicted),
             queue_dropped: get(&self.queue_dropped),
             inference_ns: get(&self.inference_ns),
             tracks: get(&self.tracks),
@@ -420,6 +431,7 @@ pub fn run_supervised(
         let analysis = Analysis {
             detector,
             gate: MotionGate::new(options.motion.clone()),
+            pacer: Pacer::new(options.pace),
             masks: options.masks.clone(),
             tracker: Tracker::new(options.tracking.clone()),
             analytics: Analytics::new(options.analytics.clone()),
@@ -624,6 +636,7 @@ pub fn run_supervised(
         analysed: counts.analysed,
         inferences: counts.inferences,
         skipped_by_motion: counts.skipped_by_motion,
+        predicted: counts.predicted,
         queue_dropped: counts.queue_dropped,
         bad_frames,
         totals,
@@ -748,6 +761,7 @@ impl CaptureLoop {
 struct Analysis {
     detector: Option<Box<dyn Detector>>,
     gate: MotionGate,
+    pacer: Pacer,
     /// Detections whose foot point is in one of these are dropped.
     masks: Vec<Mask>,
     tracker: Tracker,
@@ -802,7 +816,10 @@ impl Analysis {
                 }
                 None => false,
             };
-            let ran = verdict.runs() || self.tracker.has_tentative();
+            let decision = self
+                .pacer
+                .decide(time, verdict, self.tracker.has_tentative());
+            let ran = decision == Decision::Run;
             // A snapshot pixelates everyone found, also those in a mask.
             let mut unmasked = None;
             if ran {
@@ -857,6 +874,8 @@ impl Analysis {
                 if let Some(histogram) = &self.inference_time {
                     histogram.observe(spent);
                 }
+            } else if decision == Decision::Predict {
+                self.counters.predicted.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.counters
                     .skipped_by_motion
@@ -876,9 +895,14 @@ impl Analysis {
                     let _ = order.reply.send(shot);
                 }
             }
-            let update = self
-                .tracker
-                .update(time, ran.then_some(detections.as_slice()));
+            let update = match decision {
+                Decision::Run => self.tracker.update(time, Some(&detections)),
+                Decision::Predict => self.tracker.predict(time),
+                Decision::Still => self.tracker.update(time, None),
+            };
+            if ran {
+                self.pacer.plan(&update.live, &self.scene);
+            }
             self.counters
                 .tracks
                 .store(update.live.len() as u64, Ordering::Relaxed);
@@ -948,6 +972,8 @@ fn log_health(h: &events::Health) {
         queue_dropped = h.queue_dropped,
         inferences = h.inferences,
         skipped_by_motion = h.skipped_by_motion,
+        predicted = h.predicted,
+        inference_fps = h.inference_fps,
         inference_ms = h.inference_ms,
         tracks = h.tracks,
         reconnects = h.reconnects,

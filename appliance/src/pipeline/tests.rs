@@ -26,6 +26,11 @@ fn options() -> Options {
             enabled: false,
             ..MotionSettings::default()
         },
+        // The model on every frame, unless a test says otherwise.
+        pace: pace::PaceSettings {
+            adaptive: false,
+            ..pace::PaceSettings::default()
+        },
         tracking: TrackSettings::default(),
         analytics: AnalyticsSettings::default(),
         // Everything analytics make, so that these tests see it all.
@@ -399,4 +404,83 @@ fn max_frames_ends_the_run_and_counts_are_reported() {
     );
     let summary = outcome.unwrap();
     assert_eq!((summary.frames, summary.analysed), (12, 12));
+}
+
+/// A person (40×100 px) walking right at 50 px/s across a line at x = 350,
+/// seen by the scripted detector on every frame it is asked about.
+fn walker() -> ScriptedDetector {
+    ScriptedDetector::new(|sequence| {
+        let x = 100.0 + 2.0 * sequence as f32;
+        vec![Detection {
+            class: Class::Person,
+            score: 0.9,
+            bbox: [x, 200.0, x + 40.0, 300.0],
+        }]
+    })
+}
+
+fn crossings(events: &[Body]) -> Vec<&crate::events::Crossing> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Body::Crossing(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_adaptive_rate_runs_the_model_on_a_fraction_of_the_frames_and_counts_the_same() {
+    let run_with = |adaptive: bool| {
+        let mut options = options();
+        options.lossless = true;
+        options.pace.adaptive = adaptive;
+        options
+            .analytics
+            .lines
+            .push(crate::analytics::LineSettings::new(
+                "line",
+                [350.0, 0.0],
+                [350.0, 400.0],
+            ));
+        // 250 frames at 25 fps: 10 s, the line crossed after 4.5 s.
+        let (outcome, events, _) = run_within(
+            Duration::from_secs(30),
+            stages(ScriptedSource::new().frames(250, 0), walker()),
+            options,
+            &Shutdown::new(),
+        );
+        (outcome.unwrap(), events)
+    };
+    let (every, every_events) = run_with(false);
+    let (paced, paced_events) = run_with(true);
+    assert_eq!((every.inferences, every.predicted), (250, 0));
+    assert_eq!(paced.frames, 250);
+    assert_eq!(paced.inferences + paced.predicted, 250, "{paced:?}");
+    // Fast enough to move a quarter of its width in 0.2 s: 5 a second,
+    // 10 a second near the line; a fraction of 25.
+    assert!(
+        paced.inferences * 3 <= 250,
+        "{} inferences of 250 frames",
+        paced.inferences
+    );
+    assert_eq!(paced.totals, every.totals);
+    let (a, b) = (crossings(&every_events), crossings(&paced_events));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(b[0].direction, a[0].direction);
+    // Reported where the path meets the line.
+    let at = b[0].position.unwrap();
+    assert!((at[0] - 350.0).abs() < 0.5, "{at:?}");
+    let last = paced_events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Body::Health(h) => Some(h),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (last.inferences, last.predicted),
+        (paced.inferences, paced.predicted)
+    );
 }

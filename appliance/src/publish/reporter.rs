@@ -141,6 +141,8 @@ mod tests {
             broker_reconnects: 999,
             inferences: 10,
             skipped_by_motion: 90,
+            predicted: 0,
+            inference_fps: 0.0,
             queue_dropped: 0,
             inference_ms: 12.5,
             tracks: 1,

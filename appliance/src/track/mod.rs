@@ -14,8 +14,16 @@
 //! confident detections start tentative tracks, confirmed after `min_hits`
 //! hits in a row; a track not seen for `max_coast` ends.
 //!
-//! Frames where inference did not run (motion gating: nothing moved) keep
-//! every box where it was: tracks coast through them.
+//! Frames where inference did not run come in two kinds. When motion gating
+//! saw nothing move ([`Tracker::update`] without detections), every box
+//! stays where it was. When the adaptive rate ([`crate::pipeline::pace`])
+//! spared the model on a frame where things move ([`Tracker::predict`]),
+//! every box moves on by its velocity. Either way tracks coast through them.
+//!
+//! Each track is an alpha-beta filter over its box (position and size
+//! smoothed, the centre's velocity estimated); a correction after a run of
+//! predicted-only frames spreads its velocity residual over the time since
+//! the model last looked, not over one frame.
 //!
 //! Privacy by design: ids are random per run (never linked across cameras
 //! or restarts) and nothing about an object's appearance is computed or
@@ -121,6 +129,10 @@ pub struct Track {
     pub last_seen: Duration,
     /// Matched detections.
     pub hits: u32,
+    /// Frame time of the last frame the tracker was told about (inference
+    /// or still), predicted-only frames aside: a correction spreads its
+    /// residual over the time since.
+    looked: Duration,
     /// Score-weighted class votes, in `Class::ALL` order.
     votes: [f32; 6],
 }
@@ -229,10 +241,36 @@ impl Tracker {
                 }
                 track.time = time;
             }
+            track.looked = time;
             let lost = time.saturating_sub(track.last_seen) > max_coast;
             // A tentative track must be seen on every frame inference runs.
             let unconfirmed_miss = ran && !track.confirmed && !track.measured;
             if lost || unconfirmed_miss {
+                if track.confirmed {
+                    update.ended.push(track.clone());
+                }
+                return false;
+            }
+            if track.confirmed {
+                update.live.push(track.clone());
+            }
+            true
+        });
+        update
+    }
+
+    /// Advances to frame time `time` on a frame the model did not look at
+    /// although things move (the adaptive rate): every box moves on by its
+    /// velocity; a track ends only when it has not been seen for
+    /// `max_coast`.
+    pub fn predict(&mut self, time: Duration) -> Update {
+        let mut update = Update::default();
+        let max_coast = self.settings.max_coast;
+        self.tracks.retain_mut(|track| {
+            track.measured = false;
+            track.bbox = track.predicted(time);
+            track.time = time;
+            if time.saturating_sub(track.last_seen) > max_coast {
                 if track.confirmed {
                     update.ended.push(track.clone());
                 }
@@ -298,6 +336,7 @@ impl Tracker {
                 first_seen: time,
                 last_seen: time,
                 hits: 1,
+                looked: time,
                 votes: [0.0; 6],
             };
             track.vote(detection);
@@ -411,9 +450,12 @@ const POSITION_GAIN: f32 = 0.75;
 /// Velocity gain of the alpha-beta filter.
 const VELOCITY_GAIN: f32 = 0.4;
 
-/// Alpha-beta correction of a track with a matched detection.
+/// Alpha-beta correction of a track with a matched detection. The
+/// velocity's residual is spread over the time since the tracker last
+/// looked at the track (the previous frame, or the last inference before a
+/// run of predicted-only frames).
 fn correct(track: &mut Track, time: Duration, detection: &Detection) {
-    let dt = time.saturating_sub(track.time).as_secs_f32();
+    let dt = time.saturating_sub(track.looked).as_secs_f32();
     let predicted = track.predicted(time);
     let measured = detection.bbox;
     let mut bbox = [0.0; 4];

@@ -49,9 +49,10 @@ pub enum Command {
         /// (plain MQTT, since the address is given explicitly).
         #[arg(long)]
         broker: Option<String>,
-        /// Run the model on every frame (motion gating off).
-        #[arg(long)]
-        no_motion: bool,
+        /// Run the model on every frame (motion gating and the adaptive
+        /// inference rate off). `--no-motion` is the older name.
+        #[arg(long, alias = "no-motion")]
+        every_frame: bool,
         /// Print the summary as one JSON line instead of a table.
         #[arg(long)]
         json: bool,

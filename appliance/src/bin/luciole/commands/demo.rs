@@ -19,7 +19,7 @@ pub fn run(
     config: &Path,
     frames: Option<u64>,
     broker: Option<&str>,
-    no_motion: bool,
+    every_frame: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::from_signals().context("installing signal handlers")?;
@@ -31,8 +31,9 @@ pub fn run(
         None => text,
     };
     let mut settings = config::parse(config, &text).map_err(footage_hint)?;
-    if no_motion {
+    if every_frame {
         settings.motion.enabled = false;
+        settings.pace.adaptive = false;
     }
     if settings.detect.is_none() {
         anyhow::bail!(
@@ -67,6 +68,7 @@ pub fn run(
             "frames": done.frames,
             "inferences": done.inferences,
             "skipped_by_motion": done.skipped_by_motion,
+            "predicted": done.predicted,
             "queue_dropped": done.queue_dropped,
             "elapsed_s": (secs * 100.0).round() / 100.0,
             "counts": counts,
@@ -75,12 +77,13 @@ pub fn run(
     } else {
         writeln!(
             out,
-            "\n{} frames in {:.1} s ({:.1} fps): the model ran on {}, motion gating spared {}; {} dropped in the queue",
+            "\n{} frames in {:.1} s ({:.1} fps): the model ran on {}, motion gating spared {}, the tracker predicted {}; {} dropped in the queue",
             done.frames,
             secs,
             done.frames as f64 / secs.max(1e-9),
             done.inferences,
             done.skipped_by_motion,
+            done.predicted,
             done.queue_dropped
         )?;
         writeln!(

@@ -172,9 +172,11 @@ fn describe(samples: &[(String, f64)]) -> String {
                 get("luciole_camera_reconnects_total").unwrap_or(0.0)
             );
             out += &format!(
-                "detection: {} inferences, {} frames spared by motion gating, mean {}, {} tracks\n",
+                "detection: {} inferences ({} per second), {} frames spared by motion gating, {} predicted only, mean {}, {} tracks\n",
                 get("luciole_inferences_total").unwrap_or(0.0),
+                get("luciole_inference_fps").unwrap_or(0.0),
                 get("luciole_skipped_by_motion_total").unwrap_or(0.0),
+                get("luciole_predicted_total").unwrap_or(0.0),
                 mean_ms(samples, "luciole_inference_seconds"),
                 get("luciole_tracks").unwrap_or(0.0)
             );
