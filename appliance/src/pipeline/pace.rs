@@ -139,8 +139,8 @@ impl Pacer {
         };
         let due = gate == Verdict::Refresh
             || self.last_run.is_none_or(|last| {
-                time.saturating_sub(last) + wait.mul_f32(SLACK) >= wait || time < last
-                // a new stream's clock
+                // Earlier than the last run: a new stream's clock.
+                time < last || time.saturating_sub(last) + wait.mul_f32(SLACK) >= wait
             });
         if due {
             self.last_run = Some(time);
@@ -172,7 +172,6 @@ fn seconds(s: f32) -> Duration {
     Duration::from_micros((f64::from(s) * 1e6).round() as u64)
 }
 
-/// The longest wait before the model must see `track` again, in seconds.
 /// The longest wait before the model must see `track` again, in seconds
 /// (before the bounds).
 fn track_wait(track: &Track, scene: &AnalyticsSettings, longest: f32) -> f32 {
