@@ -586,37 +586,7 @@ fn a_snapshot_pixelates_everyone_fills_the_masks_and_draws_the_lines() {
 /// This recording is the first 150 frames of vtest with frame 75 held for
 /// 150 frames in the middle (15 s in which nothing moves).
 fn still_clip(dir: &Path) -> PathBuf {
-    let frames = dir.join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(footage().join("vtest.avi"))
-        .args(["-frames:v", "150", "-q:v", "2"])
-        .arg(frames.join("src-%03d.jpg"))
-        .status()
-        .expect("ffmpeg runs (Debian package ffmpeg)");
-    assert!(status.success());
-    let clip = dir.join("clip");
-    std::fs::create_dir_all(&clip).unwrap();
-    let mut n = 0;
-    let mut put = |src: usize| {
-        std::fs::copy(
-            frames.join(format!("src-{src:03}.jpg")),
-            clip.join(format!("{n:05}.jpg")),
-        )
-        .unwrap();
-        n += 1;
-    };
-    for i in 1..=75 {
-        put(i);
-    }
-    for _ in 0..150 {
-        put(75);
-    }
-    for i in 76..=150 {
-        put(i);
-    }
-    clip
+    support::still_clip(dir, 150, 75, 150)
 }
 
 #[test]

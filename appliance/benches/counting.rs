@@ -154,33 +154,6 @@ fn frames(dir: &Path, filter: &str) -> PathBuf {
     dir.to_owned()
 }
 
-/// vtest.avi's first 400 frames with frame 200 held for 150 frames (15
-/// still seconds) in the middle.
-fn still(dir: &Path) -> PathBuf {
-    let src = frames(&dir.join("src"), "select=lt(n\\,400)");
-    let out = dir.join("clip");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut n = 0;
-    let mut put = |i: usize| {
-        n += 1;
-        std::fs::copy(
-            src.join(format!("{i:05}.jpg")),
-            out.join(format!("{n:05}.jpg")),
-        )
-        .unwrap();
-    };
-    for i in 1..=200 {
-        put(i);
-    }
-    for _ in 0..150 {
-        put(200);
-    }
-    for i in 201..=400 {
-        put(i);
-    }
-    out
-}
-
 fn image_replay(dir: &Path) -> String {
     format!("path = \"{}\"\npace = \"fast\"", dir.display())
 }
@@ -205,7 +178,9 @@ fn main() {
         },
         Recording {
             name: "vtest.avi with 15 still seconds (550 frames, 10 fps)",
-            replay: image_replay(&still(&scratch.join("still"))),
+            // The first 400 frames, frame 200 held for 150 more (15 still
+            // seconds) in the middle.
+            replay: image_replay(&support::still_clip(&scratch.join("still"), 400, 200, 150)),
             fps: 10.0,
             frames: None,
         },

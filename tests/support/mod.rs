@@ -155,3 +155,32 @@ pub fn fake_pwm(root: &Path) -> PathBuf {
     }
     chip.join("pwm0")
 }
+
+/// A recording where nothing moves for a while: the first `frames` frames
+/// of vtest.avi as JPEG files in `dir/clip`, with frame `hold` repeated
+/// `held` more times right after it.
+pub fn still_clip(dir: &Path, frames: usize, hold: usize, held: usize) -> PathBuf {
+    let src = dir.join("frames");
+    std::fs::create_dir_all(&src).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(footage().join("vtest.avi"))
+        .args(["-frames:v", &frames.to_string(), "-q:v", "2"])
+        .arg(src.join("src-%05d.jpg"))
+        .status()
+        .expect("ffmpeg runs (Debian package ffmpeg)");
+    assert!(status.success());
+    let clip = dir.join("clip");
+    std::fs::create_dir_all(&clip).unwrap();
+    let order = (1..=hold)
+        .chain(std::iter::repeat_n(hold, held))
+        .chain(hold + 1..=frames);
+    for (n, i) in order.enumerate() {
+        std::fs::copy(
+            src.join(format!("src-{i:05}.jpg")),
+            clip.join(format!("{n:05}.jpg")),
+        )
+        .unwrap();
+    }
+    clip
+}

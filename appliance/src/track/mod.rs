@@ -228,10 +228,9 @@ impl Tracker {
         if let Some(detections) = detections {
             self.associate(time, detections);
         }
-        let mut update = Update::default();
         let max_coast = self.settings.max_coast;
         let ran = detections.is_some();
-        self.tracks.retain_mut(|track| {
+        for track in &mut self.tracks {
             if !track.measured {
                 // Without inference the frame had no motion: nothing moved,
                 // so the box stays; with inference it was missed, so it
@@ -242,21 +241,13 @@ impl Tracker {
                 track.time = time;
             }
             track.looked = time;
+        }
+        self.settle(|track| {
             let lost = time.saturating_sub(track.last_seen) > max_coast;
             // A tentative track must be seen on every frame inference runs.
             let unconfirmed_miss = ran && !track.confirmed && !track.measured;
-            if lost || unconfirmed_miss {
-                if track.confirmed {
-                    update.ended.push(track.clone());
-                }
-                return false;
-            }
-            if track.confirmed {
-                update.live.push(track.clone());
-            }
-            true
-        });
-        update
+            lost || unconfirmed_miss
+        })
     }
 
     /// Advances to frame time `time` on a frame the model did not look at
@@ -264,22 +255,30 @@ impl Tracker {
     /// velocity; a track ends only when it has not been seen for
     /// `max_coast`.
     pub fn predict(&mut self, time: Duration) -> Update {
-        let mut update = Update::default();
         let max_coast = self.settings.max_coast;
-        self.tracks.retain_mut(|track| {
+        for track in &mut self.tracks {
             track.measured = false;
             track.bbox = track.predicted(time);
             track.time = time;
-            if time.saturating_sub(track.last_seen) > max_coast {
-                if track.confirmed {
-                    update.ended.push(track.clone());
-                }
-                return false;
-            }
+        }
+        self.settle(|track| time.saturating_sub(track.last_seen) > max_coast)
+    }
+
+    /// Drops the tracks `ends` says are over, the confirmed ones into
+    /// `ended`, and lists the confirmed ones left as `live`.
+    fn settle(&mut self, ends: impl Fn(&Track) -> bool) -> Update {
+        let mut update = Update::default();
+        self.tracks.retain(|track| {
+            let over = ends(track);
             if track.confirmed {
-                update.live.push(track.clone());
+                let list = if over {
+                    &mut update.ended
+                } else {
+                    &mut update.live
+                };
+                list.push(track.clone());
             }
-            true
+            !over
         });
         update
     }
