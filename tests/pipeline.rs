@@ -26,19 +26,28 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker::{check_delivery, Broker, Consumer};
+use luciole::events;
 use support::{
     demo_config_text, footage, luciole, models_cache, repo, repo_script, scratch, stderr, stdout,
     write_config,
 };
 
-/// The counts `luciole demo` prints for the whole of vtest.avi, as stated
-/// in the README ("The demo's counts"), checked by stepping through the
-/// frames.
+/// The counts `luciole demo` prints for the whole of vtest.avi (the
+/// adaptive inference rate, as shipped), as stated in docs/counting.md
+/// ("The demo's counts").
 const DEMO_COUNTS: &[(&str, &str, &str, u64)] = &[
     ("car-park", "north_to_south", "person", 3),
-    ("car-park", "south_to_north", "person", 2),
-    ("lamp-post", "east_to_west", "person", 13),
-    ("lamp-post", "west_to_east", "person", 8),
+    ("car-park", "south_to_north", "person", 3),
+    ("lamp-post", "east_to_west", "person", 11),
+    ("lamp-post", "west_to_east", "person", 9),
+];
+
+/// The same with the model on every frame (`--every-frame`).
+const EVERY_FRAME_COUNTS: &[(&str, &str, &str, u64)] = &[
+    ("car-park", "north_to_south", "person", 3),
+    ("car-park", "south_to_north", "person", 3),
+    ("lamp-post", "east_to_west", "person", 12),
+    ("lamp-post", "west_to_east", "person", 10),
 ];
 
 /// A recording other than vtest.avi: path, pace, frames per second.
@@ -86,14 +95,15 @@ fn with_profile(config: PathBuf, profile: &str) -> PathBuf {
     config
 }
 
-/// The configuration file `config` with the adaptive inference rate on.
-fn adaptive(config: PathBuf) -> PathBuf {
+/// The configuration file `config` with the adaptive inference rate off:
+/// the model runs on every frame motion gating lets through.
+fn without_adaptive(config: PathBuf) -> PathBuf {
     let text = std::fs::read_to_string(&config).unwrap();
     let anchor = "\n[detect]\n";
     assert!(text.contains(anchor), "the demo configuration has [detect]");
     std::fs::write(
         &config,
-        text.replace(anchor, &format!("{anchor}adaptive = true\n")),
+        text.replace(anchor, &format!("{anchor}adaptive = false\n")),
     )
     .unwrap();
     config
@@ -165,27 +175,30 @@ fn demo(config: &Path, args: &[&str]) -> Demo {
     }
 }
 
-fn expected_counts() -> BTreeMap<(String, String, String), u64> {
-    DEMO_COUNTS
+fn counts_of(table: &[(&str, &str, &str, u64)]) -> BTreeMap<(String, String, String), u64> {
+    table
         .iter()
         .map(|&(l, d, c, n)| ((l.into(), d.into(), c.into()), n))
         .collect()
 }
 
+fn expected_counts() -> BTreeMap<(String, String, String), u64> {
+    counts_of(DEMO_COUNTS)
+}
+
 #[test]
-fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
+fn the_demo_counts_vtest_the_same_on_every_run() {
     let dir = scratch("demo-counts");
     let first = demo(&demo_config(&dir.join("a"), None, ""), &[]);
     assert_eq!(first.n("frames"), 795);
-    assert_eq!(first.counts(), expected_counts(), "the README's counts");
+    assert_eq!(first.counts(), expected_counts(), "the documented counts");
     // The default profile publishes no crossing; the demo shows each one
     // from local data.
     assert!(first.of_kind("crossing").is_empty());
     let crossings = first.seen().len() as u64;
     assert_eq!(crossings, expected_counts().values().sum::<u64>());
-    let again = demo(&demo_config(&dir.join("b"), None, ""), &["--every-frame"]);
-    assert_eq!(again.n("skipped_by_motion"), 0);
-    assert_eq!(again.n("inferences"), 795);
+    let again = demo(&demo_config(&dir.join("b"), None, ""), &[]);
+    assert_eq!(again.n("inferences"), first.n("inferences"));
     assert_eq!(again.counts(), first.counts());
     // Same crossings, in the same order, at the same frame times.
     let key = |d: &Demo| -> Vec<(String, String, String)> {
@@ -204,23 +217,30 @@ fn the_demo_counts_vtest_the_same_on_every_run_and_without_motion_gating() {
     assert_eq!(key(&first), key(&again));
 }
 
-/// The adaptive inference rate on the demo footage: the model runs on
-/// fewer frames, the tracker predicts the others, and every count stays
-/// within one of the every-frame run's (the README's). Its target, half
-/// the inferences, is not met on this footage yet (docs/performance.md):
-/// this checks what it does, not the target.
+/// The adaptive inference rate (on by default) on the demo footage meets
+/// its target: the model runs on half the frames or fewer, the tracker
+/// predicts the others, and every count stays within one of the
+/// every-frame run's.
 #[test]
-fn the_adaptive_rate_spares_the_model_and_counts_within_one_of_every_frame() {
+fn the_adaptive_rate_halves_the_inferences_and_counts_within_one_of_every_frame() {
     let dir = scratch("demo-adaptive");
-    let paced = demo(&adaptive(demo_config(&dir, None, "")), &[]);
+    let every = demo(
+        &demo_config(&dir.join("every"), None, ""),
+        &["--every-frame"],
+    );
+    assert_eq!(every.n("skipped_by_motion"), 0);
+    assert_eq!(every.n("inferences"), 795);
+    assert_eq!(every.n("predicted"), 0);
+    assert_eq!(every.counts(), counts_of(EVERY_FRAME_COUNTS));
+    let paced = demo(&demo_config(&dir, None, ""), &[]);
     assert_eq!(paced.n("frames"), 795);
     let (runs, predicted) = (paced.n("inferences"), paced.n("predicted"));
     assert_eq!(runs + predicted + paced.n("skipped_by_motion"), 795);
     assert!(
-        predicted >= 100 && runs <= 700,
+        runs * 2 <= 795 && predicted >= 300,
         "{runs} inferences, {predicted} predicted"
     );
-    let expected = expected_counts();
+    let expected = every.counts();
     let counts = paced.counts();
     assert_eq!(
         counts.keys().collect::<Vec<_>>(),
@@ -235,10 +255,7 @@ fn the_adaptive_rate_spares_the_model_and_counts_within_one_of_every_frame() {
     }
     // Every crossing is reported where the path meets its line.
     let crossings = demo(
-        &with_profile(
-            adaptive(demo_config(&dir.join("crossings"), None, "")),
-            "tracks",
-        ),
+        &with_profile(demo_config(&dir.join("crossings"), None, ""), "tracks"),
         &[],
     );
     let seen = crossings.of_kind("crossing");
@@ -257,6 +274,122 @@ fn the_adaptive_rate_spares_the_model_and_counts_within_one_of_every_frame() {
             ),
         }
     }
+}
+
+/// One crossing labelled by eye in `tests/assets/vtest-crossings.tsv`.
+struct Labelled {
+    frame: u64,
+    line: String,
+    direction: String,
+    at: [f64; 2],
+    sure: bool,
+}
+
+fn labelled_crossings() -> Vec<Labelled> {
+    let path = repo().join("tests/assets/vtest-crossings.tsv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("frame\t"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert!(f.len() >= 6, "{}: {l:?}", path.display());
+            Labelled {
+                frame: f[0].parse().unwrap(),
+                line: f[1].into(),
+                direction: f[2].into(),
+                at: [f[3].parse().unwrap(), f[4].parse().unwrap()],
+                sure: match f[5] {
+                    "sure" => true,
+                    "borderline" => false,
+                    other => panic!("{}: certainty {other:?}", path.display()),
+                },
+            }
+        })
+        .collect()
+}
+
+/// A demo's crossings against the labels: (matched, false, sure ones
+/// missed). A crossing matches a label on the same line and direction
+/// within 2 s (20 frames: the count is made once the feet are clear of
+/// the line's hysteresis band) and 45 px along the line; closest in time
+/// first, each label used once.
+fn against_labels(run: &Demo, labels: &[Labelled]) -> (usize, usize, usize) {
+    let start = run
+        .of_kind("flow")
+        .iter()
+        .filter_map(|f| events::parse_rfc3339_ms(f["data"]["from"].as_str()?))
+        .min()
+        .expect("the demo reports flows");
+    let reported: Vec<(u64, String, String, [f64; 2])> = run
+        .seen()
+        .iter()
+        .map(|c| {
+            let d = &c["data"];
+            let at = events::parse_rfc3339_ms(d["at"].as_str().unwrap()).unwrap();
+            let p = &d["position"];
+            (
+                (at - start + 50) / 100,
+                d["line"].as_str().unwrap().to_string(),
+                d["direction"].as_str().unwrap().to_string(),
+                [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()],
+            )
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for (r, (frame, line, direction, at)) in reported.iter().enumerate() {
+        for (l, label) in labels.iter().enumerate() {
+            let along = (at[0] - label.at[0]).abs().max((at[1] - label.at[1]).abs());
+            if &label.line == line
+                && &label.direction == direction
+                && frame.abs_diff(label.frame) <= 20
+                && along <= 45.0
+            {
+                pairs.push((frame.abs_diff(label.frame), r, l));
+            }
+        }
+    }
+    pairs.sort();
+    let (mut taken, mut used) = (vec![false; reported.len()], vec![false; labels.len()]);
+    for (_, r, l) in pairs {
+        if !taken[r] && !used[l] {
+            (taken[r], used[l]) = (true, true);
+        }
+    }
+    let matched = taken.iter().filter(|&&t| t).count();
+    let missed = labels
+        .iter()
+        .zip(&used)
+        .filter(|(l, &u)| l.sure && !u)
+        .count();
+    (matched, reported.len() - matched, missed)
+}
+
+/// The demo's crossings checked one by one against every crossing labelled
+/// by eye (40: 35 sure, 5 borderline). The bounds are what this tracker
+/// measured (26 matched and 2 false on every frame, 23 and 3 with the
+/// adaptive rate): a change that loses crossings or adds false ones fails.
+/// The alpha-beta tracker it replaced matched 21, with 6 false.
+#[test]
+fn the_demo_finds_most_labelled_crossings_and_few_false_ones() {
+    let labels = labelled_crossings();
+    assert_eq!(labels.len(), 40);
+    assert_eq!(labels.iter().filter(|l| l.sure).count(), 35);
+    let dir = scratch("demo-labels");
+    let every = demo(
+        &demo_config(&dir.join("every"), None, ""),
+        &["--every-frame"],
+    );
+    let paced = demo(&demo_config(&dir.join("paced"), None, ""), &[]);
+    let (matched, false_ones, missed) = against_labels(&every, &labels);
+    assert!(
+        matched >= 26 && false_ones <= 2,
+        "every frame: {matched} matched, {false_ones} false, {missed} sure ones missed"
+    );
+    let (matched, false_ones, missed) = against_labels(&paced, &labels);
+    assert!(
+        matched >= 23 && false_ones <= 3,
+        "adaptive: {matched} matched, {false_ones} false, {missed} sure ones missed"
+    );
 }
 
 /// A mask over the car park (x ≥ 470): its counting line (x 520 to 720 at
@@ -595,8 +728,12 @@ fn motion_gating_spares_the_model_on_still_scenes_without_changing_counts() {
     let clip = still_clip(&dir);
     let recording = Some((clip.as_path(), "fast", 10));
     // Track summaries are published with the `tracks` profile only.
+    // Gating alone: the adaptive rate off.
     let gated = demo(
-        &with_profile(demo_config(&dir.join("on"), recording, ""), "tracks"),
+        &with_profile(
+            without_adaptive(demo_config(&dir.join("on"), recording, "")),
+            "tracks",
+        ),
         &[],
     );
     let every = demo(

@@ -49,19 +49,6 @@ pub fn side_of(a: Point, b: Point, p: Point) -> (f32, f32) {
     (-cross / len, (px * dx + py * dy) / len2)
 }
 
-/// Distance from `p` to the segment `a`–`b` (its nearest point, ends
-/// included).
-pub fn segment_distance(a: Point, b: Point, p: Point) -> f32 {
-    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
-    let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 {
-        (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    distance(p, [a[0] + t * dx, a[1] + t * dy])
-}
-
 /// Where the segment `p`–`q` meets the line through `a` and `b`, when it
 /// does (its ends on either side, or on it).
 pub fn meets(a: Point, b: Point, p: Point, q: Point) -> Option<Point> {

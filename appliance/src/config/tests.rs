@@ -429,7 +429,7 @@ fn privacy_masks_are_read_and_each_bad_one_is_named() {
 }
 
 #[test]
-fn the_adaptive_rate_is_off_by_default_and_its_bounds_are_checked() {
+fn the_adaptive_rate_is_on_by_default_and_its_bounds_are_checked() {
     let dir = std::env::temp_dir().join(format!("luciole-config-pace-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.toml"), "").unwrap();
@@ -439,8 +439,12 @@ fn the_adaptive_rate_is_off_by_default_and_its_bounds_are_checked() {
         settings.pace,
         crate::pipeline::pace::PaceSettings::default()
     );
-    assert!(!settings.pace.adaptive);
-    assert!(!settings.pipeline_options().pace.adaptive);
+    assert!(settings.pace.adaptive);
+    assert!(settings.pipeline_options().pace.adaptive);
+    assert_eq!((settings.pace.min_fps, settings.pace.max_fps), (3.0, 10.0));
+    let off = format!("{base}adaptive = false\n");
+    let pace = parse(&dir.join("pole.toml"), &off).unwrap().pace;
+    assert!(!pace.adaptive);
     let on = format!("{base}adaptive = true\nmin_fps = 1.5\nmax_fps = 6\n");
     let pace = parse(&dir.join("pole.toml"), &on).unwrap().pace;
     assert!(pace.adaptive);

@@ -901,7 +901,7 @@ impl Analysis {
                 Decision::Still => self.tracker.update(time, None),
             };
             if ran {
-                self.pacer.plan(&update.live, &self.scene);
+                self.pacer.plan(&update.live);
             }
             self.counters
                 .tracks

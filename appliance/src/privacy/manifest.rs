@@ -362,13 +362,18 @@ pub fn outside(manifest: &Value, topic: &str, event: &Value) -> Vec<String> {
                 l == path
                     || l.strip_suffix(".*")
                         .is_some_and(|open| path.starts_with(&format!("{open}.")))
+                    // An empty list carries nothing: fine wherever the
+                    // manifest lists the list or its records' fields.
+                    || path.strip_suffix("[]").is_some_and(|list| {
+                        l == &list || l.starts_with(&format!("{list}[]."))
+                    })
             })
         })
         .collect()
 }
 
 /// The dotted paths of `value`'s leaves (`a.b`, `a.list[].c`); an array of
-/// plain values is one leaf.
+/// plain values is one leaf, an empty array the leaf `a.list[]`.
 fn flatten(value: &Value, path: &str, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
@@ -379,6 +384,12 @@ fn flatten(value: &Value, path: &str, out: &mut Vec<String>) {
                     format!("{path}.{name}")
                 };
                 flatten(child, &next, out);
+            }
+        }
+        Value::Array(items) if items.is_empty() => {
+            let leaf = format!("{path}[]");
+            if !out.contains(&leaf) {
+                out.push(leaf);
             }
         }
         Value::Array(items) if items.iter().any(Value::is_object) => {
@@ -508,6 +519,19 @@ mod tests {
             outside(&m, "city/lyon/pole-7/events/track", &event),
             ["topic city/lyon/pole-7/events/track"]
         );
+    }
+
+    #[test]
+    fn an_empty_list_is_fine_where_its_records_are_listed_and_named_elsewhere() {
+        let m = build(&facts(Profile::Aggregates));
+        let topic = "city/lyon/pole-7/events/flow";
+        let mut event = json!({
+            "schema": 2, "id": 4, "time": "t", "site": "lyon", "device": "pole-7", "kind": "flow",
+            "data": {"from": "t", "to": "t", "interval_s": 60.0, "lines": [], "zones": [], "speeds": []},
+        });
+        assert_eq!(outside(&m, topic, &event), Vec::<String>::new());
+        event["data"]["faces"] = json!([]);
+        assert_eq!(outside(&m, topic, &event), ["data.faces[]"]);
     }
 
     #[test]

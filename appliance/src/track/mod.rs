@@ -20,10 +20,11 @@
 //! spared the model on a frame where things move ([`Tracker::predict`]),
 //! every box moves on by its velocity. Either way tracks coast through them.
 //!
-//! Each track is an alpha-beta filter over its box (position and size
-//! smoothed, the centre's velocity estimated); a correction after a run of
-//! predicted-only frames spreads its velocity residual over the time since
-//! the model last looked, not over one frame.
+//! Each track's box is a Kalman filter ([`kalman`]): the centre with a
+//! velocity, width and height as levels, noises scaled by the box's height.
+//! Still frames stop the filter's clock (nothing moved); missed and
+//! predicted-only frames let its uncertainty grow, so the next detection
+//! corrects the velocity by what the gap warrants.
 //!
 //! Privacy by design: ids are random per run (never linked across cameras
 //! or restarts) and nothing about an object's appearance is computed or
@@ -33,6 +34,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::detect::{Class, Detection, DEFAULT_MIN_SCORE};
+
+mod kalman;
+
+use kalman::BoxFilter;
 
 /// Tracker tuning (the `[tracking]` configuration section).
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +68,7 @@ impl Default for TrackSettings {
             low_match_iou: 0.4,
             min_hits: 3,
             max_coast: Duration::from_millis(2500),
-            recover_distance: 1.2,
+            recover_distance: 0.6,
         }
     }
 }
@@ -129,10 +134,11 @@ pub struct Track {
     pub last_seen: Duration,
     /// Matched detections.
     pub hits: u32,
-    /// Frame time of the last frame the tracker was told about (inference
-    /// or still), predicted-only frames aside: a correction spreads its
-    /// residual over the time since.
-    looked: Duration,
+    /// The box's motion state at its last correction.
+    filter: BoxFilter,
+    /// The filter's time: its last correction's frame time, moved on by
+    /// the still frames since (time stops for a still scene).
+    clock: Duration,
     /// Score-weighted class votes, in `Class::ALL` order.
     votes: [f32; 6],
 }
@@ -143,15 +149,27 @@ impl Track {
         [(self.bbox[0] + self.bbox[2]) / 2.0, self.bbox[3]]
     }
 
+    /// The motion state predicted to frame time `time`.
+    fn state(&self, time: Duration) -> BoxFilter {
+        self.filter
+            .predicted(time.saturating_sub(self.clock).as_secs_f64())
+    }
+
     fn predicted(&self, time: Duration) -> BBox {
-        let dt = time.saturating_sub(self.time).as_secs_f32();
-        let (dx, dy) = (self.velocity[0] * dt, self.velocity[1] * dt);
-        [
-            self.bbox[0] + dx,
-            self.bbox[1] + dy,
-            self.bbox[2] + dx,
-            self.bbox[3] + dy,
-        ]
+        self.state(time).bbox()
+    }
+
+    /// Moves the box on to `time` by prediction.
+    fn coast(&mut self, time: Duration) {
+        self.bbox = self.predicted(time);
+        self.time = time;
+    }
+
+    /// Lets `time` pass without motion (a still frame): the box and the
+    /// filter's prediction stay where they were.
+    fn hold(&mut self, time: Duration) {
+        self.clock += time.saturating_sub(self.time);
+        self.time = time;
     }
 
     fn vote(&mut self, detection: &Detection) {
@@ -236,11 +254,11 @@ impl Tracker {
                 // so the box stays; with inference it was missed, so it
                 // moves on by prediction.
                 if ran {
-                    track.bbox = track.predicted(time);
+                    track.coast(time);
+                } else {
+                    track.hold(time);
                 }
-                track.time = time;
             }
-            track.looked = time;
         }
         self.settle(|track| {
             let lost = time.saturating_sub(track.last_seen) > max_coast;
@@ -258,8 +276,7 @@ impl Tracker {
         let max_coast = self.settings.max_coast;
         for track in &mut self.tracks {
             track.measured = false;
-            track.bbox = track.predicted(time);
-            track.time = time;
+            track.coast(time);
         }
         self.settle(|track| time.saturating_sub(track.last_seen) > max_coast)
     }
@@ -329,13 +346,14 @@ impl Tracker {
                 class: detection.class,
                 bbox: detection.bbox,
                 velocity: [0.0, 0.0],
+                filter: BoxFilter::new(&detection.bbox),
+                clock: time,
                 time,
                 measured: true,
                 confirmed: self.settings.min_hits <= 1,
                 first_seen: time,
                 last_seen: time,
                 hits: 1,
-                looked: time,
                 votes: [0.0; 6],
             };
             track.vote(detection);
@@ -444,32 +462,15 @@ impl Tracker {
     }
 }
 
-/// Position gain: how far the box moves from prediction to measurement.
-const POSITION_GAIN: f32 = 0.75;
-/// Velocity gain of the alpha-beta filter.
-const VELOCITY_GAIN: f32 = 0.4;
-
-/// Alpha-beta correction of a track with a matched detection. The
-/// velocity's residual is spread over the time since the tracker last
-/// looked at the track (the previous frame, or the last inference before a
-/// run of predicted-only frames).
+/// Corrects a track with a matched detection: the filter predicted to
+/// `time`, then corrected.
 fn correct(track: &mut Track, time: Duration, detection: &Detection) {
-    let dt = time.saturating_sub(track.looked).as_secs_f32();
-    let predicted = track.predicted(time);
-    let measured = detection.bbox;
-    let mut bbox = [0.0; 4];
-    for i in 0..4 {
-        bbox[i] = predicted[i] + POSITION_GAIN * (measured[i] - predicted[i]);
-    }
-    if dt > 0.0 {
-        let centre = |b: &BBox| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0];
-        let (p, m) = (centre(&predicted), centre(&measured));
-        for axis in 0..2 {
-            let residual = (m[axis] - p[axis]) / dt;
-            track.velocity[axis] += VELOCITY_GAIN * residual;
-        }
-    }
-    track.bbox = bbox;
+    let mut state = track.state(time);
+    state.correct(&detection.bbox);
+    track.filter = state;
+    track.clock = time;
+    track.bbox = state.bbox();
+    track.velocity = state.velocity();
     track.time = time;
     track.last_seen = time;
     track.measured = true;

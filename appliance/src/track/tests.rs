@@ -207,3 +207,50 @@ fn a_person_hidden_behind_a_post_for_half_a_second_keeps_their_track() {
     assert!(update.live[0].measured);
     assert_eq!(tracker.len(), 1, "no new track started");
 }
+
+#[test]
+fn a_walker_found_again_after_misses_keeps_a_steady_velocity() {
+    // 50 px/s to the right, seen ten times a second for two seconds, then
+    // missed by five inferences, then seen again where they walked to.
+    let mut tracker = tracker();
+    let at = |i: u64| det(Class::Person, 0.9, 100.0 + 5.0 * i as f32, 50.0);
+    for i in 0..20u64 {
+        tracker.update(ms(100 * i), Some(&[at(i)]));
+    }
+    for i in 20..25u64 {
+        let missed = tracker.update(ms(100 * i), Some(&[]));
+        assert_eq!(missed.live.len(), 1, "frame {i}");
+        assert!(!missed.live[0].measured);
+    }
+    for i in 25..28u64 {
+        let found = tracker.update(ms(100 * i), Some(&[at(i)]));
+        assert_eq!(found.live[0].id, 7, "the same track");
+        let v = found.live[0].velocity;
+        assert!(
+            (v[0] - 50.0).abs() < 5.0 && v[1].abs() < 2.0,
+            "frame {i}: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn predicted_frames_move_the_box_and_the_next_detection_corrects_it() {
+    // The adaptive rate: the model sees every fifth frame only.
+    let mut tracker = tracker();
+    let at = |i: u64| det(Class::Person, 0.9, 100.0 + 5.0 * i as f32, 50.0);
+    for i in 0..40u64 {
+        let update = if i < 10 || i % 5 == 0 {
+            tracker.update(ms(100 * i), Some(&[at(i)]))
+        } else {
+            tracker.predict(ms(100 * i))
+        };
+        if i >= 10 {
+            let track = &update.live[0];
+            assert_eq!(track.id, 7, "frame {i}");
+            assert_eq!(track.measured, i % 5 == 0, "frame {i}");
+            // Predicted or measured, the box follows the walker.
+            let x = track.bbox[0];
+            assert!((x - at(i).bbox[0]).abs() < 3.0, "frame {i}: {x}");
+        }
+    }
+}
