@@ -382,12 +382,12 @@ fn the_demo_finds_most_labelled_crossings_and_few_false_ones() {
     let paced = demo(&demo_config(&dir.join("paced"), None, ""), &[]);
     let (matched, false_ones, missed) = against_labels(&every, &labels);
     assert!(
-        matched >= 26 && false_ones <= 2,
+        matched >= 26 && false_ones <= 2 && missed <= 9,
         "every frame: {matched} matched, {false_ones} false, {missed} sure ones missed"
     );
     let (matched, false_ones, missed) = against_labels(&paced, &labels);
     assert!(
-        matched >= 23 && false_ones <= 3,
+        matched >= 23 && false_ones <= 3 && missed <= 12,
         "adaptive: {matched} matched, {false_ones} false, {missed} sure ones missed"
     );
 }
@@ -1278,14 +1278,18 @@ fn corrupt_mjpeg_frames_are_skipped_and_counted_and_every_event_is_delivered() {
     assert!(log.contains("source ended"), "{log}");
     let events = delivered_in_order(&consumer, &config);
     assert!(of_code(&events, "detector_failed").is_empty(), "{events:?}");
-    let analysed: u64 = events
+    // Health counts since start: the last one has every frame analysed
+    // (the model ran on it, or the tracker predicted or held it).
+    let last = events
         .iter()
-        .filter(|e| e["kind"] == "health")
-        .map(|e| e["data"]["inferences"].as_u64().unwrap())
-        .sum();
+        .rev()
+        .find(|e| e["kind"] == "health")
+        .expect("a health event");
+    let n = |key: &str| last["data"][key].as_u64().unwrap();
+    let analysed = n("inferences") + n("predicted") + n("skipped_by_motion");
     assert!(
-        analysed >= 140,
-        "the frames after the bad ones were analysed: {analysed}"
+        analysed >= 140 && n("inferences") >= 40,
+        "the frames after the bad ones were analysed: {last}"
     );
     assert!(
         events.iter().any(|e| e["kind"] == "track"),

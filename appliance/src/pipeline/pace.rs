@@ -166,16 +166,18 @@ fn seconds(s: f32) -> Duration {
 /// The longest wait before the model must see `track` again, in seconds
 /// (before the bounds).
 fn track_wait(track: &Track, shortest: f32, longest: f32) -> f32 {
-    if !track.measured {
-        return AGAIN * shortest;
-    }
     let [_, y0, _, y1] = track.bbox;
     let height = (y1 - y0).max(1.0);
     let speed = track.velocity[0].hypot(track.velocity[1]);
-    if speed > 0.0 {
+    let wait = if speed > 0.0 {
         STEP * height / speed
     } else {
         longest
+    };
+    if track.measured {
+        wait
+    } else {
+        wait.min(AGAIN * shortest)
     }
 }
 
@@ -251,15 +253,23 @@ mod tests {
         assert_eq!(planned(std::slice::from_ref(&hidden)), ms(200));
         let seen = track([100.0, 300.0], 40.0, 100.0, [10.0, 0.0]);
         assert_eq!(planned(&[seen, hidden]), ms(200));
-        // With a lower max_fps, two of its frames.
+        // A fast one missed is looked for at least as often as when seen.
+        let mut fast = track([300.0, 300.0], 40.0, 100.0, [1000.0, 0.0]);
+        fast.measured = false;
+        assert_eq!(planned(&[fast]), ms(100));
+        // With a lower max_fps, two of its frames (above the floor).
         let mut pacer = Pacer::new(PaceSettings {
+            min_fps: 1.0,
             max_fps: 4.0,
             ..settings()
         });
         let mut hidden = track([300.0, 300.0], 40.0, 100.0, [0.0, 0.0]);
         hidden.measured = false;
-        pacer.plan(&[hidden]);
+        pacer.plan(std::slice::from_ref(&hidden));
         assert_eq!(pacer.interval(), ms(500));
+        hidden.measured = true;
+        pacer.plan(&[hidden]);
+        assert_eq!(pacer.interval(), ms(1000));
     }
 
     #[test]

@@ -16,17 +16,18 @@
 //! detection after a gap (a miss, frames the model did not see) corrects
 //! the velocity by what the gap's length warrants, without a special case.
 //!
-//! Pure: time is passed in as the seconds elapsed since the last
-//! correction.
+//! Pure: time is passed in as seconds elapsed on the filter's clock (the
+//! tracker stops that clock during still frames).
 
 use super::BBox;
 
 /// Spread of a detection's edges about the truth, as a fraction of the
 /// box's height (the detector's jitter).
 const MEASUREMENT: f64 = 0.05;
-/// Random acceleration of the centre, in box heights per second², as the
-/// spectral density's square root: how quickly walkers change pace or
-/// heading.
+/// Random acceleration of the centre: the square root of its spectral
+/// density, in box heights per second^1.5 (after t seconds unseen, the
+/// velocity's spread has grown by this × √t box heights per second): how
+/// quickly walkers change pace or heading.
 const ACCELERATION: f64 = 0.5;
 /// Random drift of width and height, in box heights per √second.
 const SIZE_DRIFT: f64 = 0.1;
@@ -119,10 +120,11 @@ impl BoxFilter {
     /// detector's jitter, how it moves is not known at all.
     pub fn new(bbox: &BBox) -> Self {
         let [cx, cy, w, h] = centre_size(bbox);
-        let r = (MEASUREMENT * h).powi(2);
+        let scale = h.max(1.0);
+        let r = (MEASUREMENT * scale).powi(2);
         BoxFilter {
-            cx: Axis::new(cx, h),
-            cy: Axis::new(cy, h),
+            cx: Axis::new(cx, scale),
+            cy: Axis::new(cy, scale),
             w: Level { x: w, p: r },
             h: Level { x: h, p: r },
         }
@@ -242,6 +244,10 @@ mod tests {
         let seen = spread(&f);
         let unseen = f.predicted(2.0);
         assert!(spread(&unseen) > 4.0 * seen, "{seen} {}", spread(&unseen));
+        // Seen again where it walked to: the spread is back near where it was.
+        let mut found = unseen;
+        found.correct(&walker(5.0 * 10.0 + 100.0));
+        assert!(spread(&found) < 1.5 * seen, "{seen} {}", spread(&found));
         // Prediction moves the box by its velocity, size unchanged.
         let (b0, b1) = (f.bbox(), unseen.bbox());
         assert!(((b1[0] - b0[0]) - 100.0).abs() < 5.0, "{b0:?} {b1:?}");

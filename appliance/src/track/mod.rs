@@ -18,7 +18,8 @@
 //! saw nothing move ([`Tracker::update`] without detections), every box
 //! stays where it was. When the adaptive rate ([`crate::pipeline::pace`])
 //! spared the model on a frame where things move ([`Tracker::predict`]),
-//! every box moves on by its velocity. Either way tracks coast through them.
+//! every box moves on by its velocity. Either way tracks live on through
+//! them, unmeasured.
 //!
 //! Each track's box is a Kalman filter ([`kalman`]): the centre with a
 //! velocity, width and height as levels, noises scaled by the box's height.

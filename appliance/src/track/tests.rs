@@ -210,12 +210,23 @@ fn a_person_hidden_behind_a_post_for_half_a_second_keeps_their_track() {
 
 #[test]
 fn a_walker_found_again_after_misses_keeps_a_steady_velocity() {
-    // 50 px/s to the right, seen ten times a second for two seconds, then
-    // missed by five inferences, then seen again where they walked to.
+    // 50 px/s to the right, boxes jittering by 1.5 px, seen ten times a
+    // second for two seconds, then missed by five inferences, then found
+    // again 8 px further on than a steady walk would be (a longer stride
+    // while hidden). A fixed-gain filter took that as a jump in velocity
+    // (87, then 95 px/s); the Kalman filter spreads it over the gap.
     let mut tracker = tracker();
-    let at = |i: u64| det(Class::Person, 0.9, 100.0 + 5.0 * i as f32, 50.0);
+    let at = |i: u64, ahead: f32| {
+        let jitter = if i % 2 == 0 { 1.5 } else { -1.5 };
+        det(
+            Class::Person,
+            0.9,
+            100.0 + 5.0 * i as f32 + jitter + ahead,
+            50.0,
+        )
+    };
     for i in 0..20u64 {
-        tracker.update(ms(100 * i), Some(&[at(i)]));
+        tracker.update(ms(100 * i), Some(&[at(i, 0.0)]));
     }
     for i in 20..25u64 {
         let missed = tracker.update(ms(100 * i), Some(&[]));
@@ -223,11 +234,11 @@ fn a_walker_found_again_after_misses_keeps_a_steady_velocity() {
         assert!(!missed.live[0].measured);
     }
     for i in 25..28u64 {
-        let found = tracker.update(ms(100 * i), Some(&[at(i)]));
+        let found = tracker.update(ms(100 * i), Some(&[at(i, 8.0)]));
         assert_eq!(found.live[0].id, 7, "the same track");
         let v = found.live[0].velocity;
         assert!(
-            (v[0] - 50.0).abs() < 5.0 && v[1].abs() < 2.0,
+            (v[0] - 50.0).abs() < 20.0 && v[1].abs() < 2.0,
             "frame {i}: {v:?}"
         );
     }
