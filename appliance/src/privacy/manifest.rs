@@ -386,22 +386,20 @@ fn flatten(value: &Value, path: &str, out: &mut Vec<String>) {
                 flatten(child, &next, out);
             }
         }
-        Value::Array(items) if items.is_empty() => {
-            let leaf = format!("{path}[]");
-            if !out.contains(&leaf) {
-                out.push(leaf);
-            }
-        }
+        Value::Array(items) if items.is_empty() => leaf(format!("{path}[]"), out),
         Value::Array(items) if items.iter().any(Value::is_object) => {
             for item in items {
                 flatten(item, &format!("{path}[]"), out);
             }
         }
-        _ => {
-            if !out.iter().any(|p| p == path) {
-                out.push(path.to_string());
-            }
-        }
+        _ => leaf(path.to_string(), out),
+    }
+}
+
+/// Adds one leaf path, once.
+fn leaf(path: String, out: &mut Vec<String>) {
+    if !out.contains(&path) {
+        out.push(path);
     }
 }
 

@@ -195,14 +195,20 @@ mod tests {
         [x, 100.0, x + 40.0, 200.0]
     }
 
-    #[test]
-    fn a_steady_walk_gives_its_velocity_and_a_tight_state() {
-        // 50 px/s to the right, seen 10 times a second.
+    /// A filter that followed a walker at 50 px/s, seen 10 times a second
+    /// for `steps` tenths of a second.
+    fn walked(steps: u32) -> BoxFilter {
         let mut f = BoxFilter::new(&walker(0.0));
-        for i in 1..=30 {
+        for i in 1..=steps {
             f = f.predicted(0.1);
             f.correct(&walker(5.0 * i as f32));
         }
+        f
+    }
+
+    #[test]
+    fn a_steady_walk_gives_its_velocity_and_a_tight_state() {
+        let f = walked(30);
         let v = f.velocity();
         assert!((v[0] - 50.0).abs() < 1.0, "{v:?}");
         assert!(v[1].abs() < 0.5, "{v:?}");
@@ -216,11 +222,7 @@ mod tests {
 
     #[test]
     fn a_detection_after_a_gap_moves_the_velocity_by_what_the_gap_warrants() {
-        let mut steady = BoxFilter::new(&walker(0.0));
-        for i in 1..=20 {
-            steady = steady.predicted(0.1);
-            steady.correct(&walker(5.0 * i as f32));
-        }
+        let steady = walked(20);
         // The walker speeds up to 100 px/s: seen once 0.1 s later, or once
         // after a second unseen.
         let (mut soon, mut late) = (steady.predicted(0.1), steady.predicted(1.0));
@@ -236,11 +238,7 @@ mod tests {
 
     #[test]
     fn uncertainty_grows_while_unseen_and_shrinks_when_seen() {
-        let mut f = BoxFilter::new(&walker(0.0));
-        for i in 1..=10 {
-            f = f.predicted(0.1);
-            f.correct(&walker(5.0 * i as f32));
-        }
+        let f = walked(10);
         let seen = spread(&f);
         let unseen = f.predicted(2.0);
         assert!(spread(&unseen) > 4.0 * seen, "{seen} {}", spread(&unseen));
